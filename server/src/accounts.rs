@@ -1,0 +1,166 @@
+//! Users and their platform roles: creating, finding, disabling, granting, and the
+//! actor-checked `LookupUser` that consuming services use to grant local roles.
+use crate::app::{StPeter, UserView};
+use crate::error::{Error, Result, invalid};
+use crate::identifier;
+use crate::sessions::check_token_size;
+use crate::store::{NewUser, UserRecord};
+
+const MAX_DISPLAY_NAME_CHARS: usize = 128;
+const MAX_ROLE_CHARS: usize = 64;
+
+/// A user to create, as an administrator typed it.
+#[derive(Debug, Clone, Default)]
+pub struct NewAccount {
+    pub handle: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub display_name: Option<String>,
+    pub password: String,
+}
+
+impl StPeter {
+    /// Validates every field before hashing, then inserts the user in one statement.
+    pub async fn create_user(&self, account: NewAccount) -> Result<UserView> {
+        let handle = identifier::normalize_handle(&account.handle)?;
+        let email = account
+            .email
+            .as_deref()
+            .map(identifier::normalize_email)
+            .transpose()?;
+        let phone = account
+            .phone
+            .as_deref()
+            .map(identifier::normalize_phone)
+            .transpose()?;
+        let display_name = account.display_name.unwrap_or_default().trim().to_owned();
+        if display_name.chars().count() > MAX_DISPLAY_NAME_CHARS {
+            return Err(invalid(
+                "display_name",
+                format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
+            ));
+        }
+        if display_name.chars().any(char::is_control) {
+            return Err(invalid("display_name", "must not contain control characters"));
+        }
+        let password_hash = self.passwords.hash_new(&account.password).await?;
+        let user = NewUser {
+            id: uuid::Uuid::new_v4().to_string(),
+            handle,
+            email,
+            phone,
+            display_name,
+            password_hash,
+            created_at: self.now(),
+        };
+        self.store.create_user(&user).await?;
+        Ok(UserView {
+            user_id: user.id,
+            handle: user.handle,
+            email: user.email,
+            phone: user.phone,
+            display_name: user.display_name,
+            disabled: false,
+        })
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<(UserView, Vec<String>)>> {
+        let mut listed = Vec::new();
+        for user in self.store.list_users().await? {
+            let roles = self.store.roles(&user.id).await?;
+            listed.push((UserView::from(&user), roles));
+        }
+        Ok(listed)
+    }
+
+    /// Finds a user by user_id, email, phone or handle (admin use).
+    pub async fn find_user(&self, identifier: &str) -> Result<UserRecord> {
+        let found = if uuid::Uuid::parse_str(identifier.trim()).is_ok() {
+            self.store
+                .find_user_by_id(&identifier.trim().to_lowercase())
+                .await?
+        } else {
+            let parsed = identifier::parse("identifier", identifier)?;
+            self.store.find_user(&parsed).await?
+        };
+        found.ok_or_else(|| Error::NotFound(format!("user {:?}", identifier.trim())))
+    }
+
+    /// Disabling revokes the user's sessions at once; enabling does not bring them back.
+    pub async fn set_disabled(&self, identifier: &str, disabled: bool) -> Result<UserView> {
+        let mut user = self.find_user(identifier).await?;
+        self.store
+            .set_disabled(&user.id, disabled, self.now())
+            .await?;
+        user.disabled = disabled;
+        Ok(UserView::from(&user))
+    }
+
+    /// Returns whether the role was newly granted.
+    pub async fn grant_role(&self, identifier: &str, role: &str) -> Result<bool> {
+        let role = check_role(role)?;
+        let user = self.find_user(identifier).await?;
+        self.store.grant_role(&user.id, &role, self.now()).await
+    }
+
+    /// Returns whether the user had the role.
+    pub async fn revoke_role(&self, identifier: &str, role: &str) -> Result<bool> {
+        let role = check_role(role)?;
+        let user = self.find_user(identifier).await?;
+        self.store.revoke_role(&user.id, &role).await
+    }
+
+    /// Resolves an identifier for an actor whose token must be valid and their own.
+    pub async fn lookup_user(
+        &self,
+        actor_id: &str,
+        actor_token: &str,
+        identifier: &str,
+    ) -> Result<UserView> {
+        if actor_id.is_empty() {
+            return Err(invalid("actor_id", "must not be empty"));
+        }
+        let actor_id = uuid::Uuid::parse_str(actor_id)
+            .map_err(|_| invalid("actor_id", "must be a user_id (a UUID)"))?
+            .to_string();
+        check_token_size("actor_token", actor_token)?;
+        let identifier = identifier::parse("identifier", identifier)?;
+        let actor = match self.verify_token(actor_token).await {
+            Ok(actor) => actor,
+            Err(Error::Unauthenticated(_)) | Err(Error::InvalidArgument { .. }) => {
+                return Err(Error::Unauthenticated("actor_token is not valid"));
+            }
+            Err(other) => return Err(other),
+        };
+        if actor.user.user_id != actor_id {
+            return Err(Error::Unauthenticated("actor_token does not belong to actor_id"));
+        }
+        let user = self
+            .store
+            .find_user(&identifier)
+            .await?
+            .ok_or_else(|| Error::NotFound("user".into()))?;
+        Ok(UserView::from(&user))
+    }
+}
+
+/// Roles are short names such as `admin` or `billing:read`.
+fn check_role(role: &str) -> Result<String> {
+    let role = role.trim();
+    if role.is_empty() {
+        return Err(invalid("role", "must not be empty"));
+    }
+    if role.chars().count() > MAX_ROLE_CHARS {
+        return Err(invalid("role", format!("must be at most {MAX_ROLE_CHARS} characters")));
+    }
+    if !role
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-'))
+    {
+        return Err(invalid(
+            "role",
+            "may hold only letters, digits, ':', '.', '_' and '-'",
+        ));
+    }
+    Ok(role.to_owned())
+}

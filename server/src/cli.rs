@@ -1,0 +1,327 @@
+//! The `st-peter` command line: `serve`, and the admin commands that work on the same
+//! database. Commands parse their arguments and call the domain; they hold no rules.
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::accounts::NewAccount;
+use crate::app::{Settings, StPeter, UserView};
+use crate::store;
+
+#[derive(Debug, Parser)]
+#[command(name = "st-peter", version, about = "A small central authentication service.")]
+pub struct Cli {
+    /// Database: `sqlite://PATH` (created and migrated at start).
+    #[arg(
+        long,
+        global = true,
+        env = "ST_PETER_DATABASE_URL",
+        default_value = "sqlite://st-peter.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log line format (logs go to standard error).
+    #[arg(long, global = true, env = "ST_PETER_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Administer users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Administer sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ST_PETER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// How long a session token lives, e.g. `12h`, `30m`, `7days`.
+    #[arg(long, env = "ST_PETER_SESSION_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub session_ttl: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password comes from stdin or an environment variable, never
+    /// from an argument (arguments are visible to every user of the machine).
+    Add(AddUser),
+    /// List users with their roles.
+    List,
+    /// Disable a user: they cannot log in and their sessions are revoked.
+    Disable { identifier: String },
+    /// Enable a disabled user.
+    Enable { identifier: String },
+    /// Grant or revoke platform roles.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Enroll or remove TOTP two-factor authentication.
+    #[command(subcommand)]
+    Totp(TotpCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("password_source").required(true))]
+pub struct AddUser {
+    #[arg(long)]
+    pub handle: String,
+    #[arg(long)]
+    pub email: Option<String>,
+    /// E.164, e.g. +15551234567.
+    #[arg(long)]
+    pub phone: Option<String>,
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long, group = "password_source")]
+    pub password_stdin: bool,
+    /// Read the password from this environment variable.
+    #[arg(long, value_name = "VAR", group = "password_source")]
+    pub password_env: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    Grant { identifier: String, role: String },
+    Revoke { identifier: String, role: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TotpCommand {
+    /// Enroll TOTP: prints the otpauth:// URI and a QR code to scan with a phone.
+    Enroll { identifier: String },
+    /// Remove TOTP from a user.
+    Disable { identifier: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Revoke one session (token from stdin or an environment variable) or all of a user's.
+    #[command(group = clap::ArgGroup::new("which").required(true))]
+    Revoke {
+        /// Revoke every live session of this user (id, handle, email or phone).
+        #[arg(long, group = "which")]
+        user: Option<String>,
+        /// Read the token to revoke from the first line of standard input.
+        #[arg(long, group = "which")]
+        token_stdin: bool,
+        /// Read the token to revoke from this environment variable.
+        #[arg(long, value_name = "VAR", group = "which")]
+        token_env: Option<String>,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let store = store::connect(&cli.database_url)
+        .await
+        .with_context(|| format!("opening {}", store::redact_url(&cli.database_url)))?;
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings {
+                session_ttl: args.session_ttl,
+                ..Settings::default()
+            };
+            let app = Arc::new(StPeter::new(store, StPeter::system_clock(), settings)?);
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("binding {}", args.listen))?;
+            tracing::info!(
+                address = %listener.local_addr()?,
+                database = %store::redact_url(&cli.database_url),
+                "st-peter listening"
+            );
+            crate::server::run(listener, app, crate::server::shutdown_signal()).await
+        }
+        Command::User(command) => {
+            let app = StPeter::new(store, StPeter::system_clock(), Settings::default())?;
+            user_command(&app, command, cli.json).await
+        }
+        Command::Session(SessionCommand::Revoke {
+            user,
+            token_stdin,
+            token_env,
+        }) => {
+            let app = StPeter::new(store, StPeter::system_clock(), Settings::default())?;
+            let revoked = match user {
+                Some(identifier) => {
+                    let user = app.find_user(&identifier).await?;
+                    app.revoke_all_sessions(&user.id).await?
+                }
+                None => {
+                    let token = read_secret(token_stdin, token_env.as_deref(), "token")?;
+                    u64::from(app.logout(&token).await?)
+                }
+            };
+            print(cli.json, &serde_json::json!({ "revoked": revoked }), || {
+                format!("revoked {revoked} session(s)")
+            })
+        }
+    }
+}
+
+async fn user_command(app: &StPeter, command: UserCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add(add) => {
+            let password = read_secret(add.password_stdin, add.password_env.as_deref(), "password")?;
+            let user = app
+                .create_user(NewAccount {
+                    handle: add.handle,
+                    email: add.email,
+                    phone: add.phone,
+                    display_name: add.display_name,
+                    password,
+                })
+                .await?;
+            print(json, &user, || {
+                format!("created user {} ({})", user.user_id, user.handle)
+            })
+        }
+        UserCommand::List => {
+            let users = app.list_users().await?;
+            let rows: Vec<_> = users
+                .iter()
+                .map(|(user, roles)| serde_json::json!({ "user": user, "roles": roles }))
+                .collect();
+            print(json, &rows, || {
+                users
+                    .iter()
+                    .map(|(user, roles)| describe(user, roles))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        UserCommand::Disable { identifier } => {
+            let user = app.set_disabled(&identifier, true).await?;
+            print(json, &user, || {
+                format!("disabled {} and revoked their sessions", user.handle)
+            })
+        }
+        UserCommand::Enable { identifier } => {
+            let user = app.set_disabled(&identifier, false).await?;
+            print(json, &user, || format!("enabled {}", user.handle))
+        }
+        UserCommand::Role(RoleCommand::Grant { identifier, role }) => {
+            let changed = app.grant_role(&identifier, &role).await?;
+            print(json, &serde_json::json!({ "changed": changed }), || {
+                if changed {
+                    format!("granted {role}")
+                } else {
+                    format!("already had {role}")
+                }
+            })
+        }
+        UserCommand::Role(RoleCommand::Revoke { identifier, role }) => {
+            let changed = app.revoke_role(&identifier, &role).await?;
+            print(json, &serde_json::json!({ "changed": changed }), || {
+                if changed {
+                    format!("revoked {role}")
+                } else {
+                    format!("did not have {role}")
+                }
+            })
+        }
+        UserCommand::Totp(TotpCommand::Enroll { identifier }) => {
+            let enrollment = app.enroll_totp(&identifier).await?;
+            print(json, &enrollment, || {
+                format!(
+                    "Scan this QR code with an authenticator app, or enter the URI by hand:\n\n{}\n{}\n",
+                    terminal_qr(&enrollment.otpauth_uri),
+                    enrollment.otpauth_uri
+                )
+            })
+        }
+        UserCommand::Totp(TotpCommand::Disable { identifier }) => {
+            let user_id = app.disable_totp(&identifier).await?;
+            print(json, &serde_json::json!({ "user_id": user_id }), || {
+                "TOTP removed".to_owned()
+            })
+        }
+    }
+}
+
+fn print(
+    json: bool,
+    value: &impl serde::Serialize,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+fn describe(user: &UserView, roles: &[String]) -> String {
+    let mut line = format!("{}  {}", user.user_id, user.handle);
+    for value in [&user.email, &user.phone].into_iter().flatten() {
+        line.push_str("  ");
+        line.push_str(value);
+    }
+    if !roles.is_empty() {
+        line.push_str(&format!("  roles={}", roles.join(",")));
+    }
+    if user.disabled {
+        line.push_str("  (disabled)");
+    }
+    line
+}
+
+/// Reads a secret from the first line of stdin or from an environment variable.
+fn read_secret(from_stdin: bool, env_var: Option<&str>, what: &str) -> anyhow::Result<String> {
+    let secret = if from_stdin {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            eprint!("{what}: ");
+        }
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    } else if let Some(var) = env_var {
+        std::env::var(var).with_context(|| format!("reading {what} from ${var}"))?
+    } else {
+        bail!("give --{what}-stdin or --{what}-env VAR");
+    };
+    if secret.is_empty() {
+        bail!("{what}: must not be empty");
+    }
+    Ok(secret)
+}
+
+/// A QR code drawn with half-block characters, light on dark so phones read it on the
+/// usual dark terminal.
+fn terminal_qr(data: &str) -> String {
+    use qrcode::render::unicode::Dense1x2;
+    match qrcode::QrCode::new(data.as_bytes()) {
+        Ok(code) => code
+            .render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+        Err(error) => format!("(no QR code: {error})"),
+    }
+}

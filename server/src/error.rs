@@ -1,0 +1,33 @@
+//! The errors of st-peter's domain operations. The gRPC face maps them to `tonic::Status`
+//! in one place (`grpc.rs`); the admin CLI prints them.
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The caller sent something malformed: names the field and the reason.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// The token (or the actor's token) is unknown, expired or revoked.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A unique value (handle, email, phone) is taken.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}

@@ -1,0 +1,175 @@
+//! The gRPC face: `st_peter.auth.v1.AuthService` over the domain operations, and the one
+//! place where domain errors become `tonic::Status`.
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::auth_service_server::AuthService;
+
+use crate::app::{StPeter, UserView};
+use crate::clock::UnixMillis;
+use crate::error::Error;
+use crate::sessions::{FailureReason, LoginOutcome};
+
+pub struct AuthGrpc {
+    app: Arc<StPeter>,
+}
+
+impl AuthGrpc {
+    pub fn new(app: Arc<StPeter>) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthGrpc {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
+        let outcome = self
+            .app
+            .login(&request.identifier, &request.password)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(login_response(outcome)))
+    }
+
+    async fn verify_two_factor(
+        &self,
+        request: Request<pb::VerifyTwoFactorRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
+        let outcome = self
+            .app
+            .verify_two_factor(&request.two_factor_id, &request.code)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(login_response(outcome)))
+    }
+
+    async fn verify_token(
+        &self,
+        request: Request<pb::VerifyTokenRequest>,
+    ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
+        let verified = self
+            .app
+            .verify_token(&request.get_ref().token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::VerifyTokenResponse {
+            user: Some(user(verified.user)),
+            roles: verified.roles,
+            expires_at: Some(timestamp(verified.expires_at)),
+        }))
+    }
+
+    async fn lookup_user(
+        &self,
+        request: Request<pb::LookupUserRequest>,
+    ) -> Result<Response<pb::LookupUserResponse>, Status> {
+        let request = request.into_inner();
+        let found = self
+            .app
+            .lookup_user(&request.actor_id, &request.actor_token, &request.identifier)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::LookupUserResponse {
+            user: Some(user(found)),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        self.app
+            .logout(&request.get_ref().token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+}
+
+/// Domain errors to gRPC statuses. Storage and internal faults are logged here with
+/// their detail and answered without it.
+fn status(error: Error) -> Status {
+    match error {
+        Error::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+        Error::Unauthenticated(why) => Status::unauthenticated(why),
+        Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+        Error::Conflict(why) => Status::already_exists(why),
+        Error::Storage(ref source) if is_unavailable(source) => {
+            tracing::error!(%error, "database unavailable");
+            Status::unavailable("database unavailable")
+        }
+        Error::Storage(_) | Error::Migration(_) | Error::Internal(_) => {
+            tracing::error!(%error, "request failed");
+            Status::internal("internal error")
+        }
+    }
+}
+
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
+}
+
+fn login_response(outcome: LoginOutcome) -> pb::LoginResponse {
+    use pb::login_response::Result as Outcome;
+    let result = match outcome {
+        LoginOutcome::Authenticated(session) => Outcome::Authenticated(pb::Authenticated {
+            token: session.token,
+            expires_at: Some(timestamp(session.expires_at)),
+            user: Some(user(session.user)),
+        }),
+        LoginOutcome::TwoFactor {
+            two_factor_id,
+            expires_at,
+        } => Outcome::TwoFactor(pb::TwoFactorRequired {
+            two_factor_id,
+            expires_at: Some(timestamp(expires_at)),
+            methods: vec![pb::TwoFactorMethod::Totp as i32],
+        }),
+        LoginOutcome::Failed {
+            reason,
+            retry_after,
+        } => Outcome::Failed(pb::Failed {
+            reason: failure_reason(reason) as i32,
+            retry_after: retry_after.and_then(|d| prost_types::Duration::try_from(d).ok()),
+        }),
+    };
+    pb::LoginResponse {
+        result: Some(result),
+    }
+}
+
+fn failure_reason(reason: FailureReason) -> pb::FailureReason {
+    match reason {
+        FailureReason::InvalidCredentials => pb::FailureReason::InvalidCredentials,
+        FailureReason::RateLimited => pb::FailureReason::RateLimited,
+        FailureReason::InvalidCode => pb::FailureReason::InvalidCode,
+        FailureReason::ChallengeExpired => pb::FailureReason::ChallengeExpired,
+    }
+}
+
+fn user(user: UserView) -> pb::User {
+    pb::User {
+        user_id: user.user_id,
+        handle: user.handle,
+        email: user.email.unwrap_or_default(),
+        phone: user.phone.unwrap_or_default(),
+        display_name: user.display_name,
+        disabled: user.disabled,
+    }
+}
+
+pub fn timestamp(millis: UnixMillis) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}

@@ -1,0 +1,21 @@
+//! st-peter: a small central authentication service.
+//!
+//! Two faces over one set of domain operations ([`app::StPeter`]): the gRPC service
+//! ([`grpc`], served by [`server::run`]) and the admin command line ([`cli`]). Both sit on
+//! the [`store`], which knows nothing of either.
+pub mod accounts;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod error;
+pub mod grpc;
+pub mod identifier;
+pub mod password;
+pub mod server;
+pub mod sessions;
+pub mod store;
+pub mod token;
+pub mod totp;
+pub mod two_factor;
+
+pub use app::{Settings, StPeter};

@@ -1,0 +1,174 @@
+//! Logging in with a password, verifying tokens, logging out and revoking sessions.
+use std::time::Duration;
+
+use crate::app::{StPeter, UserView};
+use crate::clock::{UnixMillis, millis};
+use crate::error::{Error, Result, invalid};
+use crate::identifier;
+use crate::password;
+use crate::store::{NewSession, UserRecord};
+use crate::token::{self, SESSION_PREFIX};
+
+/// Longest token accepted on the wire; real ones are 47 bytes.
+pub const MAX_TOKEN_BYTES: usize = 256;
+
+/// Why a login did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    InvalidCredentials,
+    RateLimited,
+    InvalidCode,
+    ChallengeExpired,
+}
+
+/// A new session: the token is shown to the caller once and never stored.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    pub token: String,
+    pub expires_at: UnixMillis,
+    pub user: UserView,
+}
+
+#[derive(Debug, Clone)]
+pub enum LoginOutcome {
+    Authenticated(IssuedSession),
+    TwoFactor {
+        two_factor_id: String,
+        expires_at: UnixMillis,
+    },
+    Failed {
+        reason: FailureReason,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl LoginOutcome {
+    pub(crate) fn failed(reason: FailureReason) -> Self {
+        Self::Failed {
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+/// The owner of a valid token.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub user: UserView,
+    pub roles: Vec<String>,
+    pub expires_at: UnixMillis,
+}
+
+impl StPeter {
+    /// Password login. Unknown identifier, wrong password and disabled user all cost one
+    /// argon2 verification and answer `InvalidCredentials`.
+    pub async fn login(&self, identifier: &str, password: &str) -> Result<LoginOutcome> {
+        let identifier = identifier::parse("identifier", identifier)?;
+        password::check_login(password)?;
+        let user = self
+            .store
+            .find_user(&identifier)
+            .await?
+            .filter(|user| !user.disabled);
+        let check = self
+            .passwords
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        let Some(user) = user.filter(|_| check.matches) else {
+            return Ok(LoginOutcome::failed(FailureReason::InvalidCredentials));
+        };
+        if check.needs_rehash {
+            self.upgrade_hash(&user, password).await;
+        }
+        if user.totp_secret.is_some() {
+            return self.start_two_factor(&user).await;
+        }
+        Ok(LoginOutcome::Authenticated(self.issue_session(&user).await?))
+    }
+
+    /// Who is this token? Unknown, expired, revoked and disabled all answer
+    /// `Unauthenticated`.
+    pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken> {
+        check_token_size("token", token)?;
+        if !token::is_well_formed(SESSION_PREFIX, token) {
+            return Err(Error::Unauthenticated("token is not valid"));
+        }
+        let owner = self
+            .store
+            .session_owner(&token::hash(token), self.now())
+            .await?
+            .ok_or(Error::Unauthenticated("token is not valid"))?;
+        Ok(VerifiedToken {
+            user: UserView::from(&owner.user),
+            roles: owner.roles,
+            expires_at: owner.expires_at,
+        })
+    }
+
+    /// Revokes a token. Unknown or already revoked tokens succeed quietly; returns
+    /// whether a live session was revoked.
+    pub async fn logout(&self, token: &str) -> Result<bool> {
+        check_token_size("token", token)?;
+        if !token::is_well_formed(SESSION_PREFIX, token) {
+            return Ok(false);
+        }
+        self.store
+            .revoke_session(&token::hash(token), self.now())
+            .await
+    }
+
+    /// Revokes every live session of a user; returns how many.
+    pub async fn revoke_all_sessions(&self, user_id: &str) -> Result<u64> {
+        self.store.revoke_user_sessions(user_id, self.now()).await
+    }
+
+    pub(crate) async fn issue_session(&self, user: &UserRecord) -> Result<IssuedSession> {
+        let minted = token::mint(SESSION_PREFIX);
+        let now = self.now();
+        let expires_at = now.saturating_add(millis(self.settings.session_ttl));
+        self.store
+            .create_session(NewSession {
+                token_hash: &minted.hash,
+                user_id: &user.id,
+                created_at: now,
+                expires_at,
+            })
+            .await?;
+        Ok(IssuedSession {
+            token: minted.secret,
+            expires_at,
+            user: UserView::from(user),
+        })
+    }
+
+    /// Re-hashes a password made with older parameters. A failure here must not fail the
+    /// login that proved the password, so it is logged and retried at the next login.
+    async fn upgrade_hash(&self, user: &UserRecord, password: &str) {
+        let result = async {
+            let hash = self.passwords.hash(password).await?;
+            self.store
+                .set_password_hash(&user.id, &hash, self.now())
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(user_id = %user.id, "password hash upgraded to current parameters"),
+            Err(error) => tracing::warn!(user_id = %user.id, %error, "password hash upgrade failed"),
+        }
+    }
+}
+
+/// Empty and oversize tokens are malformed requests; anything else is checked against the
+/// store (or refused for its shape) and answered as valid or not.
+pub(crate) fn check_token_size(field: &'static str, token: &str) -> Result<()> {
+    if token.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_TOKEN_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}

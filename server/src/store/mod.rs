@@ -1,0 +1,200 @@
+//! Persistence behind one trait, one implementation per backend. The store knows rows and
+//! transactions, nothing of gRPC or of the rules that decide a login.
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+use crate::clock::UnixMillis;
+use crate::error::{Error, Result};
+use crate::identifier::Identifier;
+use crate::token::SecretHash;
+
+/// A user row, secrets included: never leaves the server.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: String,
+    pub handle: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub display_name: String,
+    pub disabled: bool,
+    pub password_hash: String,
+    pub totp_secret: Option<Vec<u8>>,
+    pub created_at: i64,
+}
+
+/// A user to insert.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub handle: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub display_name: String,
+    pub password_hash: String,
+    pub created_at: UnixMillis,
+}
+
+/// The owner of a live session.
+#[derive(Debug, Clone)]
+pub struct SessionOwner {
+    pub user: UserRecord,
+    pub roles: Vec<String>,
+    pub expires_at: UnixMillis,
+}
+
+/// A session to insert.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    pub token_hash: &'a SecretHash,
+    pub user_id: &'a str,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+/// A two-factor challenge that was alive and had attempts left (one is now spent).
+#[derive(Debug, Clone)]
+pub struct ChallengeAttempt {
+    pub user_id: String,
+    pub expires_at: UnixMillis,
+}
+
+/// How the atomic end of a two-factor login went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwoFactorCompletion {
+    /// Challenge consumed, TOTP step claimed, session stored.
+    Completed,
+    /// The challenge was consumed by a concurrent request.
+    ChallengeGone,
+    /// A code for this step or a later one was already accepted for the user.
+    Replayed,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a user with no roles. A taken handle, email or phone is `Error::Conflict`.
+    async fn create_user(&self, user: &NewUser) -> Result<()>;
+    async fn find_user(&self, identifier: &Identifier) -> Result<Option<UserRecord>>;
+    async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Disabling also revokes every live session of the user, in the same transaction.
+    /// Returns false when no such user exists.
+    async fn set_disabled(&self, user_id: &str, disabled: bool, now: UnixMillis) -> Result<bool>;
+    async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()>;
+    /// Returns false when the user already had the role.
+    async fn grant_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool>;
+    /// Returns false when the user did not have the role.
+    async fn revoke_role(&self, user_id: &str, role: &str) -> Result<bool>;
+    async fn roles(&self, user_id: &str) -> Result<Vec<String>>;
+    /// Sets or clears the TOTP secret and forgets the last accepted step.
+    async fn set_totp_secret(
+        &self,
+        user_id: &str,
+        secret: Option<&[u8]>,
+        now: UnixMillis,
+    ) -> Result<()>;
+
+    async fn create_session(&self, session: NewSession<'_>) -> Result<()>;
+    /// The owner of a session that is not revoked, not expired at `now`, and whose user is
+    /// not disabled.
+    async fn session_owner(
+        &self,
+        token_hash: &SecretHash,
+        now: UnixMillis,
+    ) -> Result<Option<SessionOwner>>;
+    /// Returns false when no live session had that hash.
+    async fn revoke_session(&self, token_hash: &SecretHash, now: UnixMillis) -> Result<bool>;
+    /// Returns how many live sessions were revoked.
+    async fn revoke_user_sessions(&self, user_id: &str, now: UnixMillis) -> Result<u64>;
+
+    async fn create_challenge(
+        &self,
+        id_hash: &SecretHash,
+        user_id: &str,
+        created_at: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<()>;
+    /// Spends one attempt of a challenge that is alive at `now` and has fewer than
+    /// `max_attempts` spent; `None` when it is unknown, expired or exhausted.
+    async fn attempt_challenge(
+        &self,
+        id_hash: &SecretHash,
+        now: UnixMillis,
+        max_attempts: u32,
+    ) -> Result<Option<ChallengeAttempt>>;
+    /// In one transaction: delete the challenge, claim the TOTP step for the user (only if
+    /// later than any step accepted before) and store the session.
+    async fn complete_two_factor(
+        &self,
+        challenge_hash: &SecretHash,
+        totp_step: i64,
+        session: NewSession<'_>,
+    ) -> Result<TwoFactorCompletion>;
+
+    /// Deletes challenges and sessions that ended before `before`.
+    async fn purge_expired(&self, before: UnixMillis) -> Result<u64>;
+}
+
+/// Opens the store a database URL names, creating and migrating it as needed.
+pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(database_url).await?))
+    } else {
+        Err(Error::InvalidArgument {
+            field: "database_url",
+            reason: format!(
+                "unsupported scheme in {:?}: expected sqlite://PATH",
+                redact_url(database_url)
+            ),
+        })
+    }
+}
+
+/// A database URL with any password replaced, safe for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Maps a unique-constraint violation to a `Conflict` naming the taken field.
+pub(crate) fn unique_violation(error: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &error {
+        if db.is_unique_violation() {
+            let message = db.message();
+            for field in ["handle", "email", "phone"] {
+                if message.contains(field) {
+                    return Error::Conflict(format!("{field}: already taken by another user"));
+                }
+            }
+            return Error::Conflict("already exists".into());
+        }
+    }
+    Error::Storage(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/auth"),
+            "postgres://app:***@db:5432/auth"
+        );
+        assert_eq!(redact_url("sqlite://st-peter.db"), "sqlite://st-peter.db");
+    }
+}

@@ -1,0 +1,347 @@
+//! The embedded default: one SQLite file in WAL mode with foreign keys on, synchronous =
+//! FULL so an acknowledged write survives a killed process (and a power cut).
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::{
+    ChallengeAttempt, NewSession, NewUser, SessionOwner, Store, TwoFactorCompletion, UserRecord,
+    unique_violation,
+};
+use crate::clock::UnixMillis;
+use crate::error::{Error, Result};
+use crate::identifier::Identifier;
+use crate::token::SecretHash;
+
+const USER_COLUMNS: &str =
+    "id, handle, email, phone, display_name, disabled, password_hash, totp_secret, created_at";
+
+/// The verify path: one indexed lookup by token hash joined to its user.
+const SESSION_OWNER_SQL: &str = "SELECT u.id, u.handle, u.email, u.phone, u.display_name, \
+     u.disabled, u.password_hash, u.totp_secret, u.created_at, \
+     s.expires_at AS session_expires_at \
+     FROM sessions s JOIN users u ON u.id = s.user_id \
+     WHERE s.token_hash = ? AND s.revoked_at IS NULL AND s.expires_at > ? AND u.disabled = 0";
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(database_url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(database_url)
+            .map_err(|e| Error::InvalidArgument {
+                field: "database_url",
+                reason: e.to_string(),
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn user_where(&self, clause: &str, value: &str) -> Result<Option<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {clause} = ?");
+        Ok(sqlx::query_as::<_, UserRecord>(&sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, user: &NewUser) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (id, handle, email, phone, display_name, password_hash, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(&user.handle)
+        .bind(&user.email)
+        .bind(&user.phone)
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unique_violation)?;
+        Ok(())
+    }
+
+    async fn find_user(&self, identifier: &Identifier) -> Result<Option<UserRecord>> {
+        match identifier {
+            Identifier::Email(email) => self.user_where("email", email).await,
+            Identifier::Phone(phone) => self.user_where("phone", phone).await,
+            Identifier::Handle(handle) => self.user_where("handle", handle).await,
+        }
+    }
+
+    async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>> {
+        self.user_where("id", id).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY handle");
+        Ok(sqlx::query_as::<_, UserRecord>(&sql)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn set_disabled(&self, user_id: &str, disabled: bool, now: UnixMillis) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?")
+            .bind(disabled)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if disabled {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+
+    async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()> {
+        sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(hash)
+            .bind(now)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn grant_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO user_roles (user_id, role, granted_at) VALUES (?, ?, ?) \
+             ON CONFLICT (user_id, role) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(role)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn revoke_role(&self, user_id: &str, role: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM user_roles WHERE user_id = ? AND role = ?")
+            .bind(user_id)
+            .bind(role)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    async fn roles(&self, user_id: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = ? ORDER BY role")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_totp_secret(
+        &self,
+        user_id: &str,
+        secret: Option<&[u8]>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE users SET totp_secret = ?, totp_last_step = NULL, updated_at = ? WHERE id = ?",
+        )
+        .bind(secret)
+        .bind(now)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_session(&self, session: NewSession<'_>) -> Result<()> {
+        insert_session(&self.pool, session).await
+    }
+
+    async fn session_owner(
+        &self,
+        token_hash: &SecretHash,
+        now: UnixMillis,
+    ) -> Result<Option<SessionOwner>> {
+        let row: Option<(UserRecord, i64)> = sqlx::query(SESSION_OWNER_SQL)
+            .bind(&token_hash[..])
+            .bind(now)
+            .try_map(|row: sqlx::sqlite::SqliteRow| {
+                use sqlx::{FromRow, Row};
+                Ok((UserRecord::from_row(&row)?, row.try_get("session_expires_at")?))
+            })
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some((user, expires_at)) = row else {
+            return Ok(None);
+        };
+        let roles = self.roles(&user.id).await?;
+        Ok(Some(SessionOwner {
+            user,
+            roles,
+            expires_at,
+        }))
+    }
+
+    async fn revoke_session(&self, token_hash: &SecretHash, now: UnixMillis) -> Result<bool> {
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&token_hash[..])
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(revoked == 1)
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str, now: UnixMillis) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE sessions SET revoked_at = ? \
+             WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn create_challenge(
+        &self,
+        id_hash: &SecretHash,
+        user_id: &str,
+        created_at: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO two_factor_challenges (id_hash, user_id, created_at, expires_at) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(&id_hash[..])
+        .bind(user_id)
+        .bind(created_at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn attempt_challenge(
+        &self,
+        id_hash: &SecretHash,
+        now: UnixMillis,
+        max_attempts: u32,
+    ) -> Result<Option<ChallengeAttempt>> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE two_factor_challenges SET attempts = attempts + 1 \
+             WHERE id_hash = ? AND expires_at > ? AND attempts < ? \
+             RETURNING user_id, expires_at",
+        )
+        .bind(&id_hash[..])
+        .bind(now)
+        .bind(i64::from(max_attempts))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(user_id, expires_at)| ChallengeAttempt {
+            user_id,
+            expires_at,
+        }))
+    }
+
+    async fn complete_two_factor(
+        &self,
+        challenge_hash: &SecretHash,
+        totp_step: i64,
+        session: NewSession<'_>,
+    ) -> Result<TwoFactorCompletion> {
+        let mut tx = self.pool.begin().await?;
+        let consumed = sqlx::query("DELETE FROM two_factor_challenges WHERE id_hash = ?")
+            .bind(&challenge_hash[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if consumed != 1 {
+            return Ok(TwoFactorCompletion::ChallengeGone);
+        }
+        let claimed = sqlx::query(
+            "UPDATE users SET totp_last_step = ? \
+             WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
+        )
+        .bind(totp_step)
+        .bind(session.user_id)
+        .bind(totp_step)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed != 1 {
+            // Roll back: the challenge lives on (its attempt is already spent), so a user
+            // whose code was used by a double submit can send the next one.
+            tx.rollback().await?;
+            return Ok(TwoFactorCompletion::Replayed);
+        }
+        insert_session(&mut *tx, session).await?;
+        tx.commit().await?;
+        Ok(TwoFactorCompletion::Completed)
+    }
+
+    async fn purge_expired(&self, before: UnixMillis) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let challenges = sqlx::query("DELETE FROM two_factor_challenges WHERE expires_at < ?")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(challenges + sessions)
+    }
+}
+
+async fn insert_session<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    session: NewSession<'_>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&session.token_hash[..])
+    .bind(session.user_id)
+    .bind(session.created_at)
+    .bind(session.expires_at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The second step of a login: TOTP challenges, and enrolling or removing TOTP.
+use crate::app::StPeter;
+use crate::clock::millis;
+use crate::error::{Error, Result, invalid};
+use crate::sessions::{FailureReason, LoginOutcome};
+use crate::store::{NewSession, TwoFactorCompletion, UserRecord};
+use crate::token::{self, CHALLENGE_PREFIX, SESSION_PREFIX};
+use crate::totp;
+
+const MAX_CHALLENGE_ID_BYTES: usize = 256;
+
+/// What an administrator needs to hand to the user after enrolling TOTP.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TotpEnrollment {
+    pub user_id: String,
+    pub otpauth_uri: String,
+}
+
+impl StPeter {
+    pub(crate) async fn start_two_factor(&self, user: &UserRecord) -> Result<LoginOutcome> {
+        let minted = token::mint(CHALLENGE_PREFIX);
+        let now = self.now();
+        let expires_at = now.saturating_add(millis(self.settings.challenge_ttl));
+        self.store
+            .create_challenge(&minted.hash, &user.id, now, expires_at)
+            .await?;
+        Ok(LoginOutcome::TwoFactor {
+            two_factor_id: minted.secret,
+            expires_at,
+        })
+    }
+
+    /// Finishes a login with a TOTP code. Each call spends one of the challenge's attempts;
+    /// a code is accepted once per user, ever.
+    pub async fn verify_two_factor(&self, two_factor_id: &str, code: &str) -> Result<LoginOutcome> {
+        if two_factor_id.is_empty() {
+            return Err(invalid("two_factor_id", "must not be empty"));
+        }
+        if two_factor_id.len() > MAX_CHALLENGE_ID_BYTES
+            || !token::is_well_formed(CHALLENGE_PREFIX, two_factor_id)
+        {
+            return Err(invalid(
+                "two_factor_id",
+                "is not a two-factor id issued by Login (expected 'stc_' and 43 characters)",
+            ));
+        }
+        totp::check_code_shape(code)?;
+
+        let challenge_hash = token::hash(two_factor_id);
+        let now = self.now();
+        let Some(attempt) = self
+            .store
+            .attempt_challenge(&challenge_hash, now, self.settings.challenge_max_attempts)
+            .await?
+        else {
+            return Ok(LoginOutcome::failed(FailureReason::ChallengeExpired));
+        };
+        let user = self
+            .store
+            .find_user_by_id(&attempt.user_id)
+            .await?
+            .filter(|user| !user.disabled);
+        let Some((user, secret)) =
+            user.and_then(|u| u.totp_secret.clone().map(|secret| (u, secret)))
+        else {
+            // Disabled or un-enrolled since the password step: the challenge is void.
+            return Ok(LoginOutcome::failed(FailureReason::ChallengeExpired));
+        };
+        let Some(step) = totp::matching_step(&secret, code, now)? else {
+            return Ok(LoginOutcome::failed(FailureReason::InvalidCode));
+        };
+
+        let session = token::mint(SESSION_PREFIX);
+        let expires_at = now.saturating_add(millis(self.settings.session_ttl));
+        let completion = self
+            .store
+            .complete_two_factor(
+                &challenge_hash,
+                step,
+                NewSession {
+                    token_hash: &session.hash,
+                    user_id: &user.id,
+                    created_at: now,
+                    expires_at,
+                },
+            )
+            .await?;
+        Ok(match completion {
+            TwoFactorCompletion::Completed => {
+                LoginOutcome::Authenticated(crate::sessions::IssuedSession {
+                    token: session.secret,
+                    expires_at,
+                    user: (&user).into(),
+                })
+            }
+            TwoFactorCompletion::Replayed => LoginOutcome::failed(FailureReason::InvalidCode),
+            TwoFactorCompletion::ChallengeGone => {
+                LoginOutcome::failed(FailureReason::ChallengeExpired)
+            }
+        })
+    }
+
+    /// Enrolls (or re-enrolls) TOTP for a user: a new secret replaces any old one.
+    pub async fn enroll_totp(&self, identifier: &str) -> Result<TotpEnrollment> {
+        let user = self.find_user(identifier).await?;
+        let secret = totp::new_secret();
+        let otpauth_uri = totp::otpauth_uri(&secret, &self.settings.totp_issuer, &user.handle)?;
+        self.store
+            .set_totp_secret(&user.id, Some(&secret), self.now())
+            .await?;
+        Ok(TotpEnrollment {
+            user_id: user.id,
+            otpauth_uri,
+        })
+    }
+
+    /// Removes TOTP: the user logs in with the password alone again.
+    pub async fn disable_totp(&self, identifier: &str) -> Result<String> {
+        let user = self.find_user(identifier).await?;
+        if user.totp_secret.is_none() {
+            return Err(Error::Conflict(format!(
+                "{}: TOTP is not enrolled",
+                user.handle
+            )));
+        }
+        self.store
+            .set_totp_secret(&user.id, None, self.now())
+            .await?;
+        Ok(user.id)
+    }
+}
