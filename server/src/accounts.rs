@@ -41,7 +41,10 @@ impl StPeter {
             ));
         }
         if display_name.chars().any(char::is_control) {
-            return Err(invalid("display_name", "must not contain control characters"));
+            return Err(invalid(
+                "display_name",
+                "must not contain control characters",
+            ));
         }
         let password_hash = self.passwords.hash_new(&account.password).await?;
         let user = NewUser {
@@ -133,7 +136,9 @@ impl StPeter {
             Err(other) => return Err(other),
         };
         if actor.user.user_id != actor_id {
-            return Err(Error::Unauthenticated("actor_token does not belong to actor_id"));
+            return Err(Error::Unauthenticated(
+                "actor_token does not belong to actor_id",
+            ));
         }
         let user = self
             .store
@@ -151,7 +156,10 @@ fn check_role(role: &str) -> Result<String> {
         return Err(invalid("role", "must not be empty"));
     }
     if role.chars().count() > MAX_ROLE_CHARS {
-        return Err(invalid("role", format!("must be at most {MAX_ROLE_CHARS} characters")));
+        return Err(invalid(
+            "role",
+            format!("must be at most {MAX_ROLE_CHARS} characters"),
+        ));
     }
     if !role
         .chars()

@@ -12,7 +12,11 @@ use crate::app::{Settings, StPeter, UserView};
 use crate::store;
 
 #[derive(Debug, Parser)]
-#[command(name = "st-peter", version, about = "A small central authentication service.")]
+#[command(
+    name = "st-peter",
+    version,
+    about = "A small central authentication service."
+)]
 pub struct Cli {
     /// Database: `sqlite://PATH` (created and migrated at start).
     #[arg(
@@ -29,7 +33,12 @@ pub struct Cli {
     pub json: bool,
 
     /// Log line format (logs go to standard error).
-    #[arg(long, global = true, env = "ST_PETER_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "ST_PETER_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -185,7 +194,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn user_command(app: &StPeter, command: UserCommand, json: bool) -> anyhow::Result<()> {
     match command {
         UserCommand::Add(add) => {
-            let password = read_secret(add.password_stdin, add.password_env.as_deref(), "password")?;
+            let password =
+                read_secret(add.password_stdin, add.password_env.as_deref(), "password")?;
             let user = app
                 .create_user(NewAccount {
                     handle: add.handle,

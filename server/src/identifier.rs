@@ -137,7 +137,9 @@ mod tests {
     fn login_identifier_errors_name_the_field() {
         let err = parse("identifier", "  ").unwrap_err().to_string();
         assert_eq!(err, "identifier: must not be empty");
-        let err = parse("identifier", &"a".repeat(321)).unwrap_err().to_string();
+        let err = parse("identifier", &"a".repeat(321))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("identifier: must be at most"), "{err}");
         assert!(parse("identifier", "a\u{0}b").is_err());
     }
@@ -150,7 +152,10 @@ mod tests {
         assert_eq!(normalize_email("A@B.Org").unwrap(), "a@b.org");
         assert!(normalize_email("nobody").is_err());
         assert!(normalize_email("a@b").is_err());
-        assert_eq!(normalize_phone("+44 20 7946 0958").unwrap(), "+442079460958");
+        assert_eq!(
+            normalize_phone("+44 20 7946 0958").unwrap(),
+            "+442079460958"
+        );
         assert!(normalize_phone("5551234567").is_err());
         assert!(normalize_phone("+12").is_err());
     }

@@ -1,5 +1,6 @@
 use clap::Parser;
 use st_peter_server::cli::{Cli, Command, LogFormat};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -14,7 +15,8 @@ async fn main() -> std::process::ExitCode {
         EnvFilter::try_from_env("ST_PETER_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

@@ -106,10 +106,7 @@ impl Passwords {
         self.blocking(move || {
             let parsed = PasswordHash::new(&stored)
                 .map_err(|e| Error::Internal(format!("stored password hash unreadable: {e}")))?;
-            let matches = argon2
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-                && known;
+            let matches = argon2.verify_password(password.as_bytes(), &parsed).is_ok() && known;
             let needs_rehash = matches && !made_with(&parsed, params);
             Ok(Verification {
                 matches,
@@ -187,18 +184,45 @@ mod tests {
         let hash = old.hash_new("correct horse").await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         let same = old.verify("correct horse", Some(&hash)).await.unwrap();
-        assert_eq!(same, Verification { matches: true, needs_rehash: false });
-        assert!(!old.verify("wrong horse", Some(&hash)).await.unwrap().matches);
+        assert_eq!(
+            same,
+            Verification {
+                matches: true,
+                needs_rehash: false
+            }
+        );
+        assert!(
+            !old.verify("wrong horse", Some(&hash))
+                .await
+                .unwrap()
+                .matches
+        );
 
         let newer = Passwords::new(
-            PasswordParams { memory_kib: 128, iterations: 1, parallelism: 1 },
+            PasswordParams {
+                memory_kib: 128,
+                iterations: 1,
+                parallelism: 1,
+            },
             2,
         )
         .unwrap();
         let check = newer.verify("correct horse", Some(&hash)).await.unwrap();
-        assert_eq!(check, Verification { matches: true, needs_rehash: true });
+        assert_eq!(
+            check,
+            Verification {
+                matches: true,
+                needs_rehash: true
+            }
+        );
         let wrong = newer.verify("wrong", Some(&hash)).await.unwrap();
-        assert_eq!(wrong, Verification { matches: false, needs_rehash: false });
+        assert_eq!(
+            wrong,
+            Verification {
+                matches: false,
+                needs_rehash: false
+            }
+        );
     }
 
     #[tokio::test]
@@ -212,15 +236,32 @@ mod tests {
     fn production_defaults_are_owasp() {
         assert_eq!(
             PasswordParams::default(),
-            PasswordParams { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+            PasswordParams {
+                memory_kib: 19_456,
+                iterations: 2,
+                parallelism: 1
+            }
         );
     }
 
     #[test]
     fn lengths_are_checked_before_hashing() {
-        assert_eq!(check_login("").unwrap_err().to_string(), "password: must not be empty");
+        assert_eq!(
+            check_login("").unwrap_err().to_string(),
+            "password: must not be empty"
+        );
         let long = "x".repeat(MAX_PASSWORD_BYTES + 1);
-        assert!(check_login(&long).unwrap_err().to_string().contains("at most 1024 bytes"));
-        assert!(check_new("short").unwrap_err().to_string().contains("at least 8"));
+        assert!(
+            check_login(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 1024 bytes")
+        );
+        assert!(
+            check_new("short")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 8")
+        );
     }
 }

@@ -83,7 +83,9 @@ impl StPeter {
         if user.totp_secret.is_some() {
             return self.start_two_factor(&user).await;
         }
-        Ok(LoginOutcome::Authenticated(self.issue_session(&user).await?))
+        Ok(LoginOutcome::Authenticated(
+            self.issue_session(&user).await?,
+        ))
     }
 
     /// Who is this token? Unknown, expired, revoked and disabled all answer
@@ -152,8 +154,12 @@ impl StPeter {
         }
         .await;
         match result {
-            Ok(()) => tracing::info!(user_id = %user.id, "password hash upgraded to current parameters"),
-            Err(error) => tracing::warn!(user_id = %user.id, %error, "password hash upgrade failed"),
+            Ok(()) => {
+                tracing::info!(user_id = %user.id, "password hash upgraded to current parameters")
+            }
+            Err(error) => {
+                tracing::warn!(user_id = %user.id, %error, "password hash upgrade failed")
+            }
         }
     }
 }

@@ -39,14 +39,12 @@ pub fn hash(secret: &str) -> SecretHash {
 /// True when `candidate` has the shape of a secret with this prefix. A string of any other
 /// shape was not minted here and cannot match a stored hash.
 pub fn is_well_formed(prefix: &str, candidate: &str) -> bool {
-    candidate
-        .strip_prefix(prefix)
-        .is_some_and(|body| {
-            body.len() == ENCODED_LEN
-                && body
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    candidate.strip_prefix(prefix).is_some_and(|body| {
+        body.len() == ENCODED_LEN
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
 #[cfg(test)]
@@ -67,9 +65,21 @@ mod tests {
     fn malformed_tokens_are_rejected() {
         assert!(!is_well_formed(SESSION_PREFIX, ""));
         assert!(!is_well_formed(SESSION_PREFIX, "stp_"));
-        assert!(!is_well_formed(SESSION_PREFIX, &format!("stp_{}", "a".repeat(42))));
-        assert!(!is_well_formed(SESSION_PREFIX, &format!("stp_{}", "a".repeat(44))));
-        assert!(!is_well_formed(SESSION_PREFIX, &format!("stp_{}=", "a".repeat(42))));
-        assert!(is_well_formed(SESSION_PREFIX, &format!("stp_{}", "a".repeat(43))));
+        assert!(!is_well_formed(
+            SESSION_PREFIX,
+            &format!("stp_{}", "a".repeat(42))
+        ));
+        assert!(!is_well_formed(
+            SESSION_PREFIX,
+            &format!("stp_{}", "a".repeat(44))
+        ));
+        assert!(!is_well_formed(
+            SESSION_PREFIX,
+            &format!("stp_{}=", "a".repeat(42))
+        ));
+        assert!(is_well_formed(
+            SESSION_PREFIX,
+            &format!("stp_{}", "a".repeat(43))
+        ));
     }
 }

@@ -100,7 +100,10 @@ mod tests {
     #[test]
     fn uri_names_issuer_and_account() {
         let uri = otpauth_uri(&new_secret(), "st-peter", "lead-baker").unwrap();
-        assert!(uri.starts_with("otpauth://totp/st-peter:lead-baker?"), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/st-peter:lead-baker?"),
+            "{uri}"
+        );
         assert!(uri.contains("issuer=st-peter"));
     }
 

@@ -195,7 +195,10 @@ impl Store for SqliteStore {
             .bind(now)
             .try_map(|row: sqlx::sqlite::SqliteRow| {
                 use sqlx::{FromRow, Row};
-                Ok((UserRecord::from_row(&row)?, row.try_get("session_expires_at")?))
+                Ok((
+                    UserRecord::from_row(&row)?,
+                    row.try_get("session_expires_at")?,
+                ))
             })
             .fetch_optional(&self.pool)
             .await?;

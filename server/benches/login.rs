@@ -1,0 +1,91 @@
+//! Login latency against the real server beside the cost of one argon2id hash with the
+//! same (production) parameters. Run: `cargo bench -p st-peter-server --bench login`.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
+use st_peter_server::accounts::NewAccount;
+use st_peter_server::app::{Settings, StPeter};
+use st_peter_server::password::{PasswordParams, Passwords};
+
+const ROUNDS: usize = 40;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let passwords = Passwords::new(PasswordParams::OWASP, 1)?;
+    let hash = passwords.hash_new("opensesame").await?;
+    let mut hash_times = Vec::new();
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        passwords.verify("opensesame", Some(&hash)).await?;
+        hash_times.push(start.elapsed());
+    }
+
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = st_peter_server::store::connect(&url).await?;
+    let app = Arc::new(StPeter::new(
+        store,
+        StPeter::system_clock(),
+        Settings::default(),
+    )?);
+    app.create_user(NewAccount {
+        handle: "lead-baker".into(),
+        password: "opensesame".into(),
+        ..NewAccount::default()
+    })
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(st_peter_server::server::run(
+        listener,
+        app,
+        std::future::pending(),
+    ));
+    let client = AuthServiceClient::connect(format!("http://{addr}")).await?;
+    let login = |password: &'static str| {
+        let mut client = client.clone();
+        async move {
+            let start = Instant::now();
+            client
+                .login(pb::LoginRequest {
+                    identifier: "lead-baker".into(),
+                    password: password.into(),
+                })
+                .await?;
+            anyhow::Ok(start.elapsed())
+        }
+    };
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for _ in 0..ROUNDS {
+        good.push(login("opensesame").await?);
+        bad.push(login("wrong-password").await?);
+    }
+
+    let hash = median(hash_times);
+    let good = median(good);
+    let bad = median(bad);
+    println!("argon2id m=19456 KiB t=2 p=1, median of {ROUNDS}:");
+    println!(
+        "  one hash verification   {:>8.2} ms",
+        hash.as_secs_f64() * 1e3
+    );
+    println!(
+        "  login, right password   {:>8.2} ms  ({:.2}x hash)",
+        good.as_secs_f64() * 1e3,
+        good.as_secs_f64() / hash.as_secs_f64()
+    );
+    println!(
+        "  login, wrong password   {:>8.2} ms  ({:.2}x hash)",
+        bad.as_secs_f64() * 1e3,
+        bad.as_secs_f64() / hash.as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! A killed process loses nothing it acknowledged.
+use st_peter_proto::auth::v1 as pb;
+
+use crate::helpers::{ServerProcess, admin, database_url};
+
+#[tokio::test]
+async fn sessions_acknowledged_before_sigkill_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path());
+    admin(
+        &url,
+        &["user", "add", "--handle", "cashier", "--password-stdin"],
+        "knockknock\n",
+    );
+
+    let server = ServerProcess::start(&url);
+    let mut client = server.client().await;
+    let mut tokens = Vec::new();
+    for _ in 0..20 {
+        let reply = client
+            .login(pb::LoginRequest {
+                identifier: "cashier".into(),
+                password: "knockknock".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match reply.result.unwrap() {
+            pb::login_response::Result::Authenticated(auth) => tokens.push(auth.token),
+            other => panic!("expected authenticated, got {other:?}"),
+        }
+    }
+    // Kill straight after the last acknowledgement: no graceful shutdown, no checkpoint.
+    server.kill();
+
+    let restarted = ServerProcess::start(&url);
+    let mut client = restarted.client().await;
+    for token in &tokens {
+        let verified = client
+            .verify_token(pb::VerifyTokenRequest {
+                token: token.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("a session was lost: {status}"))
+            .into_inner();
+        assert_eq!(verified.user.unwrap().handle, "cashier");
+    }
+}

@@ -1,0 +1,238 @@
+//! `spawn_app()` starts the real server in-process (so tests can move its clock);
+//! `ServerProcess` runs the real `st-peter` binary for what needs a separate process.
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
+use st_peter_server::accounts::NewAccount;
+use st_peter_server::app::{Settings, StPeter, UserView};
+use st_peter_server::clock::{Clock, ManualClock};
+use st_peter_server::password::PasswordParams;
+use st_peter_server::store::Store;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub type Client = AuthServiceClient<Channel>;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub app: Arc<StPeter>,
+    pub clock: ManualClock,
+    pub store: Arc<dyn Store>,
+    pub _dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn test_settings() -> Settings {
+    Settings {
+        password_params: PasswordParams::INSECURE_FOR_TESTS,
+        ..Settings::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("st-peter.db").display());
+    let store = st_peter_server::store::connect(&url).await.unwrap();
+    let clock = ManualClock::new();
+    let app = Arc::new(StPeter::new(store.clone(), Arc::new(clock.clone()), settings).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(st_peter_server::server::run(listener, app.clone(), async {
+        let _ = rx.await;
+    }));
+    let client = AuthServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    TestApp {
+        addr,
+        client,
+        app,
+        clock,
+        store,
+        _dir: dir,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn app_store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn app_now(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
+    pub async fn add_user(&self, handle: &str, password: &str) -> UserView {
+        self.app
+            .create_user(NewAccount {
+                handle: handle.into(),
+                email: Some(format!("{handle}@bakery.example")),
+                password: password.into(),
+                ..NewAccount::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    pub async fn login(&self, identifier: &str, password: &str) -> pb::login_response::Result {
+        self.client
+            .clone()
+            .login(pb::LoginRequest {
+                identifier: identifier.into(),
+                password: password.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap()
+    }
+
+    /// Logs in a user without a second factor and returns the token.
+    pub async fn token_for(&self, identifier: &str, password: &str) -> String {
+        match self.login(identifier, password).await {
+            pb::login_response::Result::Authenticated(auth) => auth.token,
+            other => panic!("expected authenticated, got {other:?}"),
+        }
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<pb::VerifyTokenResponse, tonic::Status> {
+        self.client
+            .clone()
+            .verify_token(pb::VerifyTokenRequest {
+                token: token.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The TOTP code for the app's clock, computed from the enrollment URI with totp-rs.
+    pub fn totp_code(&self, otpauth_uri: &str, offset_steps: i64) -> String {
+        let totp = totp_rs::TOTP::from_url(otpauth_uri).unwrap();
+        let seconds = self.clock.now_millis() / 1000 + offset_steps * 30;
+        totp.generate(seconds as u64)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn failed_reason(result: &pb::login_response::Result) -> pb::FailureReason {
+    match result {
+        pb::login_response::Result::Failed(failed) => failed.reason(),
+        other => panic!("expected failed, got {other:?}"),
+    }
+}
+
+/// The real `st-peter` binary serving a database file, its stderr read for the address.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_st-peter"))
+}
+
+pub fn database_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("st-peter.db").display())
+}
+
+impl ServerProcess {
+    pub fn start(database_url: &str) -> Self {
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("ST_PETER_DATABASE_URL", database_url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(addr) = line
+                        .split("address=")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                    {
+                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not report its address");
+        Self { child, addr }
+    }
+
+    pub async fn client(&self) -> Client {
+        AuthServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix: no chance to flush anything
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs an admin command of the real binary with `stdin` piped in; returns stdout.
+pub fn admin(database_url: &str, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args(args)
+        .env("ST_PETER_DATABASE_URL", database_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "st-peter {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}

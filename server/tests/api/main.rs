@@ -1,0 +1,11 @@
+//! Integration tests: the real server on 127.0.0.1:0 with a temp SQLite file, called
+//! through the generated tonic client (and the real binary where a process must die).
+mod helpers;
+
+mod bad_input;
+mod durability;
+mod grpcurl;
+mod login;
+mod lookup;
+mod tokens;
+mod two_factor;

@@ -1,0 +1,167 @@
+use std::time::Duration;
+use tonic::Code;
+
+use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::login_response::Result as Outcome;
+
+use crate::helpers::{TestApp, failed_reason, spawn_app};
+
+async fn enrolled_app() -> (TestApp, String) {
+    let app = spawn_app().await;
+    app.add_user("lead-baker", "opensesame").await;
+    let enrollment = app.app.enroll_totp("lead-baker").await.unwrap();
+    (app, enrollment.otpauth_uri)
+}
+
+async fn challenge(app: &TestApp) -> String {
+    match app.login("lead-baker", "opensesame").await {
+        Outcome::TwoFactor(two_factor) => {
+            assert_eq!(
+                two_factor.methods().collect::<Vec<_>>(),
+                vec![pb::TwoFactorMethod::Totp]
+            );
+            let lifetime = two_factor.expires_at.unwrap().seconds - app.app_now() / 1000;
+            assert!(
+                (299..=300).contains(&lifetime),
+                "challenge lifetime {lifetime}s"
+            );
+            two_factor.two_factor_id
+        }
+        other => panic!("expected two_factor, got {other:?}"),
+    }
+}
+
+async fn answer(app: &TestApp, two_factor_id: &str, code: &str) -> Outcome {
+    app.client
+        .clone()
+        .verify_two_factor(pb::VerifyTwoFactorRequest {
+            two_factor_id: two_factor_id.into(),
+            code: code.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_code_computed_from_the_enrollment_uri_completes_the_login() {
+    let (app, uri) = enrolled_app().await;
+    let id = challenge(&app).await;
+    let code = app.totp_code(&uri, 0);
+    let Outcome::Authenticated(auth) = answer(&app, &id, &code).await else {
+        panic!("expected authenticated");
+    };
+    assert_eq!(auth.user.unwrap().handle, "lead-baker");
+    app.verify(&auth.token).await.unwrap();
+
+    // The challenge is spent: it cannot mint a second session.
+    let again = answer(&app, &id, &app.totp_code(&uri, 1)).await;
+    assert_eq!(failed_reason(&again), pb::FailureReason::ChallengeExpired);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_is_never_accepted_twice() {
+    let (app, uri) = enrolled_app().await;
+    let code = app.totp_code(&uri, 0);
+    let first = challenge(&app).await;
+    assert!(matches!(
+        answer(&app, &first, &code).await,
+        Outcome::Authenticated(_)
+    ));
+
+    let second = challenge(&app).await;
+    let replay = answer(&app, &second, &code).await;
+    assert_eq!(failed_reason(&replay), pb::FailureReason::InvalidCode);
+    // An older code from inside the skew window is refused too once a newer one was used.
+    let older = answer(&app, &second, &app.totp_code(&uri, -1)).await;
+    assert_eq!(failed_reason(&older), pb::FailureReason::InvalidCode);
+    // The next step's code is fresh and still works on the same challenge.
+    app.clock.advance(Duration::from_secs(30));
+    let next = answer(&app, &second, &app.totp_code(&uri, 0)).await;
+    assert!(matches!(next, Outcome::Authenticated(_)), "{next:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_code_is_rejected_and_attempts_run_out() {
+    let (app, uri) = enrolled_app().await;
+    let id = challenge(&app).await;
+    let right = app.totp_code(&uri, 0);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        let reply = answer(&app, &id, wrong).await;
+        assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCode);
+    }
+    // Five attempts spent: even the right code cannot revive the challenge.
+    let reply = answer(&app, &id, &right).await;
+    assert_eq!(failed_reason(&reply), pb::FailureReason::ChallengeExpired);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_challenge_is_rejected() {
+    let (app, uri) = enrolled_app().await;
+    let id = challenge(&app).await;
+    app.clock.advance(Duration::from_secs(5 * 60));
+    let reply = answer(&app, &id, &app.totp_code(&uri, 0)).await;
+    assert_eq!(failed_reason(&reply), pb::FailureReason::ChallengeExpired);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn codes_outside_the_skew_window_are_rejected() {
+    let (app, uri) = enrolled_app().await;
+    let id = challenge(&app).await;
+    for offset in [-2, 2] {
+        let reply = answer(&app, &id, &app.totp_code(&uri, offset)).await;
+        assert_eq!(
+            failed_reason(&reply),
+            pb::FailureReason::InvalidCode,
+            "offset {offset}"
+        );
+    }
+    let reply = answer(&app, &id, &app.totp_code(&uri, 1)).await;
+    assert!(matches!(reply, Outcome::Authenticated(_)), "{reply:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn removing_totp_voids_open_challenges_and_restores_password_login() {
+    let (app, uri) = enrolled_app().await;
+    let id = challenge(&app).await;
+    app.app.disable_totp("lead-baker").await.unwrap();
+    let reply = answer(&app, &id, &app.totp_code(&uri, 0)).await;
+    assert_eq!(failed_reason(&reply), pb::FailureReason::ChallengeExpired);
+    app.token_for("lead-baker", "opensesame").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_code_is_invalid_argument() {
+    let (app, _uri) = enrolled_app().await;
+    let id = challenge(&app).await;
+    for (code, message) in [
+        ("", "code: must not be empty"),
+        ("12ab56", "code: must be 6 digits"),
+    ] {
+        let status = app
+            .client
+            .clone()
+            .verify_two_factor(pb::VerifyTwoFactorRequest {
+                two_factor_id: id.clone(),
+                code: code.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), message);
+    }
+    app.stop().await;
+}
