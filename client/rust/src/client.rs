@@ -1,0 +1,223 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::cache::{CacheSettings, VerifyCache};
+use crate::clock::{Clock, SystemClock};
+use crate::error::Error;
+use crate::model::{LoginOutcome, User, VerifiedUser};
+
+/// A client of st-peter. Cheap to clone: clones share one connection and one cache.
+#[derive(Clone)]
+pub struct Client {
+    grpc: AuthServiceClient<Channel>,
+    cache: Arc<VerifyCache>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+/// Settings for a [`Client`]; start from [`Client::builder`].
+pub struct ClientBuilder {
+    target: String,
+    cache: CacheSettings,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Client {
+    /// A client for `target` (`http://host:port`, or `https://…` for TLS with the
+    /// system's roots) with default settings. Lazy: nothing is dialled until the first
+    /// call, so a dead server surfaces as [`Error::Unavailable`] then, not here.
+    /// Must be called inside a Tokio runtime.
+    pub fn connect(target: impl Into<String>) -> Result<Self, Error> {
+        Self::builder(target).build()
+    }
+
+    pub fn builder(target: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            target: target.into(),
+            cache: CacheSettings::default(),
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            tls: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Who is this token? Answers from the cache when it can (see [`CacheSettings`]);
+    /// concurrent misses for one token make a single RPC.
+    pub async fn verify_token(&self, token: &str) -> Result<VerifiedUser, Error> {
+        self.cache
+            .get_or_fetch(token, async {
+                let mut grpc = self.grpc.clone();
+                let response = grpc
+                    .verify_token(pb::VerifyTokenRequest {
+                        token: token.to_owned(),
+                    })
+                    .await
+                    .map_err(Error::from_status)?;
+                Ok(VerifiedUser::from(response.into_inner()))
+            })
+            .await
+    }
+
+    /// How many answers the cache holds now (after settling pending evictions).
+    pub async fn cached_answers(&self) -> u64 {
+        self.cache.len().await
+    }
+
+    /// Logs in with an email, phone or handle and a password. A refused login is
+    /// `Ok(LoginOutcome::Failed(..))`, not an error.
+    pub async fn login(&self, identifier: &str, password: &str) -> Result<LoginOutcome, Error> {
+        let response = self
+            .grpc
+            .clone()
+            .login(pb::LoginRequest {
+                identifier: identifier.to_owned(),
+                password: password.to_owned(),
+            })
+            .await
+            .map_err(Error::from_status)?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Finishes a login that answered [`LoginOutcome::TwoFactor`].
+    pub async fn verify_two_factor(
+        &self,
+        two_factor_id: &str,
+        code: &str,
+    ) -> Result<LoginOutcome, Error> {
+        let response = self
+            .grpc
+            .clone()
+            .verify_two_factor(pb::VerifyTwoFactorRequest {
+                two_factor_id: two_factor_id.to_owned(),
+                code: code.to_owned(),
+            })
+            .await
+            .map_err(Error::from_status)?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Resolves an email, phone or handle to a user, on behalf of an actor whose own
+    /// token proves who is asking. Not cached.
+    pub async fn lookup_user(
+        &self,
+        actor_id: &str,
+        actor_token: &str,
+        identifier: &str,
+    ) -> Result<User, Error> {
+        let response = self
+            .grpc
+            .clone()
+            .lookup_user(pb::LookupUserRequest {
+                actor_id: actor_id.to_owned(),
+                actor_token: actor_token.to_owned(),
+                identifier: identifier.to_owned(),
+            })
+            .await
+            .map_err(Error::from_status)?;
+        Ok(response.into_inner().user.unwrap_or_default().into())
+    }
+
+    /// Revokes the token at st-peter and drops it from this client's cache. Other
+    /// clients may still serve it from their caches until their TTL runs out.
+    pub async fn logout(&self, token: &str) -> Result<(), Error> {
+        self.cache.evict(token).await;
+        self.grpc
+            .clone()
+            .logout(pb::LogoutRequest {
+                token: token.to_owned(),
+            })
+            .await
+            .map_err(Error::from_status)?;
+        // A verify that raced the logout may have cached the token again.
+        self.cache.evict(token).await;
+        Ok(())
+    }
+}
+
+impl ClientBuilder {
+    /// How long a valid answer is cached (never past the token's expiry). Default 60 s.
+    /// Shorter means a token revoked elsewhere stops passing here sooner.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.ttl = ttl;
+        self
+    }
+
+    /// How long an UNAUTHENTICATED answer is cached. Default 5 s.
+    pub fn invalid_token_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.invalid_ttl = ttl;
+        self
+    }
+
+    /// Most tokens cached at once. Default 10 000.
+    pub fn cache_capacity(mut self, capacity: u64) -> Self {
+        self.cache.capacity = capacity;
+        self
+    }
+
+    /// Deadline for each call. Default 5 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Deadline for establishing the connection. Default 3 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Trust this CA (PEM) for an `https://` target instead of the system roots.
+    pub fn ca_certificate_pem(self, pem: impl AsRef<[u8]>) -> Self {
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        self.tls_config(tls)
+    }
+
+    /// Full TLS settings (client certificates for mutual TLS, a domain name override).
+    pub fn tls_config(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The clock the cache judges freshness by (tests move it).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn build(self) -> Result<Client, Error> {
+        let invalid = |reason: String| Error::InvalidTarget {
+            target: self.target.clone(),
+            reason,
+        };
+        let mut endpoint = Endpoint::from_shared(self.target.clone())
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout);
+        let https = self.target.starts_with("https://");
+        if let Some(tls) = self
+            .tls
+            .clone()
+            .or_else(|| https.then(|| ClientTlsConfig::new().with_native_roots()))
+        {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok(Client {
+            grpc: AuthServiceClient::new(endpoint.connect_lazy()),
+            cache: Arc::new(VerifyCache::new(self.cache, self.clock)),
+        })
+    }
+}

@@ -1,0 +1,59 @@
+use tonic::Code;
+
+/// What went wrong, in the three kinds a caller handles differently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// *This token is not valid*: unknown, expired, revoked, or its user is disabled (for
+    /// `lookup_user`: the actor's token is not valid or not the actor's own).
+    /// Answer 401 / UNAUTHENTICATED; asking again will not help.
+    #[error("token is not valid")]
+    InvalidToken,
+    /// *st-peter could not be asked*: connection refused, timeout, server unavailable.
+    /// Answer 503 / UNAVAILABLE and retry later; never treat it as a verdict on the token.
+    #[error("st-peter is unavailable: {0}")]
+    Unavailable(String),
+    /// *You sent something malformed*: the message names the field and the reason.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// `lookup_user` found nobody for the identifier.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The target given to `Client::connect` is not a usable URI.
+    #[error("invalid target {target:?}: {reason}")]
+    InvalidTarget { target: String, reason: String },
+    /// Any other answer from st-peter (a server fault, usually).
+    #[error("st-peter answered {code:?}: {message}")]
+    Status { code: Code, message: String },
+}
+
+impl Error {
+    /// True for the errors that say nothing about the token: retry or fail closed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+
+    pub(crate) fn from_status(status: tonic::Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::Unauthenticated => Error::InvalidToken,
+            Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument(message),
+            Code::NotFound => Error::NotFound(message),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                Error::Unavailable(transport_detail(&status))
+            }
+            code => Error::Status { code, message },
+        }
+    }
+}
+
+/// tonic reports a refused connection as UNAVAILABLE with the cause in its source chain.
+fn transport_detail(status: &tonic::Status) -> String {
+    let mut detail = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    detail
+}

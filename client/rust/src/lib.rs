@@ -1,0 +1,57 @@
+//! # st-peter-client
+//!
+//! The Rust client of [st-peter], the central authentication service: verify tokens
+//! (cached about a minute), log users in, resolve users, and guard your own service.
+//!
+//! ```no_run
+//! use st_peter_client::{Client, Error, LoginOutcome};
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! // Lazy: no round trip until the first call.
+//! let st_peter = Client::connect("http://127.0.0.1:50051")?;
+//!
+//! if let LoginOutcome::Authenticated(session) = st_peter.login("lead-baker", "opensesame").await? {
+//!     let who = st_peter.verify_token(&session.token).await?; // one RPC
+//!     let again = st_peter.verify_token(&session.token).await?; // from the cache
+//!     assert_eq!(who, again);
+//!     println!("{} has roles {:?}", who.user.handle, who.roles);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Errors
+//! [`Error`] keeps apart the three things a caller handles differently:
+//! [`Error::InvalidToken`] (answer 401), [`Error::Unavailable`] (answer 503, retry; never
+//! a verdict on the token) and [`Error::InvalidArgument`] (you sent something malformed).
+//!
+//! ## The cache and revocation
+//! `verify_token` answers are cached for 60 s by default ([`ClientBuilder::cache_ttl`]),
+//! never past the token's own expiry, keyed by a SHA-256 of the token. A token revoked
+//! through another client or by an administrator can therefore still pass here for up to
+//! the TTL; shorten `cache_ttl` where that window matters. `logout` through this client
+//! evicts its own entry at once. UNAUTHENTICATED answers are cached for 5 s
+//! ([`ClientBuilder::invalid_token_ttl`]); transport errors are never cached.
+//!
+//! ## Guarding a service
+//! [`GuardLayer`] is a `tower` layer for tonic and axum: see `examples/guarded_service.rs`.
+//!
+//! [st-peter]: https://example.invalid/st-peter
+mod cache;
+mod client;
+mod clock;
+mod error;
+mod guard;
+mod model;
+mod token;
+
+pub use cache::CacheSettings;
+pub use client::{Client, ClientBuilder};
+pub use clock::{Clock, SystemClock};
+pub use error::Error;
+pub use guard::{Guard, GuardLayer};
+pub use model::{
+    FailureReason, LoginFailure, LoginOutcome, Session, TwoFactorChallenge, TwoFactorMethod, User,
+    VerifiedUser,
+};
+pub use token::{SESSION_COOKIE, bearer, token_from_headers, token_from_http};
+pub use tonic::transport::ClientTlsConfig;

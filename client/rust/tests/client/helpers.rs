@@ -1,0 +1,183 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use st_peter_client::{Client, LoginOutcome};
+use st_peter_proto::auth::v1::auth_service_server::AuthServiceServer;
+use st_peter_server::accounts::NewAccount;
+use st_peter_server::app::{Settings, StPeter};
+use st_peter_server::clock::{Clock as _, ManualClock};
+use st_peter_server::grpc::AuthGrpc;
+use st_peter_server::password::PasswordParams;
+use tokio::sync::oneshot;
+
+/// RPCs the test server received, by method name (`VerifyToken`, `Login`, ...).
+#[derive(Clone, Default)]
+pub struct RpcCounts(Arc<Mutex<HashMap<String, usize>>>);
+
+impl RpcCounts {
+    pub fn get(&self, method: &str) -> usize {
+        self.0.lock().unwrap().get(method).copied().unwrap_or(0)
+    }
+
+    fn record(&self, path: &str) {
+        let method = path.rsplit('/').next().unwrap_or(path).to_owned();
+        *self.0.lock().unwrap().entry(method).or_default() += 1;
+    }
+}
+
+#[derive(Clone)]
+struct Counting<S> {
+    inner: S,
+    counts: RpcCounts,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Counting<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        self.counts.record(request.uri().path());
+        self.inner.call(request)
+    }
+}
+
+/// The client's clock, tied to the server's manual clock so both move together.
+pub struct SharedClock(pub ManualClock);
+
+impl st_peter_client::Clock for SharedClock {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0.now_millis() as u64)
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub app: Arc<StPeter>,
+    pub clock: ManualClock,
+    pub counts: RpcCounts,
+    _dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn settings(session_ttl: Duration) -> Settings {
+    Settings {
+        session_ttl,
+        password_params: PasswordParams::INSECURE_FOR_TESTS,
+        ..Settings::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(settings(Duration::from_secs(3600))).await
+    }
+
+    pub async fn start_with(settings: Settings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("st-peter.db").display());
+        let store = st_peter_server::store::connect(&url).await.unwrap();
+        let clock = ManualClock::new();
+        let app = Arc::new(StPeter::new(store, Arc::new(clock.clone()), settings).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut server = Self {
+            addr: listener.local_addr().unwrap(),
+            app,
+            clock,
+            counts: RpcCounts::default(),
+            _dir: dir,
+            shutdown: None,
+            task: None,
+        };
+        server.serve(listener);
+        server
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let counts = self.counts.clone();
+        let service = AuthServiceServer::new(AuthGrpc::new(self.app.clone()));
+        self.shutdown = Some(tx);
+        self.task = Some(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .layer(tower::layer::layer_fn(move |inner| Counting {
+                    inner,
+                    counts: counts.clone(),
+                }))
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = rx.await;
+                    },
+                )
+                .await
+                .unwrap();
+        }));
+    }
+
+    /// Stops serving; the database stays, so `resume` can serve it again on the same port.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    pub async fn resume(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+
+    pub fn target(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client whose cache clock moves with the server's clock.
+    pub fn client(&self) -> Client {
+        self.client_builder().build().unwrap()
+    }
+
+    pub fn client_builder(&self) -> st_peter_client::ClientBuilder {
+        Client::builder(self.target()).clock(Arc::new(SharedClock(self.clock.clone())))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub async fn add_user(&self, handle: &str, password: &str) -> String {
+        self.app
+            .create_user(NewAccount {
+                handle: handle.into(),
+                email: Some(format!("{handle}@bakery.example")),
+                password: password.into(),
+                ..NewAccount::default()
+            })
+            .await
+            .unwrap()
+            .user_id
+    }
+
+    pub async fn token(&self, client: &Client, handle: &str, password: &str) -> String {
+        match client.login(handle, password).await.unwrap() {
+            LoginOutcome::Authenticated(session) => session.token,
+            other => panic!("expected authenticated, got {other:?}"),
+        }
+    }
+}
