@@ -1,6 +1,7 @@
 //! Users and their platform roles: creating, finding, disabling, granting, and the
 //! actor-checked `LookupUser` that consuming services use to grant local roles.
-use crate::app::{StPeter, UserView};
+use crate::app::{Caller, StPeter, UserView};
+use crate::audit::{self, Event};
 use crate::error::{Error, Result, invalid};
 use crate::identifier;
 use crate::sessions::check_token_size;
@@ -116,6 +117,7 @@ impl StPeter {
     /// Resolves an identifier for an actor whose token must be valid and their own.
     pub async fn lookup_user(
         &self,
+        caller: &Caller,
         actor_id: &str,
         actor_token: &str,
         identifier: &str,
@@ -131,20 +133,26 @@ impl StPeter {
         let actor = match self.verify_token(actor_token).await {
             Ok(actor) => actor,
             Err(Error::Unauthenticated(_)) | Err(Error::InvalidArgument { .. }) => {
+                audit::record(Event::Lookup, "unauthenticated", None, caller);
                 return Err(Error::Unauthenticated("actor_token is not valid"));
             }
             Err(other) => return Err(other),
         };
         if actor.user.user_id != actor_id {
+            audit::record(Event::Lookup, "unauthenticated", None, caller);
             return Err(Error::Unauthenticated(
                 "actor_token does not belong to actor_id",
             ));
         }
-        let user = self
-            .store
-            .find_user(&identifier)
-            .await?
-            .ok_or_else(|| Error::NotFound("user".into()))?;
+        if let Err(wait) = self.throttles.lookup_actor.check(&actor_id) {
+            audit::record(Event::Lookup, "throttled", Some(&actor_id), caller);
+            return Err(Error::RateLimited(wait));
+        }
+        let Some(user) = self.store.find_user(&identifier).await? else {
+            audit::record(Event::Lookup, "not_found", Some(&actor_id), caller);
+            return Err(Error::NotFound("user".into()));
+        };
+        audit::record(Event::Lookup, "found", Some(&actor_id), caller);
         Ok(UserView::from(&user))
     }
 }

@@ -1,5 +1,6 @@
 //! `StPeter`: the domain operations that both faces (gRPC and the admin CLI) call. Its
 //! methods live beside what they act on: `accounts`, `sessions`, `two_factor`.
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,6 +8,30 @@ use crate::clock::{Clock, SystemClock, UnixMillis};
 use crate::error::Result;
 use crate::password::{PasswordParams, Passwords};
 use crate::store::{Store, UserRecord};
+use crate::throttle::Throttles;
+
+/// Who is on the other end of a request: throttling and audit lines use it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub address: Option<IpAddr>,
+    /// How the request arrived when there is no address (`grpc`, `cli`).
+    pub via: &'static str,
+}
+
+impl Caller {
+    pub fn grpc(address: Option<IpAddr>) -> Self {
+        Self {
+            address,
+            via: "grpc",
+        }
+    }
+
+    /// The admin command line on the server's own machine.
+    pub const CLI: Self = Self {
+        address: None,
+        via: "cli",
+    };
+}
 
 /// Tunables of the domain, with production defaults.
 #[derive(Debug, Clone)]
@@ -66,6 +91,7 @@ pub struct StPeter {
     pub(crate) passwords: Passwords,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: Settings,
+    pub(crate) throttles: Throttles,
 }
 
 impl StPeter {
@@ -74,6 +100,7 @@ impl StPeter {
         Ok(Self {
             store,
             passwords,
+            throttles: Throttles::new(clock.clone()),
             clock,
             settings,
         })

@@ -4,11 +4,13 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::accounts::NewAccount;
-use crate::app::{Settings, StPeter, UserView};
+use crate::app::{Caller, Settings, StPeter, UserView};
+use crate::server::ServeOptions;
 use crate::store;
 
 #[derive(Debug, Parser)]
@@ -71,6 +73,15 @@ pub struct ServeArgs {
     /// How long a session token lives, e.g. `12h`, `30m`, `7days`.
     #[arg(long, env = "ST_PETER_SESSION_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub session_ttl: Duration,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "ST_PETER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "ST_PETER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS between services.
+    #[arg(long, env = "ST_PETER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,15 +165,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Settings::default()
             };
             let app = Arc::new(StPeter::new(store, StPeter::system_clock(), settings)?);
+            let options = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => {
+                    ServeOptions::tls_from_files(cert, key, args.tls_client_ca.as_deref())?
+                }
+                _ => ServeOptions::default(),
+            };
+            let tls = options.tls.is_some();
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("binding {}", args.listen))?;
             tracing::info!(
                 address = %listener.local_addr()?,
+                tls,
+                mutual_tls = args.tls_client_ca.is_some(),
                 database = %store::redact_url(&cli.database_url),
                 "st-peter listening"
             );
-            crate::server::run(listener, app, crate::server::shutdown_signal()).await
+            crate::server::run_with(listener, app, options, crate::server::shutdown_signal()).await
         }
         Command::User(command) => {
             let app = StPeter::new(store, StPeter::system_clock(), Settings::default())?;
@@ -177,11 +197,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let revoked = match user {
                 Some(identifier) => {
                     let user = app.find_user(&identifier).await?;
-                    app.revoke_all_sessions(&user.id).await?
+                    app.revoke_all_sessions(&Caller::CLI, &user.id).await?
                 }
                 None => {
                     let token = read_secret(token_stdin, token_env.as_deref(), "token")?;
-                    u64::from(app.logout(&token).await?)
+                    u64::from(app.logout(&Caller::CLI, &token).await?)
                 }
             };
             print(cli.json, &serde_json::json!({ "revoked": revoked }), || {

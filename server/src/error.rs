@@ -10,6 +10,9 @@ pub enum Error {
     /// The token (or the actor's token) is unknown, expired or revoked.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// Too many requests from this actor: wait this long.
+    #[error("rate limited: retry after {} ms", .0.as_millis())]
+    RateLimited(std::time::Duration),
     #[error("{0} not found")]
     NotFound(String),
     /// A unique value (handle, email, phone) is taken.

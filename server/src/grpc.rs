@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_server::AuthService;
 
-use crate::app::{StPeter, UserView};
+use crate::app::{Caller, StPeter, UserView};
 use crate::clock::UnixMillis;
 use crate::error::Error;
 use crate::sessions::{FailureReason, LoginOutcome};
@@ -27,10 +27,11 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let outcome = self
             .app
-            .login(&request.identifier, &request.password)
+            .login(&caller, &request.identifier, &request.password)
             .await
             .map_err(status)?;
         Ok(Response::new(login_response(outcome)))
@@ -40,10 +41,11 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::VerifyTwoFactorRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let outcome = self
             .app
-            .verify_two_factor(&request.two_factor_id, &request.code)
+            .verify_two_factor(&caller, &request.two_factor_id, &request.code)
             .await
             .map_err(status)?;
         Ok(Response::new(login_response(outcome)))
@@ -69,10 +71,16 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::LookupUserRequest>,
     ) -> Result<Response<pb::LookupUserResponse>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let found = self
             .app
-            .lookup_user(&request.actor_id, &request.actor_token, &request.identifier)
+            .lookup_user(
+                &caller,
+                &request.actor_id,
+                &request.actor_token,
+                &request.identifier,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::LookupUserResponse {
@@ -85,11 +93,15 @@ impl AuthService for AuthGrpc {
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         self.app
-            .logout(&request.get_ref().token)
+            .logout(&caller(&request), &request.get_ref().token)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
+}
+
+fn caller<T>(request: &Request<T>) -> Caller {
+    Caller::grpc(request.remote_addr().map(|address| address.ip()))
 }
 
 /// Domain errors to gRPC statuses. Storage and internal faults are logged here with
@@ -98,6 +110,10 @@ fn status(error: Error) -> Status {
     match error {
         Error::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
         Error::Unauthenticated(why) => Status::unauthenticated(why),
+        Error::RateLimited(wait) => Status::resource_exhausted(format!(
+            "too many requests: retry after {} s",
+            wait.as_secs_f64().ceil()
+        )),
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
         Error::Conflict(why) => Status::already_exists(why),
         Error::Storage(ref source) if is_unavailable(source) => {

@@ -15,6 +15,17 @@ pub enum Identifier {
     Handle(String),
 }
 
+impl Identifier {
+    /// One string per identifier, for keying throttles.
+    pub fn key(&self) -> String {
+        match self {
+            Identifier::Email(email) => format!("email:{email}"),
+            Identifier::Phone(phone) => format!("phone:{phone}"),
+            Identifier::Handle(handle) => format!("handle:{handle}"),
+        }
+    }
+}
+
 /// Reads an identifier sent by a caller. Only emptiness, size and control characters are
 /// errors: any other string is classified by shape and simply matches nobody if it is odd.
 pub fn parse(field: &'static str, raw: &str) -> Result<Identifier> {

@@ -5,6 +5,7 @@
 //! the [`store`], which knows nothing of either.
 pub mod accounts;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod error;
@@ -14,8 +15,9 @@ pub mod password;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod throttle;
 pub mod token;
 pub mod totp;
 pub mod two_factor;
 
-pub use app::{Settings, StPeter};
+pub use app::{Caller, Settings, StPeter};

@@ -1,10 +1,13 @@
 //! Serving: the auth service beside the standard health service and server reflection
 //! (v1 and v1alpha), on a listener the caller binds, until a shutdown future resolves.
+use anyhow::Context;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use st_peter_proto::auth::v1::auth_service_server::AuthServiceServer;
 
@@ -18,9 +21,45 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// How often expired sessions and challenges are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
+/// How to serve beyond the listener: TLS for now.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Serve TLS with this configuration (with a client CA for mutual TLS).
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl ServeOptions {
+    /// TLS from PEM files: the server's certificate chain and key, and optionally a CA whose
+    /// client certificates are required (mutual TLS between services).
+    pub fn tls_from_files(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let read = |path: &Path| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+        if let Some(ca) = client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        Ok(Self { tls: Some(tls) })
+    }
+}
+
+/// Serves plain HTTP/2 (h2c) until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     app: Arc<StPeter>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with(listener, app, ServeOptions::default(), shutdown).await
+}
+
+pub async fn run_with(
+    listener: TcpListener,
+    app: Arc<StPeter>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -41,7 +80,11 @@ pub async fn run(
         .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let purger = tokio::spawn(purge_periodically(app));
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,7 +1,8 @@
 //! Logging in with a password, verifying tokens, logging out and revoking sessions.
 use std::time::Duration;
 
-use crate::app::{StPeter, UserView};
+use crate::app::{Caller, StPeter, UserView};
+use crate::audit::{self, Event};
 use crate::clock::{UnixMillis, millis};
 use crate::error::{Error, Result, invalid};
 use crate::identifier;
@@ -61,10 +62,33 @@ pub struct VerifiedToken {
 
 impl StPeter {
     /// Password login. Unknown identifier, wrong password and disabled user all cost one
-    /// argon2 verification and answer `InvalidCredentials`.
-    pub async fn login(&self, identifier: &str, password: &str) -> Result<LoginOutcome> {
+    /// argon2 verification and answer `InvalidCredentials`. Repeated failures for an
+    /// identifier or from an address are answered `RateLimited` without checking the
+    /// password at all, so the right password during the backoff does not log in.
+    pub async fn login(
+        &self,
+        caller: &Caller,
+        identifier: &str,
+        password: &str,
+    ) -> Result<LoginOutcome> {
         let identifier = identifier::parse("identifier", identifier)?;
         password::check_login(password)?;
+        let key = identifier.key();
+        let now = self.now();
+        let throttles = &self.throttles;
+        let wait = throttles.login_identifier.wait(&key, now).max(
+            caller
+                .address
+                .and_then(|address| throttles.login_address.wait(&address, now)),
+        );
+        if let Some(wait) = wait {
+            audit::record(Event::Login, "throttled", None, caller);
+            return Ok(LoginOutcome::Failed {
+                reason: FailureReason::RateLimited,
+                retry_after: Some(wait),
+            });
+        }
+
         let user = self
             .store
             .find_user(&identifier)
@@ -75,17 +99,25 @@ impl StPeter {
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
         let Some(user) = user.filter(|_| check.matches) else {
+            let now = self.now();
+            throttles.login_identifier.fail(&key, now);
+            if let Some(address) = caller.address {
+                throttles.login_address.fail(&address, now);
+            }
+            audit::record(Event::Login, "failure", None, caller);
             return Ok(LoginOutcome::failed(FailureReason::InvalidCredentials));
         };
+        throttles.login_identifier.forgive(&key);
         if check.needs_rehash {
             self.upgrade_hash(&user, password).await;
         }
         if user.totp_secret.is_some() {
+            audit::record(Event::Login, "two_factor_required", Some(&user.id), caller);
             return self.start_two_factor(&user).await;
         }
-        Ok(LoginOutcome::Authenticated(
-            self.issue_session(&user).await?,
-        ))
+        let session = self.issue_session(&user).await?;
+        audit::record(Event::Login, "success", Some(&user.id), caller);
+        Ok(LoginOutcome::Authenticated(session))
     }
 
     /// Who is this token? Unknown, expired, revoked and disabled all answer
@@ -109,19 +141,36 @@ impl StPeter {
 
     /// Revokes a token. Unknown or already revoked tokens succeed quietly; returns
     /// whether a live session was revoked.
-    pub async fn logout(&self, token: &str) -> Result<bool> {
+    pub async fn logout(&self, caller: &Caller, token: &str) -> Result<bool> {
         check_token_size("token", token)?;
-        if !token::is_well_formed(SESSION_PREFIX, token) {
-            return Ok(false);
-        }
-        self.store
-            .revoke_session(&token::hash(token), self.now())
-            .await
+        let revoked = token::is_well_formed(SESSION_PREFIX, token)
+            && self
+                .store
+                .revoke_session(&token::hash(token), self.now())
+                .await?;
+        let event = if caller.via == "cli" {
+            Event::Revoke
+        } else {
+            Event::Logout
+        };
+        audit::record(
+            event,
+            if revoked {
+                "revoked"
+            } else {
+                "no_live_session"
+            },
+            None,
+            caller,
+        );
+        Ok(revoked)
     }
 
     /// Revokes every live session of a user; returns how many.
-    pub async fn revoke_all_sessions(&self, user_id: &str) -> Result<u64> {
-        self.store.revoke_user_sessions(user_id, self.now()).await
+    pub async fn revoke_all_sessions(&self, caller: &Caller, user_id: &str) -> Result<u64> {
+        let revoked = self.store.revoke_user_sessions(user_id, self.now()).await?;
+        audit::record(Event::Revoke, "revoked_all", Some(user_id), caller);
+        Ok(revoked)
     }
 
     pub(crate) async fn issue_session(&self, user: &UserRecord) -> Result<IssuedSession> {

@@ -1,5 +1,6 @@
 //! The second step of a login: TOTP challenges, and enrolling or removing TOTP.
-use crate::app::StPeter;
+use crate::app::{Caller, StPeter};
+use crate::audit::{self, Event};
 use crate::clock::millis;
 use crate::error::{Error, Result, invalid};
 use crate::sessions::{FailureReason, LoginOutcome};
@@ -32,7 +33,12 @@ impl StPeter {
 
     /// Finishes a login with a TOTP code. Each call spends one of the challenge's attempts;
     /// a code is accepted once per user, ever.
-    pub async fn verify_two_factor(&self, two_factor_id: &str, code: &str) -> Result<LoginOutcome> {
+    pub async fn verify_two_factor(
+        &self,
+        caller: &Caller,
+        two_factor_id: &str,
+        code: &str,
+    ) -> Result<LoginOutcome> {
         if two_factor_id.is_empty() {
             return Err(invalid("two_factor_id", "must not be empty"));
         }
@@ -48,6 +54,11 @@ impl StPeter {
 
         let challenge_hash = token::hash(two_factor_id);
         let now = self.now();
+        let throttles = &self.throttles;
+        if let Some(wait) = throttles.two_factor_challenge.wait(&challenge_hash, now) {
+            audit::record(Event::TwoFactor, "throttled", None, caller);
+            return Ok(rate_limited(wait));
+        }
         let Some(attempt) = self
             .store
             .attempt_challenge(&challenge_hash, now, self.settings.challenge_max_attempts)
@@ -66,7 +77,14 @@ impl StPeter {
             // Disabled or un-enrolled since the password step: the challenge is void.
             return Ok(LoginOutcome::failed(FailureReason::ChallengeExpired));
         };
+        if let Some(wait) = throttles.two_factor_user.wait(&user.id, now) {
+            audit::record(Event::TwoFactor, "throttled", Some(&user.id), caller);
+            return Ok(rate_limited(wait));
+        }
         let Some(step) = totp::matching_step(&secret, code, now)? else {
+            throttles.two_factor_challenge.fail(&challenge_hash, now);
+            throttles.two_factor_user.fail(&user.id, now);
+            audit::record(Event::TwoFactor, "failure", Some(&user.id), caller);
             return Ok(LoginOutcome::failed(FailureReason::InvalidCode));
         };
 
@@ -85,15 +103,26 @@ impl StPeter {
                 },
             )
             .await?;
+        let outcome = match completion {
+            TwoFactorCompletion::Completed => "success",
+            TwoFactorCompletion::Replayed => "replayed",
+            TwoFactorCompletion::ChallengeGone => "challenge_gone",
+        };
+        audit::record(Event::TwoFactor, outcome, Some(&user.id), caller);
         Ok(match completion {
             TwoFactorCompletion::Completed => {
+                throttles.two_factor_challenge.forgive(&challenge_hash);
+                throttles.two_factor_user.forgive(&user.id);
                 LoginOutcome::Authenticated(crate::sessions::IssuedSession {
                     token: session.secret,
                     expires_at,
                     user: (&user).into(),
                 })
             }
-            TwoFactorCompletion::Replayed => LoginOutcome::failed(FailureReason::InvalidCode),
+            TwoFactorCompletion::Replayed => {
+                throttles.two_factor_user.fail(&user.id, now);
+                LoginOutcome::failed(FailureReason::InvalidCode)
+            }
             TwoFactorCompletion::ChallengeGone => {
                 LoginOutcome::failed(FailureReason::ChallengeExpired)
             }
@@ -127,5 +156,12 @@ impl StPeter {
             .set_totp_secret(&user.id, None, self.now())
             .await?;
         Ok(user.id)
+    }
+}
+
+fn rate_limited(wait: std::time::Duration) -> LoginOutcome {
+    LoginOutcome::Failed {
+        reason: FailureReason::RateLimited,
+        retry_after: Some(wait),
     }
 }

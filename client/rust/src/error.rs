@@ -41,6 +41,11 @@ impl Error {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 Error::Unavailable(transport_detail(&status))
             }
+            // A status made on this side from a failed connection (a refused TLS client
+            // certificate, a reset stream) carries its cause; one sent by a server does not.
+            Code::Unknown if std::error::Error::source(&status).is_some() => {
+                Error::Unavailable(transport_detail(&status))
+            }
             code => Error::Status { code, message },
         }
     }

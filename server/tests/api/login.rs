@@ -1,4 +1,5 @@
 use st_peter_proto::auth::v1 as pb;
+use st_peter_server::Caller;
 use st_peter_server::accounts::NewAccount;
 use st_peter_server::app::{Settings, StPeter};
 use st_peter_server::password::PasswordParams;
@@ -109,7 +110,10 @@ async fn hashes_made_with_old_parameters_are_upgraded_at_the_next_good_login() {
     )
     .unwrap();
     assert!(matches!(
-        upgraded.login("cashier", "wrong-password").await.unwrap(),
+        upgraded
+            .login(&Caller::CLI, "cashier", "wrong-password")
+            .await
+            .unwrap(),
         st_peter_server::sessions::LoginOutcome::Failed { .. }
     ));
     assert_eq!(
@@ -117,7 +121,10 @@ async fn hashes_made_with_old_parameters_are_upgraded_at_the_next_good_login() {
         before
     );
 
-    upgraded.login("cashier", "knockknock").await.unwrap();
+    upgraded
+        .login(&Caller::CLI, "cashier", "knockknock")
+        .await
+        .unwrap();
     let after = upgraded.find_user("cashier").await.unwrap().password_hash;
     assert!(after.contains("m=256,t=2,p=1"), "{after}");
     // The old server's parameters still verify the new hash (PHC strings carry them).

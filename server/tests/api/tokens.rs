@@ -1,3 +1,4 @@
+use st_peter_server::Caller;
 use std::time::Duration;
 use tonic::Code;
 
@@ -74,7 +75,13 @@ async fn revoking_all_sessions_of_a_user_ends_each_of_them() {
     let user = app.add_user("cashier", "knockknock").await;
     let first = app.token_for("cashier", "knockknock").await;
     let second = app.token_for("cashier", "knockknock").await;
-    assert_eq!(app.app.revoke_all_sessions(&user.user_id).await.unwrap(), 2);
+    assert_eq!(
+        app.app
+            .revoke_all_sessions(&Caller::CLI, &user.user_id)
+            .await
+            .unwrap(),
+        2
+    );
     for token in [first, second] {
         assert_eq!(
             app.verify(&token).await.unwrap_err().code(),

@@ -89,20 +89,26 @@ async fn a_code_is_never_accepted_twice() {
 async fn a_wrong_code_is_rejected_and_attempts_run_out() {
     let (app, uri) = enrolled_app().await;
     let id = challenge(&app).await;
-    let right = app.totp_code(&uri, 0);
-    let wrong = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
     for _ in 0..5 {
-        let reply = answer(&app, &id, wrong).await;
+        let wrong = wrong_code(&app, &uri);
+        let reply = answer(&app, &id, &wrong).await;
         assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCode);
+        // Step past the per-challenge backoff: this test is about the attempt limit.
+        app.clock.advance(Duration::from_secs(10));
     }
     // Five attempts spent: even the right code cannot revive the challenge.
-    let reply = answer(&app, &id, &right).await;
+    let reply = answer(&app, &id, &app.totp_code(&uri, 0)).await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::ChallengeExpired);
     app.stop().await;
+}
+
+/// A code that matches no step of the skew window.
+fn wrong_code(app: &TestApp, uri: &str) -> String {
+    let window: Vec<String> = (-1..=1).map(|step| app.totp_code(uri, step)).collect();
+    (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .find(|code| !window.contains(code))
+        .unwrap()
 }
 
 #[tokio::test]

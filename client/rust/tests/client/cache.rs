@@ -105,7 +105,11 @@ async fn a_revoked_token_passes_on_another_client_until_its_ttl() {
     other.verify_token(&token).await.unwrap();
     short.verify_token(&token).await.unwrap();
 
-    server.app.logout(&token).await.unwrap();
+    server
+        .app
+        .logout(&st_peter_server::Caller::CLI, &token)
+        .await
+        .unwrap();
     other.verify_token(&token).await.unwrap();
     short.verify_token(&token).await.unwrap();
     server.advance(Duration::from_secs(5));

@@ -5,4 +5,5 @@ mod helpers;
 mod cache;
 mod guard;
 mod methods;
+mod tls;
 mod unavailable;

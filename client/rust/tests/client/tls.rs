@@ -1,0 +1,134 @@
+//! The client over TLS to the real server, with certificates generated here (rcgen).
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use st_peter_client::{Client, ClientTlsConfig, Error, LoginOutcome};
+use st_peter_server::accounts::NewAccount;
+use st_peter_server::app::StPeter;
+use st_peter_server::server::ServeOptions;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::helpers::settings;
+
+struct Pki {
+    ca_pem: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca_pem: ca.pem(),
+        server: leaf(vec!["localhost".into(), "127.0.0.1".into()]),
+        client: leaf(vec!["bakery-service".into()]),
+    }
+}
+
+async fn start(
+    tls: ServerTlsConfig,
+) -> (String, tokio::sync::oneshot::Sender<()>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("st-peter.db").display());
+    let store = st_peter_server::store::connect(&url).await.unwrap();
+    let app = Arc::new(
+        StPeter::new(
+            store,
+            StPeter::system_clock(),
+            settings(std::time::Duration::from_secs(3600)),
+        )
+        .unwrap(),
+    );
+    app.create_user(NewAccount {
+        handle: "cashier".into(),
+        password: "knockknock".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions { tls: Some(tls) };
+    tokio::spawn(st_peter_server::server::run_with(
+        listener,
+        app,
+        options,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    (format!("https://localhost:{port}"), tx, dir)
+}
+
+async fn login_and_verify(client: &Client) -> Result<(), Error> {
+    let LoginOutcome::Authenticated(session) = client.login("cashier", "knockknock").await? else {
+        panic!("expected authenticated");
+    };
+    assert_eq!(
+        client.verify_token(&session.token).await?.user.handle,
+        "cashier"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_client_talks_tls_to_a_server_with_a_generated_certificate() {
+    let pki = pki();
+    let (target, _stop, _dir) =
+        start(ServerTlsConfig::new().identity(Identity::from_pem(&pki.server.0, &pki.server.1)))
+            .await;
+
+    let trusted = Client::builder(&target)
+        .ca_certificate_pem(&pki.ca_pem)
+        .build()
+        .unwrap();
+    login_and_verify(&trusted).await.unwrap();
+
+    // The system roots do not know this CA: the handshake fails, reported as unavailable.
+    let untrusting = Client::connect(&target).unwrap();
+    let err = untrusting.login("cashier", "knockknock").await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+
+    // A plaintext client cannot talk to the TLS port either.
+    let plain = Client::connect(target.replace("https://", "http://")).unwrap();
+    assert!(plain.login("cashier", "knockknock").await.is_err());
+}
+
+#[tokio::test]
+async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    let pki = pki();
+    let (target, _stop, _dir) = start(
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&pki.server.0, &pki.server.1))
+            .client_ca_root(Certificate::from_pem(&pki.ca_pem)),
+    )
+    .await;
+
+    let with_identity = Client::builder(&target)
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+                .identity(Identity::from_pem(&pki.client.0, &pki.client.1)),
+        )
+        .build()
+        .unwrap();
+    login_and_verify(&with_identity).await.unwrap();
+
+    let anonymous = Client::builder(&target)
+        .ca_certificate_pem(&pki.ca_pem)
+        .build()
+        .unwrap();
+    let err = anonymous.login("cashier", "knockknock").await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+}

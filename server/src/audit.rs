@@ -1,0 +1,40 @@
+//! Audit events: one structured line per security-relevant act, on the `audit` target, with
+//! the user (when known), the client address and the outcome. Never a secret: callers pass
+//! ids and outcomes only, and this module has no parameter that could carry a password,
+//! token or code.
+use crate::app::Caller;
+
+/// What happened.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    Login,
+    TwoFactor,
+    Logout,
+    Revoke,
+    Lookup,
+}
+
+impl Event {
+    fn name(self) -> &'static str {
+        match self {
+            Event::Login => "login",
+            Event::TwoFactor => "two_factor",
+            Event::Logout => "logout",
+            Event::Revoke => "revoke",
+            Event::Lookup => "lookup",
+        }
+    }
+}
+
+pub fn record(event: Event, outcome: &'static str, user_id: Option<&str>, caller: &Caller) {
+    let client = caller
+        .address
+        .map_or_else(|| caller.via.to_owned(), |address| address.to_string());
+    tracing::info!(
+        target: "audit",
+        event = event.name(),
+        outcome,
+        user_id = user_id.unwrap_or("-"),
+        client = %client,
+    );
+}
