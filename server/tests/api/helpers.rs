@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use st_peter_proto::auth::v1 as pb;
@@ -42,6 +42,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("st-peter.db").display());
     let store = st_peter_server::store::connect(&url).await.unwrap();
@@ -78,6 +79,7 @@ impl TestApp {
     }
 
     pub async fn add_user(&self, handle: &str, password: &str) -> UserView {
+        remember_secret(password);
         self.app
             .create_user(NewAccount {
                 handle: handle.into(),
@@ -90,7 +92,9 @@ impl TestApp {
     }
 
     pub async fn login(&self, identifier: &str, password: &str) -> pb::login_response::Result {
-        self.client
+        remember_secret(password);
+        let result = self
+            .client
             .clone()
             .login(pb::LoginRequest {
                 identifier: identifier.into(),
@@ -100,7 +104,15 @@ impl TestApp {
             .unwrap()
             .into_inner()
             .result
-            .unwrap()
+            .unwrap();
+        match &result {
+            pb::login_response::Result::Authenticated(auth) => remember_secret(&auth.token),
+            pb::login_response::Result::TwoFactor(two_factor) => {
+                remember_secret(&two_factor.two_factor_id)
+            }
+            pb::login_response::Result::Failed(_) => {}
+        }
+        result
     }
 
     /// Logs in a user without a second factor and returns the token.
@@ -124,8 +136,11 @@ impl TestApp {
     /// The TOTP code for the app's clock, computed from the enrollment URI with totp-rs.
     pub fn totp_code(&self, otpauth_uri: &str, offset_steps: i64) -> String {
         let totp = totp_rs::TOTP::from_url(otpauth_uri).unwrap();
+        remember_secret(&totp.get_secret_base32());
         let seconds = self.clock.now_millis() / 1000 + offset_steps * 30;
-        totp.generate(seconds as u64)
+        let code = totp.generate(seconds as u64);
+        remember_secret(&code);
+        code
     }
 
     pub async fn stop(mut self) {
@@ -164,6 +179,8 @@ impl ServerProcess {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("ST_PETER_DATABASE_URL", database_url)
+            // Everything the server says goes into the captured logs checked for secrets.
+            .env("ST_PETER_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -174,6 +191,7 @@ impl ServerProcess {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                append_log(&line);
                 if !sent {
                     if let Some(addr) = line
                         .split("address=")
@@ -213,6 +231,7 @@ impl Drop for ServerProcess {
 
 /// Runs an admin command of the real binary with `stdin` piped in; returns stdout.
 pub fn admin(database_url: &str, args: &[&str], stdin: &str) -> String {
+    stdin.lines().for_each(remember_secret);
     use std::io::Write;
     let mut child = Command::new(binary())
         .args(args)
@@ -229,10 +248,65 @@ pub fn admin(database_url: &str, args: &[&str], stdin: &str) -> String {
         .write_all(stdin.as_bytes())
         .unwrap();
     let output = child.wait_with_output().unwrap();
+    append_log(&String::from_utf8_lossy(&output.stderr));
     assert!(
         output.status.success(),
         "st-peter {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Every log line this test binary produced: the in-process servers' (captured by a global
+/// subscriber at debug level, trace for st-peter) and the real binaries' standard error.
+static LOGS: Mutex<String> = Mutex::new(String::new());
+/// Every password, token, challenge id, TOTP secret and code the tests used.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn remember_secret(secret: &str) {
+    if !secret.is_empty() {
+        SECRETS.lock().unwrap().push(secret.to_owned());
+    }
+}
+
+pub fn secrets() -> Vec<String> {
+    SECRETS.lock().unwrap().clone()
+}
+
+pub fn logs() -> String {
+    LOGS.lock().unwrap().clone()
+}
+
+fn append_log(text: &str) {
+    let mut logs = LOGS.lock().unwrap();
+    logs.push_str(text);
+    logs.push('\n');
+}
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        append_log(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,st_peter_server=trace,audit=trace",
+            ))
+            .without_time()
+            .with_ansi(false)
+            .with_writer(|| LogSink)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
 }

@@ -2,9 +2,11 @@
 //! through the generated tonic client (and the real binary where a process must die).
 mod helpers;
 
+mod attacks;
 mod bad_input;
 mod durability;
 mod grpcurl;
+mod log_secrets;
 mod login;
 mod lookup;
 mod tokens;

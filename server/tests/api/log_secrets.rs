@@ -1,0 +1,166 @@
+//! No password, token, challenge id, TOTP secret or code ever reaches a log line.
+//!
+//! Every in-process server of this test binary logs into one capture (debug level for all
+//! crates, trace for st-peter), and the real binaries' standard error is added to it; the
+//! helpers remember each secret the tests use. This test drives every audited path once
+//! more itself, then searches everything captured so far for every secret remembered.
+use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::login_response::Result as Outcome;
+
+use crate::helpers::{
+    ServerProcess, admin, database_url, logs, remember_secret, secrets, spawn_app,
+};
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let app = spawn_app().await;
+    let actor = app.add_user("shift-manager", "clipboard1").await;
+    app.add_user("lead-baker", "opensesame").await;
+    let uri = app.app.enroll_totp("lead-baker").await.unwrap().otpauth_uri;
+
+    // Failures, throttling, bad input.
+    for attempt in 0..8 {
+        app.login("shift-manager", &format!("wrong-password-{attempt}"))
+            .await;
+    }
+    let oversize = "secret-".repeat(200);
+    remember_secret(&oversize);
+    let _ = app
+        .client
+        .clone()
+        .login(pb::LoginRequest {
+            identifier: "lead-baker".into(),
+            password: oversize,
+        })
+        .await;
+
+    // Two factors: a wrong code, the right one, a replay.
+    let Outcome::TwoFactor(challenge) = app.login("lead-baker", "opensesame").await else {
+        panic!("expected two_factor");
+    };
+    let mut client = app.client.clone();
+    let answer = |code: String| {
+        let id = challenge.two_factor_id.clone();
+        remember_secret(&code);
+        let mut client = client.clone();
+        async move {
+            client
+                .verify_two_factor(pb::VerifyTwoFactorRequest {
+                    two_factor_id: id,
+                    code,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let right = app.totp_code(&uri, 0);
+    let wrong = if right == "999999" {
+        "999998".to_owned()
+    } else {
+        "999999".to_owned()
+    };
+    answer(wrong).await;
+    let reply = answer(right.clone()).await;
+    let Some(Outcome::Authenticated(session)) = reply.result else {
+        panic!("expected authenticated");
+    };
+    remember_secret(&session.token);
+    let Outcome::TwoFactor(second) = app.login("lead-baker", "opensesame").await else {
+        panic!("expected two_factor");
+    };
+    client
+        .verify_two_factor(pb::VerifyTwoFactorRequest {
+            two_factor_id: second.two_factor_id,
+            code: right,
+        })
+        .await
+        .unwrap();
+
+    // Verify, lookup, logout.
+    app.clock.advance(std::time::Duration::from_secs(60 * 60));
+    let actor_token = app.token_for("shift-manager", "clipboard1").await;
+    app.verify(&session.token).await.unwrap();
+    let _ = app.verify("stp_not-a-real-token").await;
+    client
+        .lookup_user(pb::LookupUserRequest {
+            actor_id: actor.user_id.clone(),
+            actor_token: actor_token.clone(),
+            identifier: "lead-baker".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .logout(pb::LogoutRequest {
+            token: session.token.clone(),
+        })
+        .await
+        .unwrap();
+    app.stop().await;
+
+    // The real binary: admin commands and a server at debug level.
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path());
+    admin(
+        &url,
+        &["user", "add", "--handle", "cashier", "--password-stdin"],
+        "knockknock\n",
+    );
+    let server = ServerProcess::start(&url);
+    let mut remote = server.client().await;
+    let reply = remote
+        .login(pb::LoginRequest {
+            identifier: "cashier".into(),
+            password: "knockknock".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Outcome::Authenticated(remote_session)) = reply.result else {
+        panic!("expected authenticated");
+    };
+    remember_secret(&remote_session.token);
+    remote
+        .verify_token(pb::VerifyTokenRequest {
+            token: remote_session.token.clone(),
+        })
+        .await
+        .unwrap();
+    admin(
+        &url,
+        &["session", "revoke", "--token-stdin"],
+        &format!("{}\n", remote_session.token),
+    );
+    server.kill();
+
+    let logs = logs();
+    assert!(
+        logs.contains("event=\"login\"") || logs.contains("event=login"),
+        "audit lines missing"
+    );
+    let secrets = secrets();
+    assert!(
+        secrets.len() > 20,
+        "the helpers remembered only {} secrets",
+        secrets.len()
+    );
+    for secret in &secrets {
+        assert!(
+            !appears(&logs, secret),
+            "a secret reached the logs: {secret:?}"
+        );
+    }
+}
+
+/// Whether `secret` is in `logs`; short numeric codes count only as a whole number, so a
+/// port or a byte count that happens to contain the digits is not a false alarm.
+fn appears(logs: &str, secret: &str) -> bool {
+    if !secret.bytes().all(|b| b.is_ascii_digit()) {
+        return logs.contains(secret);
+    }
+    logs.match_indices(secret).any(|(at, _)| {
+        let before = logs[..at].chars().next_back();
+        let after = logs[at + secret.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
