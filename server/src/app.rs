@@ -8,7 +8,7 @@ use crate::clock::{Clock, SystemClock, UnixMillis};
 use crate::error::Result;
 use crate::password::{PasswordParams, Passwords};
 use crate::store::{Store, UserRecord};
-use crate::throttle::Throttles;
+use crate::throttle::{ThrottlePolicies, Throttles};
 
 /// Who is on the other end of a request: throttling and audit lines use it.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +47,7 @@ pub struct Settings {
     pub password_params: PasswordParams,
     /// argon2 computations running at once; defaults to the number of cores.
     pub hash_concurrency: usize,
+    pub throttle: ThrottlePolicies,
 }
 
 impl Default for Settings {
@@ -58,6 +59,7 @@ impl Default for Settings {
             totp_issuer: "st-peter".into(),
             password_params: PasswordParams::OWASP,
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            throttle: ThrottlePolicies::default(),
         }
     }
 }
@@ -100,7 +102,7 @@ impl StPeter {
         Ok(Self {
             store,
             passwords,
-            throttles: Throttles::new(clock.clone()),
+            throttles: Throttles::new(&settings.throttle, clock.clone()),
             clock,
             settings,
         })

@@ -215,7 +215,7 @@ impl StPeter {
 
 /// Empty and oversize tokens are malformed requests; anything else is checked against the
 /// store (or refused for its shape) and answered as valid or not.
-pub(crate) fn check_token_size(field: &'static str, token: &str) -> Result<()> {
+pub fn check_token_size(field: &'static str, token: &str) -> Result<()> {
     if token.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }

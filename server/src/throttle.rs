@@ -135,17 +135,19 @@ impl RateLimit {
     }
 }
 
-/// The throttles of one server process, with their production policies.
-pub struct Throttles {
-    pub login_identifier: Backoff<String>,
-    pub login_address: Backoff<std::net::IpAddr>,
-    pub two_factor_user: Backoff<String>,
-    pub two_factor_challenge: Backoff<[u8; 32]>,
-    pub lookup_actor: RateLimit,
+/// The throttling policies of a server, with production defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottlePolicies {
+    pub login_identifier: BackoffPolicy,
+    pub login_address: BackoffPolicy,
+    pub two_factor_user: BackoffPolicy,
+    pub two_factor_challenge: BackoffPolicy,
+    pub lookups_per_minute: u32,
+    pub lookup_burst: u32,
 }
 
-impl Throttles {
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+impl Default for ThrottlePolicies {
+    fn default() -> Self {
         let minutes = |m: u64| Duration::from_secs(m * 60);
         let per_identifier = BackoffPolicy {
             free_failures: 5,
@@ -154,24 +156,65 @@ impl Throttles {
             forget_after: minutes(15),
         };
         Self {
-            login_identifier: Backoff::new(per_identifier, 100_000),
+            login_identifier: per_identifier,
             // An office behind one NAT address shares this, so it allows more.
-            login_address: Backoff::new(
-                BackoffPolicy {
-                    free_failures: 20,
-                    ..per_identifier
-                },
-                100_000,
+            login_address: BackoffPolicy {
+                free_failures: 20,
+                ..per_identifier
+            },
+            two_factor_user: per_identifier,
+            two_factor_challenge: BackoffPolicy {
+                free_failures: 2,
+                ..per_identifier
+            },
+            lookups_per_minute: 60,
+            lookup_burst: 20,
+        }
+    }
+}
+
+impl ThrottlePolicies {
+    /// No throttling at all: for benchmarks that measure the cost of the work itself.
+    pub fn unlimited() -> Self {
+        let never = BackoffPolicy {
+            free_failures: u32::MAX,
+            ..Self::default().login_identifier
+        };
+        Self {
+            login_identifier: never,
+            login_address: never,
+            two_factor_user: never,
+            two_factor_challenge: never,
+            lookups_per_minute: u32::MAX,
+            lookup_burst: u32::MAX,
+        }
+    }
+}
+
+/// The throttles of one server process.
+pub struct Throttles {
+    pub login_identifier: Backoff<String>,
+    pub login_address: Backoff<std::net::IpAddr>,
+    pub two_factor_user: Backoff<String>,
+    pub two_factor_challenge: Backoff<[u8; 32]>,
+    pub lookup_actor: RateLimit,
+}
+
+/// Keys remembered per throttle before the least recently used are forgotten.
+const THROTTLE_CAPACITY: u64 = 100_000;
+
+impl Throttles {
+    pub fn new(policies: &ThrottlePolicies, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            login_identifier: Backoff::new(policies.login_identifier, THROTTLE_CAPACITY),
+            login_address: Backoff::new(policies.login_address, THROTTLE_CAPACITY),
+            two_factor_user: Backoff::new(policies.two_factor_user, THROTTLE_CAPACITY),
+            two_factor_challenge: Backoff::new(policies.two_factor_challenge, THROTTLE_CAPACITY),
+            lookup_actor: RateLimit::per_minute(
+                policies.lookups_per_minute,
+                policies.lookup_burst,
+                clock,
             ),
-            two_factor_user: Backoff::new(per_identifier, 100_000),
-            two_factor_challenge: Backoff::new(
-                BackoffPolicy {
-                    free_failures: 2,
-                    ..per_identifier
-                },
-                100_000,
-            ),
-            lookup_actor: RateLimit::per_minute(60, 20, clock),
         }
     }
 }
