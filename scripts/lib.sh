@@ -33,7 +33,52 @@ run_cargo_tests() {
   return "$status"
 }
 
+# Runs `go test -v ./...` in a folder, showing its output, and adds its `--- PASS` and
+# `--- FAIL` lines (tests and subtests) to the counts.
+run_go_tests() {
+  local dir=$1 log="$TEST_LOG_DIR/go-$RANDOM.log"
+  (cd "$dir" && go test -v -count=1 ./...) 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]}
+  TESTS_PASSED=$((TESTS_PASSED + $(grep -cE '^[[:space:]]*--- PASS' "$log" || true)))
+  TESTS_FAILED=$((TESTS_FAILED + $(grep -cE '^[[:space:]]*--- FAIL' "$log" || true)))
+  return "$status"
+}
+
+# Runs `npm ci && npm test` in a folder, showing its output, and adds node's test runner
+# totals (`# pass N` / `# fail N` from the TAP reporter, `ℹ pass N` from the spec one).
+run_node_tests() {
+  local dir=$1 log="$TEST_LOG_DIR/node-$RANDOM.log"
+  (cd "$dir" && npm ci --no-audit --no-fund && npm test) 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]}
+  local passed failed
+  passed=$(grep -oE '^(# |ℹ )pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
+  failed=$(grep -oE '^(# |ℹ )fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
+  TESTS_PASSED=$((TESTS_PASSED + passed))
+  TESTS_FAILED=$((TESTS_FAILED + failed))
+  return "$status"
+}
+
 summary() {
   echo
   echo "summary: $TESTS_PASSED passed, $TESTS_FAILED failed"
+}
+
+# Code generators for the Go and TypeScript clients, pinned so generation is deterministic.
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+GO_PLUGIN_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/st-peter/go-plugins/$PROTOC_GEN_GO_VERSION-$PROTOC_GEN_GO_GRPC_VERSION"
+ensure_go_plugins() {
+  if [[ ! -x "$GO_PLUGIN_BIN/protoc-gen-go" || ! -x "$GO_PLUGIN_BIN/protoc-gen-go-grpc" ]]; then
+    echo "installing protoc-gen-go $PROTOC_GEN_GO_VERSION and protoc-gen-go-grpc $PROTOC_GEN_GO_GRPC_VERSION with go install"
+    GOBIN="$GO_PLUGIN_BIN" go install "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
+    GOBIN="$GO_PLUGIN_BIN" go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
+  fi
+}
+
+# buf and protoc-gen-es from client/ts's lock file (npm ci installs them when missing).
+BUF=client/ts/node_modules/.bin/buf
+ensure_buf() {
+  if [[ ! -x "$BUF" || ! -x client/ts/node_modules/.bin/protoc-gen-es ]]; then
+    (cd client/ts && npm ci --ignore-scripts --no-audit --no-fund)
+  fi
 }

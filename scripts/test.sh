@@ -15,4 +15,20 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust tests (server, proto, clients)"
 run_cargo_tests cargo test --workspace --locked
 
+step "versions agree (VERSION, Cargo.toml, npm package, Go client)"
+scripts/check-version.sh
+
+step "generated Go and TypeScript stubs are fresh"
+scripts/check-generated.sh
+
+# The Go and TypeScript tests start this binary (a fresh build, not a stale one).
+cargo build -p st-peter-server --bin st-peter --locked
+export ST_PETER_BIN="$PWD/target/debug/st-peter"
+
+step "Go client (client/go)"
+run_go_tests client/go
+
+step "TypeScript client (client/ts)"
+run_node_tests client/ts
+
 summary

@@ -1,0 +1,254 @@
+package stpeter
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/st-peter/st-peter/client/go/genpb/stpeter/authv1"
+)
+
+// ErrInvalidTarget: the target given to Connect is not usable.
+var ErrInvalidTarget = errors.New("invalid target")
+
+// Client is a client of st-peter. Safe for concurrent use; share one per process.
+type Client struct {
+	conn    *grpc.ClientConn
+	rpc     pb.AuthServiceClient
+	cache   *verifyCache
+	flight  singleflight.Group
+	timeout time.Duration
+}
+
+type settings struct {
+	cacheTTL       time.Duration
+	invalidTTL     time.Duration
+	capacity       int
+	requestTimeout time.Duration
+	connectTimeout time.Duration
+	tls            *tls.Config
+	now            func() time.Time
+	dialOptions    []grpc.DialOption
+}
+
+// Option changes a setting of Connect.
+type Option func(*settings)
+
+// WithCacheTTL sets how long a valid answer is cached (never past the token's expiry).
+// Default 60 s. Shorter means a token revoked elsewhere stops passing here sooner.
+func WithCacheTTL(ttl time.Duration) Option { return func(s *settings) { s.cacheTTL = ttl } }
+
+// WithInvalidTokenTTL sets how long an UNAUTHENTICATED answer is cached. Default 5 s;
+// zero disables it.
+func WithInvalidTokenTTL(ttl time.Duration) Option {
+	return func(s *settings) { s.invalidTTL = ttl }
+}
+
+// WithCacheCapacity sets the most tokens cached at once. Default 10 000.
+func WithCacheCapacity(n int) Option { return func(s *settings) { s.capacity = n } }
+
+// WithRequestTimeout sets the deadline of each call (an earlier one in the context wins).
+// Default 5 s.
+func WithRequestTimeout(d time.Duration) Option {
+	return func(s *settings) { s.requestTimeout = d }
+}
+
+// WithConnectTimeout sets the deadline for establishing the connection. Default 3 s.
+func WithConnectTimeout(d time.Duration) Option {
+	return func(s *settings) { s.connectTimeout = d }
+}
+
+// WithTLS uses this TLS configuration (a private CA, client certificates for mutual TLS).
+// An https:// target uses TLS with the system roots without it.
+func WithTLS(config *tls.Config) Option { return func(s *settings) { s.tls = config } }
+
+// WithClock sets the clock the cache judges freshness by (tests move it).
+func WithClock(now func() time.Time) Option { return func(s *settings) { s.now = now } }
+
+// WithDialOptions adds gRPC dial options (interceptors, for instance).
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(s *settings) { s.dialOptions = append(s.dialOptions, opts...) }
+}
+
+// Connect makes a client for target: "http://host:port" (plaintext), "https://host:port"
+// (TLS with the system roots), "host:port" (plaintext unless WithTLS), or any gRPC target
+// such as "unix:///path". Lazy: nothing is dialled until the first call, so a dead server
+// surfaces as ErrUnavailable then, not here.
+func Connect(target string, opts ...Option) (*Client, error) {
+	s := settings{
+		cacheTTL:       60 * time.Second,
+		invalidTTL:     5 * time.Second,
+		capacity:       10_000,
+		requestTimeout: 5 * time.Second,
+		connectTimeout: 3 * time.Second,
+		now:            time.Now,
+	}
+	for _, opt := range opts {
+		opt(&s)
+	}
+	address, useTLS, err := parseTarget(target)
+	if err != nil {
+		return nil, err
+	}
+	creds := insecure.NewCredentials()
+	if s.tls != nil {
+		creds = credentials.NewTLS(s.tls)
+	} else if useTLS {
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	}
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.DefaultConfig,
+			MinConnectTimeout: s.connectTimeout,
+		}),
+	}, s.dialOptions...)
+	conn, err := grpc.NewClient(address, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %v", ErrInvalidTarget, target, err)
+	}
+	return &Client{
+		conn:    conn,
+		rpc:     pb.NewAuthServiceClient(conn),
+		cache:   newVerifyCache(s.cacheTTL, s.invalidTTL, s.capacity, s.now),
+		timeout: s.requestTimeout,
+	}, nil
+}
+
+func parseTarget(target string) (address string, useTLS bool, err error) {
+	scheme, _, found := strings.Cut(target, "://")
+	if !found || (scheme != "http" && scheme != "https") {
+		if target == "" {
+			return "", false, fmt.Errorf("%w: empty", ErrInvalidTarget)
+		}
+		return target, false, nil
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Host == "" || u.Port() == "" || strings.Trim(u.Path, "/") != "" {
+		return "", false, fmt.Errorf("%w %q: want %s://host:port", ErrInvalidTarget, target, scheme)
+	}
+	return u.Host, scheme == "https", nil
+}
+
+// Close closes the connection. The client is unusable afterwards.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// VerifyToken says who a token belongs to. Answers come from the cache when they can;
+// concurrent misses for one token make a single RPC. An invalid token is ErrInvalidToken;
+// an unreachable st-peter is ErrUnavailable (never cached).
+func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, error) {
+	key := keyOf(token)
+	if a, ok := c.cache.get(key); ok {
+		return a.result()
+	}
+	// The fetch is shared by every caller waiting on this token, so it runs on its own
+	// deadline rather than the first caller's cancellation.
+	fetchCtx := context.WithoutCancel(ctx)
+	results := c.flight.DoChan(string(key[:]), func() (any, error) {
+		generation := c.cache.generation()
+		callCtx, cancel := context.WithTimeout(fetchCtx, c.timeout)
+		defer cancel()
+		response, err := c.rpc.VerifyToken(callCtx, &pb.VerifyTokenRequest{Token: token})
+		if err != nil {
+			err = fromRPC(err)
+			if errors.Is(err, ErrInvalidToken) {
+				c.cache.put(key, answer{}, generation)
+			}
+			return nil, err
+		}
+		user := verifiedFrom(response)
+		c.cache.put(key, answer{user: user}, generation)
+		return user, nil
+	})
+	select {
+	case <-ctx.Done():
+		return nil, &Error{Code: codes.Canceled, Message: ctx.Err().Error(), kind: ErrUnavailable}
+	case r := <-results:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*VerifiedUser).clone(), nil
+	}
+}
+
+func (a answer) result() (*VerifiedUser, error) {
+	if a.user == nil {
+		return nil, &Error{Code: codes.Unauthenticated, Message: "token is not valid (cached)", kind: ErrInvalidToken}
+	}
+	return a.user.clone(), nil
+}
+
+// clone keeps callers from changing the cached answer through the returned pointer.
+func (v *VerifiedUser) clone() *VerifiedUser {
+	copied := *v
+	copied.Roles = slices.Clone(v.Roles)
+	return &copied
+}
+
+// CachedAnswers is how many answers the cache holds now.
+func (c *Client) CachedAnswers() int { return c.cache.len() }
+
+// Login logs in with an email (any case), phone or handle and a password. A refused
+// login is a *Failed result, not an error.
+func (c *Client) Login(ctx context.Context, identifier, password string) (LoginResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	response, err := c.rpc.Login(ctx, &pb.LoginRequest{Identifier: identifier, Password: password})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return loginResultFrom(response), nil
+}
+
+// VerifyTwoFactor finishes a login that answered *TwoFactor with the user's code.
+func (c *Client) VerifyTwoFactor(ctx context.Context, twoFactorID, code string) (LoginResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	response, err := c.rpc.VerifyTwoFactor(ctx, &pb.VerifyTwoFactorRequest{TwoFactorId: twoFactorID, Code: code})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return loginResultFrom(response), nil
+}
+
+// LookupUser resolves an email, phone or handle to a user, on behalf of an actor whose own
+// token proves who is asking. No match is ErrNotFound. Not cached.
+func (c *Client) LookupUser(ctx context.Context, actorID, actorToken, identifier string) (*User, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	response, err := c.rpc.LookupUser(ctx, &pb.LookupUserRequest{
+		ActorId:    actorID,
+		ActorToken: actorToken,
+		Identifier: identifier,
+	})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	user := userFrom(response.GetUser())
+	return &user, nil
+}
+
+// Logout revokes the token at st-peter and drops it from this client's cache. Other
+// clients may still serve it from their caches until their TTL runs out.
+func (c *Client) Logout(ctx context.Context, token string) error {
+	key := keyOf(token)
+	c.cache.evict(key)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	_, err := c.rpc.Logout(ctx, &pb.LogoutRequest{Token: token})
+	// A verify that raced the logout may have cached the token again.
+	c.cache.evict(key)
+	return fromRPC(err)
+}

@@ -1,0 +1,71 @@
+package stpeter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The kinds of error a caller handles differently; test for them with errors.Is.
+var (
+	// ErrInvalidToken: the token is unknown, expired, revoked, or its user is disabled
+	// (for LookupUser: the actor's token is not valid or not the actor's own). Answer 401;
+	// asking again will not help.
+	ErrInvalidToken = errors.New("token is not valid")
+	// ErrUnavailable: st-peter could not be asked (connection refused, timeout). Answer 503
+	// and retry later; never treat it as a verdict on the token.
+	ErrUnavailable = errors.New("st-peter is unavailable")
+	// ErrInvalidArgument: the request was malformed; the message names the field.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrNotFound: LookupUser found no user with that identifier.
+	ErrNotFound = errors.New("not found")
+)
+
+// Error is every error an RPC returns. errors.Is matches it against the kind above
+// (none for other server faults); Code and Message are st-peter's answer.
+type Error struct {
+	Code    codes.Code
+	Message string
+	kind    error
+}
+
+func (e *Error) Error() string {
+	if e.kind == nil {
+		return fmt.Sprintf("st-peter answered %s: %s", e.Code, e.Message)
+	}
+	if e.kind == ErrInvalidToken {
+		return e.kind.Error()
+	}
+	return fmt.Sprintf("%s: %s", e.kind, e.Message)
+}
+
+// Unwrap gives the kind (ErrInvalidToken, ErrUnavailable, ...), or nil for other faults.
+func (e *Error) Unwrap() error { return e.kind }
+
+func fromRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return &Error{Code: codes.Unavailable, Message: err.Error(), kind: ErrUnavailable}
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return &Error{Code: codes.Unknown, Message: err.Error(), kind: ErrUnavailable}
+	}
+	e := &Error{Code: st.Code(), Message: st.Message()}
+	switch st.Code() {
+	case codes.Unauthenticated:
+		e.kind = ErrInvalidToken
+	case codes.InvalidArgument, codes.OutOfRange:
+		e.kind = ErrInvalidArgument
+	case codes.NotFound:
+		e.kind = ErrNotFound
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		e.kind = ErrUnavailable
+	}
+	return e
+}

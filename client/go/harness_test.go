@@ -1,0 +1,298 @@
+package stpeter_test
+
+// The test harness: a real st-peter server (the `st-peter` binary) on a free port with a
+// temp SQLite file, and users made with its admin CLI on the same database.
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	stpeter "github.com/st-peter/st-peter/client/go"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// serverBinary is $ST_PETER_BIN, else target/debug/st-peter of the repository, built with
+// cargo when missing.
+func serverBinary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if bin := os.Getenv("ST_PETER_BIN"); bin != "" {
+			binPath = bin
+			return
+		}
+		root, err := filepath.Abs("../..")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(root, "target", "debug", "st-peter")
+		if _, err := os.Stat(binPath); err == nil {
+			return
+		}
+		cmd := exec.Command("cargo", "build", "-p", "st-peter-server", "--bin", "st-peter")
+		cmd.Dir = root
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			binErr = fmt.Errorf("building the server: %w", err)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+type testServer struct {
+	t      testing.TB
+	bin    string
+	dbURL  string
+	addr   string
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	exited chan struct{}
+}
+
+// freeAddr is a loopback address with a port nothing listens on (bound, then released).
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// startServer runs `st-peter serve` on a free port with a fresh database; it is stopped
+// when the test ends.
+func startServer(t testing.TB, extraArgs ...string) *testServer {
+	t.Helper()
+	s := &testServer{
+		t:     t,
+		bin:   serverBinary(t),
+		dbURL: "sqlite://" + filepath.Join(t.TempDir(), "st-peter.db"),
+		addr:  freeAddr(t),
+	}
+	s.start(extraArgs...)
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *testServer) start(extraArgs ...string) {
+	s.t.Helper()
+	args := append([]string{"serve", "--listen", s.addr, "--database-url", s.dbURL}, extraArgs...)
+	s.cmd = exec.Command(s.bin, args...)
+	s.stderr = &bytes.Buffer{}
+	s.cmd.Stderr = &syncWriter{w: s.stderr}
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.exited = make(chan struct{})
+	go func() { s.cmd.Wait(); close(s.exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-s.exited:
+			s.t.Fatalf("st-peter exited at start: %s", s.stderr.String())
+		default:
+		}
+		if conn, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond); err == nil {
+			conn.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("st-peter did not listen on %s: %s", s.addr, s.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop ends the server (SIGTERM, then kill); its database stays for start again.
+func (s *testServer) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.cmd = nil
+}
+
+func (s *testServer) target() string { return "http://" + s.addr }
+
+// admin runs an admin command of the binary on the server's database.
+func (s *testServer) admin(stdin string, args ...string) []byte {
+	s.t.Helper()
+	cmd := exec.Command(s.bin, append(args, "--database-url", s.dbURL, "--json")...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		s.t.Fatalf("st-peter %v: %v: %s", args, err, stderr.String())
+	}
+	return out
+}
+
+type newUser struct {
+	Handle, Email, Phone, DisplayName, Password string
+}
+
+// addUser creates a user and answers their user_id.
+func (s *testServer) addUser(u newUser) string {
+	s.t.Helper()
+	args := []string{"user", "add", "--handle", u.Handle, "--password-stdin"}
+	if u.Email != "" {
+		args = append(args, "--email", u.Email)
+	}
+	if u.Phone != "" {
+		args = append(args, "--phone", u.Phone)
+	}
+	if u.DisplayName != "" {
+		args = append(args, "--display-name", u.DisplayName)
+	}
+	var created struct {
+		UserID string `json:"user_id"`
+	}
+	if err := json.Unmarshal(s.admin(u.Password+"\n", args...), &created); err != nil || created.UserID == "" {
+		s.t.Fatalf("user add answered no user_id: %v", err)
+	}
+	return created.UserID
+}
+
+func (s *testServer) grantRole(identifier, role string) {
+	s.admin("", "user", "role", "grant", identifier, role)
+}
+
+func (s *testServer) disable(identifier string) {
+	s.admin("", "user", "disable", identifier)
+}
+
+// enrollTOTP enrolls TOTP and answers the otpauth:// URI.
+func (s *testServer) enrollTOTP(identifier string) string {
+	s.t.Helper()
+	var enrolled struct {
+		OtpauthURI string `json:"otpauth_uri"`
+	}
+	if err := json.Unmarshal(s.admin("", "user", "totp", "enroll", identifier), &enrolled); err != nil || enrolled.OtpauthURI == "" {
+		s.t.Fatalf("totp enroll answered no otpauth_uri: %v", err)
+	}
+	return enrolled.OtpauthURI
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+// rpcCounter counts the RPCs a client sends, by method name.
+type rpcCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+	total  atomic.Int64
+}
+
+func (c *rpcCounter) interceptor() grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		c.mu.Lock()
+		if c.counts == nil {
+			c.counts = map[string]int{}
+		}
+		c.counts[method[strings.LastIndex(method, "/")+1:]]++
+		c.mu.Unlock()
+		c.total.Add(1)
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+func (c *rpcCounter) get(method string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[method]
+}
+
+// countingClient is a client of s whose RPCs are counted.
+func countingClient(t testing.TB, target string, opts ...stpeter.Option) (*stpeter.Client, *rpcCounter) {
+	t.Helper()
+	counter := &rpcCounter{}
+	opts = append(opts, stpeter.WithDialOptions(grpc.WithUnaryInterceptor(counter.interceptor())))
+	client, err := stpeter.Connect(target, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client, counter
+}
+
+// totpCode is the RFC 6238 code (SHA-1, 6 digits, 30 s) of an otpauth:// URI's secret at t.
+func totpCode(t testing.TB, uri string, at time.Time) string {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.ToUpper(u.Query().Get("secret"))
+	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(strings.TrimRight(secret, "="))
+	if err != nil {
+		t.Fatalf("otpauth secret: %v", err)
+	}
+	var counter [8]byte
+	binary.BigEndian.PutUint64(counter[:], uint64(at.Unix()/30))
+	mac := hmac.New(sha1.New, key)
+	mac.Write(counter[:])
+	sum := mac.Sum(nil)
+	offset := sum[len(sum)-1] & 0x0f
+	value := binary.BigEndian.Uint32(sum[offset:offset+4]) & 0x7fffffff
+	return fmt.Sprintf("%06d", value%1_000_000)
+}
+
+// wrongTOTPCode is a 6-digit code that is none of the codes the server accepts around at
+// (the previous, current and next step).
+func wrongTOTPCode(t testing.TB, uri string, at time.Time) string {
+	t.Helper()
+	accepted := map[string]bool{}
+	for _, step := range []time.Duration{-30 * time.Second, 0, 30 * time.Second} {
+		accepted[totpCode(t, uri, at.Add(step))] = true
+	}
+	for n := 0; ; n++ {
+		if code := fmt.Sprintf("%06d", n); !accepted[code] {
+			return code
+		}
+	}
+}
+
+func timeUnix(seconds int64) time.Time { return time.Unix(seconds, 0) }

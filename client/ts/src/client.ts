@@ -1,0 +1,166 @@
+import type * as http2 from "node:http2";
+
+import { Code, createClient, type Client as RpcClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+
+import { VerifyCache, tokenKey, type Answer } from "./cache.js";
+import { fromRpc, invalidToken, StPeterError, UnavailableError } from "./errors.js";
+import { AuthService } from "./genpb/st_peter/auth/v1/auth_pb.js";
+import {
+  loginResultFrom,
+  userFrom,
+  verifiedFrom,
+  type LoginResult,
+  type User,
+  type VerifiedUser,
+} from "./model.js";
+
+export interface ClientOptions {
+  /** How long a valid answer is cached (never past the token's expiry), in ms. Default
+   * 60 000. Shorter means a token revoked elsewhere stops passing here sooner. */
+  cacheTtlMs?: number;
+  /** How long an UNAUTHENTICATED answer is cached, in ms. Default 5 000; 0 disables it. */
+  invalidTokenTtlMs?: number;
+  /** Most tokens cached at once. Default 10 000. */
+  cacheCapacity?: number;
+  /** Deadline of each call, in ms. Default 5 000. */
+  requestTimeoutMs?: number;
+  /** TLS settings for an https:// target (a private CA, client certificates). */
+  tls?: Pick<http2.SecureClientSessionOptions, "ca" | "cert" | "key" | "servername">;
+  /** The clock the cache judges freshness by, in ms since the epoch (tests move it). */
+  now?: () => number;
+  /** Connect interceptors run on every call (to add metadata, log, count). */
+  interceptors?: Interceptor[];
+}
+
+/**
+ * Makes a client for `target` (`http://host:port`, or `https://host:port` for TLS). Lazy:
+ * nothing is dialled until the first call, so a dead server shows up as an
+ * UnavailableError then, not here. Share one client per process; `close()` it to let the
+ * process exit.
+ */
+export function connect(target: string, options: ClientOptions = {}): Client {
+  return new Client(target, options);
+}
+
+export class Client {
+  private readonly rpc: RpcClient<typeof AuthService>;
+  private readonly sessions: Http2SessionManager;
+  private readonly cache: VerifyCache;
+  private readonly timeoutMs: number;
+
+  constructor(target: string, options: ClientOptions = {}) {
+    let url: URL;
+    try {
+      url = new URL(target);
+    } catch {
+      throw new TypeError(`invalid target ${JSON.stringify(target)}: want http(s)://host:port`);
+    }
+    if ((url.protocol !== "http:" && url.protocol !== "https:") || url.port === "" || url.pathname !== "/") {
+      throw new TypeError(`invalid target ${JSON.stringify(target)}: want http(s)://host:port`);
+    }
+    const baseUrl = url.origin;
+    this.sessions = new Http2SessionManager(baseUrl, {}, url.protocol === "https:" ? options.tls : undefined);
+    this.rpc = createClient(
+      AuthService,
+      createGrpcTransport({
+        baseUrl,
+        sessionManager: this.sessions,
+        interceptors: options.interceptors ?? [],
+      }),
+    );
+    this.timeoutMs = options.requestTimeoutMs ?? 5_000;
+    this.cache = new VerifyCache({
+      ttlMs: options.cacheTtlMs ?? 60_000,
+      invalidTtlMs: options.invalidTokenTtlMs ?? 5_000,
+      capacity: options.cacheCapacity ?? 10_000,
+      now: options.now ?? Date.now,
+    });
+  }
+
+  /**
+   * Who is this token? Answers from the cache when it can; concurrent misses for one token
+   * make a single RPC. Rejects with InvalidTokenError for an invalid token and with
+   * UnavailableError when st-peter cannot be asked (never cached).
+   */
+  async verifyToken(token: string): Promise<VerifiedUser> {
+    const answer = await this.cache.getOrFetch(tokenKey(token), async (): Promise<Answer> => {
+      try {
+        return verifiedFrom(await this.rpc.verifyToken({ token }, { timeoutMs: this.timeoutMs }));
+      } catch (error) {
+        const mapped = fromRpc(error);
+        if (mapped.kind === "invalid_token") {
+          return null;
+        }
+        throw mapped;
+      }
+    });
+    if (answer === null) {
+      throw invalidToken();
+    }
+    // A copy, so a caller's changes never reach the cached answer.
+    return { user: { ...answer.user }, roles: [...answer.roles], expiresAt: new Date(answer.expiresAt) };
+  }
+
+  /** How many answers the cache holds now. */
+  get cachedAnswers(): number {
+    return this.cache.size;
+  }
+
+  /** Logs in with an email (any case), phone or handle and a password. A refused login
+   * resolves to `{ kind: "failed" }`; it does not reject. */
+  async login(identifier: string, password: string): Promise<LoginResult> {
+    try {
+      return loginResultFrom(await this.rpc.login({ identifier, password }, { timeoutMs: this.timeoutMs }));
+    } catch (error) {
+      throw fromRpc(error);
+    }
+  }
+
+  /** Finishes a login that answered `{ kind: "two_factor" }` with the user's code. */
+  async verifyTwoFactor(twoFactorId: string, code: string): Promise<LoginResult> {
+    try {
+      return loginResultFrom(
+        await this.rpc.verifyTwoFactor({ twoFactorId, code }, { timeoutMs: this.timeoutMs }),
+      );
+    } catch (error) {
+      throw fromRpc(error);
+    }
+  }
+
+  /** Resolves an email, phone or handle to a user, on behalf of an actor whose own token
+   * proves who is asking. No match rejects with NotFoundError. Not cached. */
+  async lookupUser(actorId: string, actorToken: string, identifier: string): Promise<User> {
+    try {
+      const response = await this.rpc.lookupUser(
+        { actorId, actorToken, identifier },
+        { timeoutMs: this.timeoutMs },
+      );
+      return userFrom(response.user);
+    } catch (error) {
+      throw fromRpc(error);
+    }
+  }
+
+  /** Revokes the token at st-peter and drops it from this client's cache. Other clients may
+   * still serve it from their caches until their TTL runs out. */
+  async logout(token: string): Promise<void> {
+    const key = tokenKey(token);
+    this.cache.evict(key);
+    try {
+      await this.rpc.logout({ token }, { timeoutMs: this.timeoutMs });
+    } catch (error) {
+      throw fromRpc(error);
+    } finally {
+      // A verify that raced the logout may have cached the token again.
+      this.cache.evict(key);
+    }
+  }
+
+  /** Closes the connection; calls after this reject with UnavailableError. */
+  close(): void {
+    this.sessions.abort(new UnavailableError("unavailable", Code.Canceled, "client closed"));
+  }
+}
+
+export { StPeterError };

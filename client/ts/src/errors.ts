@@ -1,0 +1,85 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** The kinds of error a caller handles differently. */
+export type ErrorKind =
+  /** The token is unknown, expired, revoked, or its user is disabled (for lookupUser: the
+   * actor's token is not valid or not the actor's own). Answer 401; asking again will not help. */
+  | "invalid_token"
+  /** st-peter could not be asked (connection refused, timeout). Answer 503 and retry later;
+   * never treat it as a verdict on the token. */
+  | "unavailable"
+  /** The request was malformed; the message names the field. */
+  | "invalid_argument"
+  /** lookupUser found no user with that identifier. */
+  | "not_found"
+  /** Any other answer from st-peter (a server fault, usually). */
+  | "status";
+
+/** Every error a call rejects with. Check `kind`, or use `instanceof InvalidTokenError` etc. */
+export class StPeterError extends Error {
+  readonly kind: ErrorKind;
+  /** The gRPC status code st-peter (or the transport) answered. */
+  readonly code: Code;
+  /** st-peter's message, without the kind prefix. */
+  readonly detail: string;
+
+  constructor(kind: ErrorKind, code: Code, detail: string, options?: { cause?: unknown }) {
+    super(kind === "invalid_token" ? "token is not valid" : `${describe(kind)}: ${detail}`, options);
+    this.name = new.target.name;
+    this.kind = kind;
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+export class InvalidTokenError extends StPeterError {}
+export class UnavailableError extends StPeterError {}
+export class InvalidArgumentError extends StPeterError {}
+export class NotFoundError extends StPeterError {}
+
+function describe(kind: ErrorKind): string {
+  switch (kind) {
+    case "unavailable":
+      return "st-peter is unavailable";
+    case "invalid_argument":
+      return "invalid argument";
+    case "not_found":
+      return "not found";
+    default:
+      return "st-peter answered an error";
+  }
+}
+
+export function invalidToken(detail = "token is not valid"): InvalidTokenError {
+  return new InvalidTokenError("invalid_token", Code.Unauthenticated, detail);
+}
+
+/** Maps what a call threw onto the error kinds. */
+export function fromRpc(error: unknown): StPeterError {
+  if (error instanceof StPeterError) {
+    return error;
+  }
+  const connect = ConnectError.from(error);
+  const detail = connect.rawMessage;
+  const options = { cause: error };
+  switch (connect.code) {
+    case Code.Unauthenticated:
+      return new InvalidTokenError("invalid_token", connect.code, detail, options);
+    case Code.InvalidArgument:
+    case Code.OutOfRange:
+      return new InvalidArgumentError("invalid_argument", connect.code, detail, options);
+    case Code.NotFound:
+      return new NotFoundError("not_found", connect.code, detail, options);
+    case Code.Unavailable:
+    case Code.DeadlineExceeded:
+    case Code.Canceled:
+      return new UnavailableError("unavailable", connect.code, detail, options);
+    default:
+      // Connect reports a failed connection it could not classify as Unknown with the
+      // Node.js error as its cause; a status sent by a server has no such cause.
+      if (connect.code === Code.Unknown && connect.cause instanceof Error && "code" in connect.cause) {
+        return new UnavailableError("unavailable", Code.Unavailable, detail, options);
+      }
+      return new StPeterError("status", connect.code, detail, options);
+  }
+}

@@ -1,0 +1,143 @@
+import { timestampDate, durationMs } from "@bufbuild/protobuf/wkt";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import {
+  FailureReason as PbFailureReason,
+  TwoFactorMethod as PbTwoFactorMethod,
+} from "./genpb/st_peter/auth/v1/auth_pb.js";
+import type {
+  LoginResponse,
+  User as PbUser,
+  VerifyTokenResponse,
+} from "./genpb/st_peter/auth/v1/auth_pb.js";
+
+/** A user as st-peter knows them. Key your own local roles on `userId`. */
+export interface User {
+  userId: string;
+  handle: string;
+  /** Lowercase; undefined when the user has none. */
+  email?: string;
+  /** E.164; undefined when the user has none. */
+  phone?: string;
+  displayName: string;
+  disabled: boolean;
+}
+
+/** The verified owner of a token. */
+export interface VerifiedUser {
+  user: User;
+  /** Platform roles, sorted. */
+  roles: string[];
+  /** When the token stops being valid; the cache never serves the answer past this. */
+  expiresAt: Date;
+}
+
+/** A logged-in session. */
+export interface Authenticated {
+  kind: "authenticated";
+  token: string;
+  expiresAt: Date;
+  user: User;
+}
+
+/** A second factor is required: send the user's code with `twoFactorId` to verifyTwoFactor. */
+export interface TwoFactor {
+  kind: "two_factor";
+  twoFactorId: string;
+  expiresAt: Date;
+  methods: TwoFactorMethod[];
+}
+
+/** A login that did not succeed. */
+export interface Failed {
+  kind: "failed";
+  reason: FailureReason;
+  /** Milliseconds to wait before trying again, where the reason implies waiting. */
+  retryAfterMs?: number;
+}
+
+/** The answer to login and verifyTwoFactor. A refused login is `Failed`, not an error. */
+export type LoginResult = Authenticated | TwoFactor | Failed;
+
+/** `totp`: a 6-digit code from an authenticator app; `recovery_code`: one of the one-time
+ * recovery codes issued with the TOTP enrollment. */
+export type TwoFactorMethod = "totp" | "recovery_code";
+
+/** `invalid_credentials` covers wrong password, unknown identifier and disabled user alike;
+ * `unknown` is a reason this client version does not know yet. */
+export type FailureReason =
+  | "invalid_credentials"
+  | "rate_limited"
+  | "invalid_code"
+  | "challenge_expired"
+  | "unknown";
+
+function date(timestamp: Timestamp | undefined): Date {
+  return timestamp ? timestampDate(timestamp) : new Date(0);
+}
+
+export function userFrom(user: PbUser | undefined): User {
+  return {
+    userId: user?.userId ?? "",
+    handle: user?.handle ?? "",
+    email: user?.email || undefined,
+    phone: user?.phone || undefined,
+    displayName: user?.displayName ?? "",
+    disabled: user?.disabled ?? false,
+  };
+}
+
+export function verifiedFrom(response: VerifyTokenResponse): VerifiedUser {
+  return {
+    user: userFrom(response.user),
+    roles: [...response.roles],
+    expiresAt: date(response.expiresAt),
+  };
+}
+
+export function loginResultFrom(response: LoginResponse): LoginResult {
+  const result = response.result;
+  switch (result.case) {
+    case "authenticated":
+      return {
+        kind: "authenticated",
+        token: result.value.token,
+        expiresAt: date(result.value.expiresAt),
+        user: userFrom(result.value.user),
+      };
+    case "twoFactor":
+      return {
+        kind: "two_factor",
+        twoFactorId: result.value.twoFactorId,
+        expiresAt: date(result.value.expiresAt),
+        methods: result.value.methods.flatMap((m): TwoFactorMethod[] =>
+          m === PbTwoFactorMethod.TOTP ? ["totp"] : m === PbTwoFactorMethod.RECOVERY_CODE ? ["recovery_code"] : [],
+        ),
+      };
+    case "failed": {
+      const failed: Failed = { kind: "failed", reason: reasonFrom(result.value.reason) };
+      if (result.value.retryAfter) {
+        failed.retryAfterMs = durationMs(result.value.retryAfter);
+      }
+      return failed;
+    }
+    default:
+      // An empty oneof comes only from a newer server with an outcome we cannot read:
+      // fail closed.
+      return { kind: "failed", reason: "unknown" };
+  }
+}
+
+function reasonFrom(reason: PbFailureReason): FailureReason {
+  switch (reason) {
+    case PbFailureReason.INVALID_CREDENTIALS:
+      return "invalid_credentials";
+    case PbFailureReason.RATE_LIMITED:
+      return "rate_limited";
+    case PbFailureReason.INVALID_CODE:
+      return "invalid_code";
+    case PbFailureReason.CHALLENGE_EXPIRED:
+      return "challenge_expired";
+    default:
+      return "unknown";
+  }
+}

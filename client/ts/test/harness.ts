@@ -1,0 +1,270 @@
+// The test harness: a real st-peter server (the `st-peter` binary) on a free port with a
+// temp SQLite file, and users made with its admin CLI on the same database.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import type { Interceptor } from "@connectrpc/connect";
+
+import { connect, type Client, type ClientOptions } from "../src/index.js";
+
+// build-test/test/harness.js -> the repository root.
+const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
+
+let binary: string | undefined;
+
+/** $ST_PETER_BIN, else target/debug/st-peter of the repository, built with cargo when missing. */
+export function serverBinary(): string {
+  if (binary) {
+    return binary;
+  }
+  const fromEnv = process.env.ST_PETER_BIN;
+  if (fromEnv) {
+    return (binary = fromEnv);
+  }
+  const built = join(repoRoot, "target", "debug", "st-peter");
+  if (!existsSync(built)) {
+    const cargo = spawnSync("cargo", ["build", "-p", "st-peter-server", "--bin", "st-peter"], {
+      cwd: repoRoot,
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    if (cargo.status !== 0) {
+      throw new Error(`building the server failed (${cargo.status ?? cargo.error})`);
+    }
+  }
+  return (binary = built);
+}
+
+/** A loopback address with a port nothing listens on (bound, then released). */
+export async function freeAddress(): Promise<string> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return `127.0.0.1:${port}`;
+}
+
+function canConnect(address: string): Promise<boolean> {
+  const [host, port] = address.split(":");
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port: Number(port) });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+export interface NewUser {
+  handle: string;
+  email?: string | null;
+  phone?: string | null;
+  displayName?: string | null;
+  password: string;
+}
+
+export class TestServer {
+  private child: ChildProcess | undefined;
+  private stderr = "";
+  private readonly clients: Client[] = [];
+
+  private constructor(
+    readonly bin: string,
+    readonly dir: string,
+    readonly databaseUrl: string,
+    readonly address: string,
+    private readonly extraArgs: string[],
+  ) {}
+
+  /** Runs `st-peter serve` on a free port with a fresh database. */
+  static async start(extraArgs: string[] = []): Promise<TestServer> {
+    const dir = mkdtempSync(join(tmpdir(), "st-peter-ts-"));
+    const server = new TestServer(
+      serverBinary(),
+      dir,
+      `sqlite://${join(dir, "st-peter.db")}`,
+      await freeAddress(),
+      extraArgs,
+    );
+    await server.resume();
+    return server;
+  }
+
+  get target(): string {
+    return `http://${this.address}`;
+  }
+
+  /** Serves again (same database, same port) after stop(). */
+  async resume(): Promise<void> {
+    const args = ["serve", "--listen", this.address, "--database-url", this.databaseUrl, ...this.extraArgs];
+    const child = spawn(this.bin, args, { stdio: ["ignore", "ignore", "pipe"] });
+    this.child = child;
+    this.stderr = "";
+    child.stderr!.on("data", (chunk: Buffer) => (this.stderr += chunk.toString()));
+    let exited = false;
+    child.once("exit", () => (exited = true));
+    const deadline = Date.now() + 30_000;
+    while (!(await canConnect(this.address))) {
+      if (exited) {
+        throw new Error(`st-peter exited at start: ${this.stderr}`);
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`st-peter did not listen on ${this.address}: ${this.stderr}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** Stops serving (SIGTERM, then SIGKILL); the database stays for resume(). */
+  async stop(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) {
+      return;
+    }
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** Stops the server, closes the clients made by client(), removes the database. */
+  async close(): Promise<void> {
+    for (const client of this.clients) {
+      client.close();
+    }
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** A client of this server whose RPCs are counted by method name. */
+  client(options: ClientOptions = {}): { client: Client; counts: RpcCounts } {
+    const counts = new RpcCounts();
+    const client = connect(this.target, {
+      ...options,
+      interceptors: [...(options.interceptors ?? []), counts.interceptor],
+    });
+    this.clients.push(client);
+    return { client, counts };
+  }
+
+  /** Runs an admin command of the binary on this server's database; answers its JSON. */
+  admin(args: string[], stdin = ""): unknown {
+    const run = spawnSync(this.bin, [...args, "--database-url", this.databaseUrl, "--json"], {
+      input: stdin,
+      encoding: "utf8",
+    });
+    if (run.status !== 0) {
+      throw new Error(`st-peter ${args.join(" ")}: ${run.status}: ${run.stderr}`);
+    }
+    return JSON.parse(run.stdout);
+  }
+
+  /** Creates a user; answers their user_id. */
+  addUser(user: NewUser): string {
+    const args = ["user", "add", "--handle", user.handle, "--password-stdin"];
+    if (user.email) args.push("--email", user.email);
+    if (user.phone) args.push("--phone", user.phone);
+    if (user.displayName) args.push("--display-name", user.displayName);
+    const created = this.admin(args, `${user.password}\n`) as { user_id?: string };
+    if (!created.user_id) {
+      throw new Error("user add answered no user_id");
+    }
+    return created.user_id;
+  }
+
+  grantRole(identifier: string, role: string): void {
+    this.admin(["user", "role", "grant", identifier, role]);
+  }
+
+  disable(identifier: string): void {
+    this.admin(["user", "disable", identifier]);
+  }
+
+  /** Enrolls TOTP; answers the otpauth:// URI. */
+  enrollTotp(identifier: string): string {
+    const enrolled = this.admin(["user", "totp", "enroll", identifier]) as { otpauth_uri?: string };
+    if (!enrolled.otpauth_uri) {
+      throw new Error("totp enroll answered no otpauth_uri");
+    }
+    return enrolled.otpauth_uri;
+  }
+}
+
+/** RPCs a client sent, by method name (`VerifyToken`, `Login`, ...), counted by an interceptor. */
+export class RpcCounts {
+  private readonly counts = new Map<string, number>();
+
+  readonly interceptor: Interceptor = (next) => async (request) => {
+    this.counts.set(request.method.name, this.get(request.method.name) + 1);
+    return next(request);
+  };
+
+  get(method: string): number {
+    return this.counts.get(method) ?? 0;
+  }
+}
+
+function base32Decode(text: string): Buffer {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = 0;
+  let value = 0;
+  const bytes: number[] = [];
+  for (const char of text.toUpperCase().replace(/=+$/, "")) {
+    const index = alphabet.indexOf(char);
+    if (index < 0) {
+      throw new Error(`not base32: ${char}`);
+    }
+    value = (value << 5) | index;
+    bits += 5;
+    if (bits >= 8) {
+      bytes.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(bytes);
+}
+
+/** The RFC 6238 code (SHA-1, 6 digits, 30 s) of an otpauth:// URI's secret at `atMs`. */
+export function totpCode(uri: string, atMs: number = Date.now()): string {
+  const secret = new URL(uri).searchParams.get("secret");
+  if (!secret) {
+    throw new Error("otpauth URI without a secret");
+  }
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(atMs / 1000 / 30)));
+  const sum = createHmac("sha1", base32Decode(secret)).update(counter).digest();
+  const offset = sum[sum.length - 1]! & 0x0f;
+  const value = sum.readUInt32BE(offset) & 0x7fffffff;
+  return String(value % 1_000_000).padStart(6, "0");
+}
+
+/** A 6-digit code that is none of the codes the server accepts around `atMs`
+ * (the previous, current and next step). */
+export function wrongTotpCode(uri: string, atMs: number = Date.now()): string {
+  const accepted = new Set([-30_000, 0, 30_000].map((step) => totpCode(uri, atMs + step)));
+  for (let n = 0; ; n++) {
+    const code = String(n).padStart(6, "0");
+    if (!accepted.has(code)) {
+      return code;
+    }
+  }
+}
+
+/** A clock the client's cache reads; tests move it instead of sleeping. */
+export class MovableClock {
+  private offset = 0;
+  readonly now = (): number => Date.now() + this.offset;
+  advance(ms: number): void {
+    this.offset += ms;
+  }
+}
