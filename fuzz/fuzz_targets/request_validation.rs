@@ -4,7 +4,8 @@
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use st_peter_proto::auth::v1 as pb;
-use st_peter_server::{identifier, password, sessions, totp};
+use st_peter_server::two_factor::SecondFactorCode;
+use st_peter_server::{identifier, password, sessions};
 
 fn named(result: Result<impl Sized, st_peter_server::error::Error>, field: &str) {
     if let Err(error) = result {
@@ -22,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         named(identifier::normalize_phone(&login.identifier), "phone");
     }
     if let Ok(two_factor) = pb::VerifyTwoFactorRequest::decode(data) {
-        named(totp::check_code_shape(&two_factor.code), "code");
+        named(SecondFactorCode::parse(&two_factor.code), "code");
     }
     if let Ok(verify) = pb::VerifyTokenRequest::decode(data) {
         named(sessions::check_token_size("token", &verify.token), "token");

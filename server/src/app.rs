@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::password::{PasswordParams, Passwords};
 use crate::store::{Store, UserRecord};
 use crate::throttle::{ThrottlePolicies, Throttles};
+use crate::totp_key::TotpKey;
 
 /// Who is on the other end of a request: throttling and audit lines use it.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +49,8 @@ pub struct Settings {
     /// argon2 computations running at once; defaults to the number of cores.
     pub hash_concurrency: usize,
     pub throttle: ThrottlePolicies,
+    /// Seals TOTP secrets at rest. `None` refuses TOTP enrollment and TOTP logins.
+    pub totp_key: Option<TotpKey>,
 }
 
 impl Default for Settings {
@@ -60,6 +63,7 @@ impl Default for Settings {
             password_params: PasswordParams::OWASP,
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             throttle: ThrottlePolicies::default(),
+            totp_key: None,
         }
     }
 }

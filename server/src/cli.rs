@@ -12,6 +12,7 @@ use crate::accounts::NewAccount;
 use crate::app::{Caller, Settings, StPeter, UserView};
 use crate::server::ServeOptions;
 use crate::store;
+use crate::totp_key::{self, TotpKey};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +30,17 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database_url: String,
+
+    /// File holding the key (base64, 32 bytes) that seals TOTP secrets at rest. The key
+    /// itself may instead come from the ST_PETER_TOTP_KEY environment variable. Default for
+    /// SQLite: `DATABASE.totp-key` beside the database, created (mode 0600) on first start.
+    #[arg(
+        long,
+        global = true,
+        env = "ST_PETER_TOTP_KEY_FILE",
+        value_name = "PATH"
+    )]
+    pub totp_key_file: Option<PathBuf>,
 
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -154,15 +166,24 @@ pub enum SessionCommand {
     },
 }
 
+/// The environment variable that may hold the TOTP key itself (base64).
+pub const TOTP_KEY_ENV: &str = "ST_PETER_TOTP_KEY";
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let store = store::connect(&cli.database_url)
         .await
         .with_context(|| format!("opening {}", store::redact_url(&cli.database_url)))?;
+    let totp_key = totp_key(&cli)?;
+    totp_key.check_against(store.as_ref()).await?;
+    let base_settings = Settings {
+        totp_key: Some(totp_key),
+        ..Settings::default()
+    };
     match cli.command {
         Command::Serve(args) => {
             let settings = Settings {
                 session_ttl: args.session_ttl,
-                ..Settings::default()
+                ..base_settings
             };
             let app = Arc::new(StPeter::new(store, StPeter::system_clock(), settings)?);
             let options = match (&args.tls_cert, &args.tls_key) {
@@ -185,7 +206,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::server::run_with(listener, app, options, crate::server::shutdown_signal()).await
         }
         Command::User(command) => {
-            let app = StPeter::new(store, StPeter::system_clock(), Settings::default())?;
+            let app = StPeter::new(store, StPeter::system_clock(), base_settings)?;
             user_command(&app, command, cli.json).await
         }
         Command::Session(SessionCommand::Revoke {
@@ -193,7 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             token_stdin,
             token_env,
         }) => {
-            let app = StPeter::new(store, StPeter::system_clock(), Settings::default())?;
+            let app = StPeter::new(store, StPeter::system_clock(), base_settings)?;
             let revoked = match user {
                 Some(identifier) => {
                     let user = app.find_user(&identifier).await?;
@@ -208,6 +229,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 format!("revoked {revoked} session(s)")
             })
         }
+    }
+}
+
+/// The TOTP key: from ST_PETER_TOTP_KEY, else the key file given, else the embedded
+/// default's file beside the SQLite database (created on first start).
+fn totp_key(cli: &Cli) -> anyhow::Result<TotpKey> {
+    if let Ok(text) = std::env::var(TOTP_KEY_ENV) {
+        return TotpKey::from_base64(&text).with_context(|| format!("reading ${TOTP_KEY_ENV}"));
+    }
+    if let Some(path) = &cli.totp_key_file {
+        return Ok(TotpKey::from_file(path)?);
+    }
+    match totp_key::default_key_file(&cli.database_url) {
+        Some(path) => Ok(TotpKey::load_or_create_file(&path)?),
+        None => bail!(
+            "a database that is not a local SQLite file needs a TOTP key: give --totp-key-file \
+             PATH or set {TOTP_KEY_ENV} (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)"
+        ),
     }
 }
 
@@ -277,9 +316,12 @@ async fn user_command(app: &StPeter, command: UserCommand, json: bool) -> anyhow
             let enrollment = app.enroll_totp(&identifier).await?;
             print(json, &enrollment, || {
                 format!(
-                    "Scan this QR code with an authenticator app, or enter the URI by hand:\n\n{}\n{}\n",
+                    "Scan this QR code with an authenticator app, or enter the URI by hand:\n\n{}\n{}\n\n\
+                     Recovery codes (each works once in place of a code; keep them safe, they \
+                     are not shown again):\n{}\n",
                     terminal_qr(&enrollment.otpauth_uri),
-                    enrollment.otpauth_uri
+                    enrollment.otpauth_uri,
+                    enrollment.recovery_codes.join("\n")
                 )
             })
         }

@@ -22,6 +22,10 @@ pub enum Error {
     Storage(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The server's configuration is unusable (a missing or wrong key, say): a start-up
+    /// error for the operator.
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("internal: {0}")]
     Internal(String),
 }

@@ -120,7 +120,7 @@ fn status(error: Error) -> Status {
             tracing::error!(%error, "database unavailable");
             Status::unavailable("database unavailable")
         }
-        Error::Storage(_) | Error::Migration(_) | Error::Internal(_) => {
+        Error::Storage(_) | Error::Migration(_) | Error::Config(_) | Error::Internal(_) => {
             tracing::error!(%error, "request failed");
             Status::internal("internal error")
         }
@@ -148,7 +148,10 @@ fn login_response(outcome: LoginOutcome) -> pb::LoginResponse {
         } => Outcome::TwoFactor(pb::TwoFactorRequired {
             two_factor_id,
             expires_at: Some(timestamp(expires_at)),
-            methods: vec![pb::TwoFactorMethod::Totp as i32],
+            methods: vec![
+                pb::TwoFactorMethod::Totp as i32,
+                pb::TwoFactorMethod::RecoveryCode as i32,
+            ],
         }),
         LoginOutcome::Failed {
             reason,

@@ -12,12 +12,14 @@ pub mod error;
 pub mod grpc;
 pub mod identifier;
 pub mod password;
+pub mod recovery_codes;
 pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod throttle;
 pub mod token;
 pub mod totp;
+pub mod totp_key;
 pub mod two_factor;
 
 pub use app::{Caller, Settings, StPeter};

@@ -3,18 +3,64 @@ use crate::app::{Caller, StPeter};
 use crate::audit::{self, Event};
 use crate::clock::millis;
 use crate::error::{Error, Result, invalid};
+use crate::recovery_codes;
 use crate::sessions::{FailureReason, LoginOutcome};
-use crate::store::{NewSession, TwoFactorCompletion, UserRecord};
+use crate::store::{NewSession, SecondFactor, TwoFactorCompletion, UserRecord};
 use crate::token::{self, CHALLENGE_PREFIX, SESSION_PREFIX};
 use crate::totp;
+use crate::totp_key::TotpKey;
 
 const MAX_CHALLENGE_ID_BYTES: usize = 256;
 
-/// What an administrator needs to hand to the user after enrolling TOTP.
-#[derive(Debug, Clone, serde::Serialize)]
+/// What an administrator needs to hand to the user after enrolling TOTP. Shown once:
+/// neither the secret nor the recovery codes can be read back later.
+#[derive(Clone, serde::Serialize)]
 pub struct TotpEnrollment {
     pub user_id: String,
     pub otpauth_uri: String,
+    /// One-time codes for when the authenticator is lost, each accepted once.
+    pub recovery_codes: Vec<String>,
+}
+
+impl std::fmt::Debug for TotpEnrollment {
+    // The URI holds the TOTP secret; the codes are secrets too.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpEnrollment")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a caller sent as the second factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecondFactorCode {
+    /// A 6-digit TOTP code.
+    Totp(String),
+    /// A recovery code, normalized.
+    RecoveryCode(String),
+}
+
+impl SecondFactorCode {
+    /// Tells a TOTP code from a recovery code; anything else is `INVALID_ARGUMENT`.
+    pub fn parse(code: &str) -> Result<Self> {
+        if code.is_empty() {
+            return Err(invalid("code", "must not be empty"));
+        }
+        if totp::check_code_shape(code).is_ok() {
+            return Ok(Self::Totp(code.to_owned()));
+        }
+        recovery_codes::normalize(code)
+            .map(Self::RecoveryCode)
+            .ok_or_else(|| {
+                invalid(
+                    "code",
+                    format!(
+                        "must be {} digits, or a recovery code (xxxx-xxxx-xxxx-xxxx)",
+                        totp::DIGITS
+                    ),
+                )
+            })
+    }
 }
 
 impl StPeter {
@@ -50,7 +96,7 @@ impl StPeter {
                 "is not a two-factor id issued by Login (expected 'stc_' and 43 characters)",
             ));
         }
-        totp::check_code_shape(code)?;
+        let code = SecondFactorCode::parse(code)?;
 
         let challenge_hash = token::hash(two_factor_id);
         let now = self.now();
@@ -71,8 +117,8 @@ impl StPeter {
             .find_user_by_id(&attempt.user_id)
             .await?
             .filter(|user| !user.disabled);
-        let Some((user, secret)) =
-            user.and_then(|u| u.totp_secret.clone().map(|secret| (u, secret)))
+        let Some((user, sealed)) =
+            user.and_then(|u| u.totp_secret.clone().map(|sealed| (u, sealed)))
         else {
             // Disabled or un-enrolled since the password step: the challenge is void.
             return Ok(LoginOutcome::failed(FailureReason::ChallengeExpired));
@@ -81,7 +127,20 @@ impl StPeter {
             audit::record(Event::TwoFactor, "throttled", Some(&user.id), caller);
             return Ok(rate_limited(wait));
         }
-        let Some(step) = totp::matching_step(&secret, code, now)? else {
+        let recovery_hash;
+        let factor = match &code {
+            SecondFactorCode::Totp(code) => {
+                let secret = self.totp_key()?.open(&user.id, &sealed)?;
+                totp::matching_step(&secret, code, now)?.map(|step| SecondFactor::Totp { step })
+            }
+            SecondFactorCode::RecoveryCode(normalized) => {
+                recovery_hash = recovery_codes::hash(&user.id, normalized);
+                Some(SecondFactor::RecoveryCode {
+                    hash: &recovery_hash,
+                })
+            }
+        };
+        let Some(factor) = factor else {
             throttles.two_factor_challenge.fail(&challenge_hash, now);
             throttles.two_factor_user.fail(&user.id, now);
             audit::record(Event::TwoFactor, "failure", Some(&user.id), caller);
@@ -94,7 +153,7 @@ impl StPeter {
             .store
             .complete_two_factor(
                 &challenge_hash,
-                step,
+                factor,
                 NewSession {
                     token_hash: &session.hash,
                     user_id: &user.id,
@@ -103,10 +162,16 @@ impl StPeter {
                 },
             )
             .await?;
-        let outcome = match completion {
-            TwoFactorCompletion::Completed => "success",
-            TwoFactorCompletion::Replayed => "replayed",
-            TwoFactorCompletion::ChallengeGone => "challenge_gone",
+        let outcome = match (completion, &code) {
+            (TwoFactorCompletion::Completed, SecondFactorCode::Totp(_)) => "success",
+            (TwoFactorCompletion::Completed, SecondFactorCode::RecoveryCode(_)) => {
+                "success_recovery_code"
+            }
+            (TwoFactorCompletion::Refused, SecondFactorCode::Totp(_)) => "replayed",
+            (TwoFactorCompletion::Refused, SecondFactorCode::RecoveryCode(_)) => {
+                "recovery_code_refused"
+            }
+            (TwoFactorCompletion::ChallengeGone, _) => "challenge_gone",
         };
         audit::record(Event::TwoFactor, outcome, Some(&user.id), caller);
         Ok(match completion {
@@ -119,7 +184,8 @@ impl StPeter {
                     user: (&user).into(),
                 })
             }
-            TwoFactorCompletion::Replayed => {
+            TwoFactorCompletion::Refused => {
+                throttles.two_factor_challenge.fail(&challenge_hash, now);
                 throttles.two_factor_user.fail(&user.id, now);
                 LoginOutcome::failed(FailureReason::InvalidCode)
             }
@@ -129,17 +195,32 @@ impl StPeter {
         })
     }
 
-    /// Enrolls (or re-enrolls) TOTP for a user: a new secret replaces any old one.
+    /// Enrolls (or re-enrolls) TOTP for a user: a new secret and new recovery codes replace
+    /// any old ones. The secret is stored sealed with the TOTP key, the codes as hashes.
     pub async fn enroll_totp(&self, identifier: &str) -> Result<TotpEnrollment> {
         let user = self.find_user(identifier).await?;
         let secret = totp::new_secret();
         let otpauth_uri = totp::otpauth_uri(&secret, &self.settings.totp_issuer, &user.handle)?;
+        let sealed = self.totp_key()?.seal(&user.id, &secret)?;
+        let codes = recovery_codes::generate();
+        let hashes: Vec<_> = codes
+            .iter()
+            .filter_map(|code| recovery_codes::normalize(code))
+            .map(|normalized| recovery_codes::hash(&user.id, &normalized))
+            .collect();
         self.store
-            .set_totp_secret(&user.id, Some(&secret), self.now())
+            .set_totp_secret(&user.id, Some(&sealed), &hashes, self.now())
             .await?;
         Ok(TotpEnrollment {
             user_id: user.id,
             otpauth_uri,
+            recovery_codes: codes,
+        })
+    }
+
+    fn totp_key(&self) -> Result<&TotpKey> {
+        self.settings.totp_key.as_ref().ok_or_else(|| {
+            Error::Config("no TOTP key: set --totp-key-file or ST_PETER_TOTP_KEY".into())
         })
     }
 
@@ -153,7 +234,7 @@ impl StPeter {
             )));
         }
         self.store
-            .set_totp_secret(&user.id, None, self.now())
+            .set_totp_secret(&user.id, None, &[], self.now())
             .await?;
         Ok(user.id)
     }

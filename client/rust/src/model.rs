@@ -62,7 +62,10 @@ pub struct TwoFactorChallenge {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TwoFactorMethod {
+    /// A 6-digit code from an authenticator app.
     Totp,
+    /// One of the recovery codes issued with the enrollment, each accepted once.
+    RecoveryCode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +141,7 @@ impl From<pb::LoginResponse> for LoginOutcome {
                     .methods()
                     .filter_map(|m| match m {
                         pb::TwoFactorMethod::Totp => Some(TwoFactorMethod::Totp),
+                        pb::TwoFactorMethod::RecoveryCode => Some(TwoFactorMethod::RecoveryCode),
                         pb::TwoFactorMethod::Unspecified => None,
                     })
                     .collect(),

@@ -62,15 +62,25 @@ pub struct ChallengeAttempt {
     pub expires_at: UnixMillis,
 }
 
+/// The second factor that finishes a two-factor login, already checked for shape.
+#[derive(Debug, Clone, Copy)]
+pub enum SecondFactor<'a> {
+    /// A TOTP code that matched this step; claimed only if later than any step before.
+    Totp { step: i64 },
+    /// A recovery code: claimed only if issued to the user and not used yet.
+    RecoveryCode { hash: &'a SecretHash },
+}
+
 /// How the atomic end of a two-factor login went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TwoFactorCompletion {
-    /// Challenge consumed, TOTP step claimed, session stored.
+    /// Challenge consumed, factor claimed, session stored.
     Completed,
     /// The challenge was consumed by a concurrent request.
     ChallengeGone,
-    /// A code for this step or a later one was already accepted for the user.
-    Replayed,
+    /// The factor cannot be claimed: a TOTP code for this step or a later one was already
+    /// accepted, or the recovery code is unknown or used.
+    Refused,
 }
 
 #[async_trait]
@@ -89,13 +99,17 @@ pub trait Store: Send + Sync + 'static {
     /// Returns false when the user did not have the role.
     async fn revoke_role(&self, user_id: &str, role: &str) -> Result<bool>;
     async fn roles(&self, user_id: &str) -> Result<Vec<String>>;
-    /// Sets or clears the TOTP secret and forgets the last accepted step.
+    /// In one transaction: sets or clears the (sealed) TOTP secret, forgets the last
+    /// accepted step, and replaces the user's recovery codes with these hashes.
     async fn set_totp_secret(
         &self,
         user_id: &str,
-        secret: Option<&[u8]>,
+        sealed_secret: Option<&[u8]>,
+        recovery_code_hashes: &[SecretHash],
         now: UnixMillis,
     ) -> Result<()>;
+    /// Recovery codes of the user not used yet.
+    async fn unused_recovery_codes(&self, user_id: &str) -> Result<u64>;
 
     async fn create_session(&self, session: NewSession<'_>) -> Result<()>;
     /// The owner of a session that is not revoked, not expired at `now`, and whose user is
@@ -125,14 +139,18 @@ pub trait Store: Send + Sync + 'static {
         now: UnixMillis,
         max_attempts: u32,
     ) -> Result<Option<ChallengeAttempt>>;
-    /// In one transaction: delete the challenge, claim the TOTP step for the user (only if
-    /// later than any step accepted before) and store the session.
+    /// In one transaction: delete the challenge, claim the second factor for the user and
+    /// store the session. A refused factor leaves the challenge alive (its attempt spent).
     async fn complete_two_factor(
         &self,
         challenge_hash: &SecretHash,
-        totp_step: i64,
+        factor: SecondFactor<'_>,
         session: NewSession<'_>,
     ) -> Result<TwoFactorCompletion>;
+
+    /// The stored check value of a named key, inserting `candidate` when there is none yet
+    /// (the first server to start with a key decides it; concurrent starts agree).
+    async fn key_check_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>>;
 
     /// Deletes challenges and sessions that ended before `before`.
     async fn purge_expired(&self, before: UnixMillis) -> Result<u64>;

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{
-    ChallengeAttempt, NewSession, NewUser, SessionOwner, Store, TwoFactorCompletion, UserRecord,
-    unique_violation,
+    ChallengeAttempt, NewSession, NewUser, SecondFactor, SessionOwner, Store, TwoFactorCompletion,
+    UserRecord, unique_violation,
 };
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
@@ -167,18 +167,45 @@ impl Store for SqliteStore {
     async fn set_totp_secret(
         &self,
         user_id: &str,
-        secret: Option<&[u8]>,
+        sealed_secret: Option<&[u8]>,
+        recovery_code_hashes: &[SecretHash],
         now: UnixMillis,
     ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE users SET totp_secret = ?, totp_last_step = NULL, updated_at = ? WHERE id = ?",
         )
-        .bind(secret)
+        .bind(sealed_secret)
         .bind(now)
         .bind(user_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        for hash in recovery_code_hashes {
+            sqlx::query(
+                "INSERT INTO recovery_codes (user_id, code_hash, issued_at) VALUES (?, ?, ?)",
+            )
+            .bind(user_id)
+            .bind(&hash[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn unused_recovery_codes(&self, user_id: &str) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = ? AND used_at IS NULL",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn create_session(&self, session: NewSession<'_>) -> Result<()> {
@@ -283,7 +310,7 @@ impl Store for SqliteStore {
     async fn complete_two_factor(
         &self,
         challenge_hash: &SecretHash,
-        totp_step: i64,
+        factor: SecondFactor<'_>,
         session: NewSession<'_>,
     ) -> Result<TwoFactorCompletion> {
         let mut tx = self.pool.begin().await?;
@@ -295,13 +322,22 @@ impl Store for SqliteStore {
         if consumed != 1 {
             return Ok(TwoFactorCompletion::ChallengeGone);
         }
-        let claimed = sqlx::query(
-            "UPDATE users SET totp_last_step = ? \
-             WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
-        )
-        .bind(totp_step)
-        .bind(session.user_id)
-        .bind(totp_step)
+        let claimed = match factor {
+            SecondFactor::Totp { step } => sqlx::query(
+                "UPDATE users SET totp_last_step = ? \
+                 WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
+            )
+            .bind(step)
+            .bind(session.user_id)
+            .bind(step),
+            SecondFactor::RecoveryCode { hash } => sqlx::query(
+                "UPDATE recovery_codes SET used_at = ? \
+                 WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
+            )
+            .bind(session.created_at)
+            .bind(session.user_id)
+            .bind(&hash[..]),
+        }
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -309,11 +345,25 @@ impl Store for SqliteStore {
             // Roll back: the challenge lives on (its attempt is already spent), so a user
             // whose code was used by a double submit can send the next one.
             tx.rollback().await?;
-            return Ok(TwoFactorCompletion::Replayed);
+            return Ok(TwoFactorCompletion::Refused);
         }
         insert_session(&mut *tx, session).await?;
         tx.commit().await?;
         Ok(TwoFactorCompletion::Completed)
+    }
+
+    async fn key_check_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        sqlx::query("INSERT INTO key_checks (name, sealed) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT sealed FROM key_checks WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn purge_expired(&self, before: UnixMillis) -> Result<u64> {

@@ -33,6 +33,7 @@ pub struct TestApp {
 pub fn test_settings() -> Settings {
     Settings {
         password_params: PasswordParams::INSECURE_FOR_TESTS,
+        totp_key: Some(st_peter_server::totp_key::TotpKey::generate()),
         ..Settings::default()
     }
 }

@@ -9,5 +9,6 @@ mod grpcurl;
 mod log_secrets;
 mod login;
 mod lookup;
+mod secrets_at_rest;
 mod tokens;
 mod two_factor;

@@ -4,13 +4,24 @@ use tonic::Code;
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 
-use crate::helpers::{TestApp, failed_reason, spawn_app};
+use st_peter_server::two_factor::TotpEnrollment;
+
+use crate::helpers::{TestApp, failed_reason, remember_secret, spawn_app};
 
 async fn enrolled_app() -> (TestApp, String) {
+    let (app, enrollment) = enrolled_app_with_codes().await;
+    (app, enrollment.otpauth_uri)
+}
+
+async fn enrolled_app_with_codes() -> (TestApp, TotpEnrollment) {
     let app = spawn_app().await;
     app.add_user("lead-baker", "opensesame").await;
     let enrollment = app.app.enroll_totp("lead-baker").await.unwrap();
-    (app, enrollment.otpauth_uri)
+    enrollment
+        .recovery_codes
+        .iter()
+        .for_each(|c| remember_secret(c));
+    (app, enrollment)
 }
 
 async fn challenge(app: &TestApp) -> String {
@@ -18,7 +29,7 @@ async fn challenge(app: &TestApp) -> String {
         Outcome::TwoFactor(two_factor) => {
             assert_eq!(
                 two_factor.methods().collect::<Vec<_>>(),
-                vec![pb::TwoFactorMethod::Totp]
+                vec![pb::TwoFactorMethod::Totp, pb::TwoFactorMethod::RecoveryCode]
             );
             let lifetime = two_factor.expires_at.unwrap().seconds - app.app_now() / 1000;
             assert!(
@@ -155,7 +166,14 @@ async fn a_malformed_code_is_invalid_argument() {
     let id = challenge(&app).await;
     for (code, message) in [
         ("", "code: must not be empty"),
-        ("12ab56", "code: must be 6 digits"),
+        (
+            "12ab56",
+            "code: must be 6 digits, or a recovery code (xxxx-xxxx-xxxx-xxxx)",
+        ),
+        (
+            "abcd-efgh-ijkl-mno1",
+            "code: must be 6 digits, or a recovery code (xxxx-xxxx-xxxx-xxxx)",
+        ),
     ] {
         let status = app
             .client
@@ -169,5 +187,86 @@ async fn a_malformed_code_is_invalid_argument() {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), message);
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_recovery_code_completes_a_login_once() {
+    let (app, enrollment) = enrolled_app_with_codes().await;
+    assert_eq!(enrollment.recovery_codes.len(), 10);
+    let code = enrollment.recovery_codes[3].clone();
+
+    // Typed in capitals and without dashes, it still counts.
+    let id = challenge(&app).await;
+    let typed = code.replace('-', "").to_uppercase();
+    let Outcome::Authenticated(auth) = answer(&app, &id, &typed).await else {
+        panic!("expected authenticated");
+    };
+    app.verify(&auth.token).await.unwrap();
+
+    // Used once, it is refused on a fresh challenge, which stays alive for another code.
+    let id = challenge(&app).await;
+    let reply = answer(&app, &id, &code).await;
+    assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCode);
+    let other = &enrollment.recovery_codes[4];
+    assert!(matches!(
+        answer(&app, &id, other).await,
+        Outcome::Authenticated(_)
+    ));
+    assert_eq!(
+        app.store
+            .unused_recovery_codes(&enrollment.user_id)
+            .await
+            .unwrap(),
+        8
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn re_enrolling_replaces_the_recovery_codes_and_removing_totp_drops_them() {
+    let (app, first) = enrolled_app_with_codes().await;
+    let second = app.app.enroll_totp("lead-baker").await.unwrap();
+    second
+        .recovery_codes
+        .iter()
+        .for_each(|c| remember_secret(c));
+
+    let id = challenge(&app).await;
+    let reply = answer(&app, &id, &first.recovery_codes[0]).await;
+    assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCode);
+    assert!(matches!(
+        answer(&app, &id, &second.recovery_codes[0]).await,
+        Outcome::Authenticated(_)
+    ));
+
+    app.app.disable_totp("lead-baker").await.unwrap();
+    assert_eq!(
+        app.store
+            .unused_recovery_codes(&first.user_id)
+            .await
+            .unwrap(),
+        0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_recovery_code_of_another_user_is_refused() {
+    let (app, baker) = enrolled_app_with_codes().await;
+    app.add_user("cashier", "knockknock").await;
+    let cashier = app.app.enroll_totp("cashier").await.unwrap();
+    cashier
+        .recovery_codes
+        .iter()
+        .for_each(|c| remember_secret(c));
+
+    let id = challenge(&app).await;
+    let reply = answer(&app, &id, &cashier.recovery_codes[0]).await;
+    assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCode);
+    assert!(matches!(
+        answer(&app, &id, &baker.recovery_codes[0]).await,
+        Outcome::Authenticated(_)
+    ));
     app.stop().await;
 }

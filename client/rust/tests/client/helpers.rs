@@ -77,6 +77,7 @@ pub fn settings(session_ttl: Duration) -> Settings {
     Settings {
         session_ttl,
         password_params: PasswordParams::INSECURE_FOR_TESTS,
+        totp_key: Some(st_peter_server::totp_key::TotpKey::generate()),
         ..Settings::default()
     }
 }
