@@ -3,6 +3,7 @@
 mod helpers;
 
 mod cache;
+mod conformance;
 mod guard;
 mod methods;
 mod tls;
