@@ -93,7 +93,10 @@ async fn two_factor_login() {
     else {
         panic!("expected two_factor");
     };
-    assert_eq!(challenge.methods, vec![TwoFactorMethod::Totp]);
+    assert_eq!(
+        challenge.methods,
+        vec![TwoFactorMethod::Totp, TwoFactorMethod::RecoveryCode]
+    );
     let wrong = client
         .verify_two_factor(&challenge.two_factor_id, "000000")
         .await
