@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -177,7 +178,11 @@ func TestInvalidTargetsAreRefusedAtConnect(t *testing.T) {
 }
 
 func TestVersionIsTheRepositoryVersion(t *testing.T) {
-	if stpeter.Version == "" || strings.ContainsAny(stpeter.Version, " \n") {
-		t.Fatalf("Version = %q", stpeter.Version)
+	file, err := os.ReadFile("../../VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.TrimSpace(string(file)); stpeter.Version != want {
+		t.Fatalf("Version = %q, VERSION file says %q", stpeter.Version, want)
 	}
 }
