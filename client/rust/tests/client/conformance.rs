@@ -184,8 +184,7 @@ fn from_login(outcome: LoginOutcome) -> Outcome {
                 .iter()
                 .map(|m| match m {
                     TwoFactorMethod::Totp => "totp",
-                    #[allow(unreachable_patterns)]
-                    _ => "other",
+                    TwoFactorMethod::RecoveryCode => "recovery_code",
                 })
                 .collect(),
             ..Outcome::default()
