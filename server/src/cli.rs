@@ -21,7 +21,8 @@ use crate::totp_key::{self, TotpKey};
     about = "A small central authentication service."
 )]
 pub struct Cli {
-    /// Database: `sqlite://PATH` (created and migrated at start).
+    /// Database: `sqlite://PATH` (created and migrated at start) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (an existing database, migrated at start).
     #[arg(
         long,
         global = true,
@@ -41,6 +42,21 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub totp_key_file: Option<PathBuf>,
+
+    /// Database connections this process opens at most.
+    #[arg(
+        long,
+        global = true,
+        env = "ST_PETER_DB_MAX_CONNECTIONS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a database connection before failing with UNAVAILABLE
+    /// (bounds requests while the database is down), e.g. `5s`, `500ms`.
+    #[arg(long, global = true, env = "ST_PETER_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
 
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -170,7 +186,11 @@ pub enum SessionCommand {
 pub const TOTP_KEY_ENV: &str = "ST_PETER_TOTP_KEY";
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let store = store::connect(&cli.database_url)
+    let pool = store::PoolSettings {
+        max_connections: cli.db_max_connections,
+        acquire_timeout: cli.db_acquire_timeout,
+    };
+    let store = store::connect_with(&cli.database_url, &pool)
         .await
         .with_context(|| format!("opening {}", store::redact_url(&cli.database_url)))?;
     let totp_key = totp_key(&cli)?;

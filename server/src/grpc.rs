@@ -116,7 +116,7 @@ fn status(error: Error) -> Status {
         )),
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
         Error::Conflict(why) => Status::already_exists(why),
-        Error::Storage(ref source) if is_unavailable(source) => {
+        Error::Storage(ref source) if crate::store::is_unavailable(source) => {
             tracing::error!(%error, "database unavailable");
             Status::unavailable("database unavailable")
         }
@@ -125,13 +125,6 @@ fn status(error: Error) -> Status {
             Status::internal("internal error")
         }
     }
-}
-
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
 }
 
 fn login_response(outcome: LoginOutcome) -> pb::LoginResponse {

@@ -1,11 +1,14 @@
 //! Persistence behind one trait, one implementation per backend. The store knows rows and
 //! transactions, nothing of gRPC or of the rules that decide a login.
+mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
@@ -156,18 +159,62 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired(&self, before: UnixMillis) -> Result<u64>;
 }
 
+/// The connection pool of a store.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Connections the pool opens at most (per server process).
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it fails with UNAVAILABLE; while
+    /// the database is down this bounds every request instead of letting it hang.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Opens the store a database URL names, creating and migrating it as needed.
 pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>> {
+    connect_with(database_url, &PoolSettings::default()).await
+}
+
+/// `connect` with explicit pool settings. `sqlite://PATH` is created if missing;
+/// `postgres://` (or `postgresql://`) needs an existing database, which is migrated.
+pub async fn connect_with(database_url: &str, pool: &PoolSettings) -> Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(database_url).await?))
+        Ok(Arc::new(SqliteStore::connect(database_url, pool).await?))
+    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(database_url, pool).await?))
     } else {
         Err(Error::InvalidArgument {
             field: "database_url",
             reason: format!(
-                "unsupported scheme in {:?}: expected sqlite://PATH",
+                "unsupported scheme in {:?}: expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE",
                 redact_url(database_url)
             ),
         })
+    }
+}
+
+/// Whether a storage error means the database cannot be reached right now (the request
+/// may succeed later), as opposed to a fault in the request or the server.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: connection_exception (class 08), admin_shutdown, crash_shutdown,
+        // cannot_connect_now (starting up or shutting down), too_many_connections.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 

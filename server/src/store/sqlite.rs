@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{
-    ChallengeAttempt, NewSession, NewUser, SecondFactor, SessionOwner, Store, TwoFactorCompletion,
-    UserRecord, unique_violation,
+    ChallengeAttempt, NewSession, NewUser, PoolSettings, SecondFactor, SessionOwner, Store,
+    TwoFactorCompletion, UserRecord, unique_violation,
 };
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
@@ -31,7 +31,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub async fn connect(database_url: &str) -> Result<Self> {
+    pub async fn connect(database_url: &str, settings: &PoolSettings) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(database_url)
             .map_err(|e| Error::InvalidArgument {
                 field: "database_url",
@@ -43,7 +43,8 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
