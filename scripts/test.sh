@@ -15,6 +15,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust tests (server, proto, clients)"
 run_cargo_tests cargo test --workspace --locked
 
+step "server integration suite again, on PostgreSQL 15 (scripts/pg.sh)"
+run_cargo_tests scripts/pg.sh run -- cargo test -p st-peter-server --test api --locked
+
 step "versions agree (VERSION, Cargo.toml, npm package, Go client)"
 scripts/check-version.sh
 

@@ -1,12 +1,13 @@
-//! A killed process loses nothing it acknowledged.
+//! A killed process loses nothing it acknowledged. SQLite only on every backend: it is
+//! about the embedded file's synchronous = FULL; PostgreSQL's durability is its own.
 use st_peter_proto::auth::v1 as pb;
 
-use crate::helpers::{ServerProcess, admin, database_url};
+use crate::helpers::{ServerProcess, admin, sqlite_database_url};
 
 #[tokio::test]
 async fn sessions_acknowledged_before_sigkill_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let url = database_url(dir.path());
+    let url = sqlite_database_url(dir.path());
     admin(
         &url,
         &["user", "add", "--handle", "cashier", "--password-stdin"],

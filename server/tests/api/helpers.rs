@@ -1,5 +1,9 @@
 //! `spawn_app()` starts the real server in-process (so tests can move its clock);
 //! `ServerProcess` runs the real `st-peter` binary for what needs a separate process.
+//!
+//! The backend comes from the environment: with `ST_PETER_TEST_POSTGRES_URL` set (a
+//! superuser URL of a throwaway cluster, see `scripts/pg.sh run`) every test gets a fresh
+//! PostgreSQL database on that cluster, left to die with it; otherwise a temp SQLite file.
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,7 +49,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     capture_logs();
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("st-peter.db").display());
+    let url = fresh_database_url(dir.path()).await;
     let store = st_peter_server::store::connect(&url).await.unwrap();
     let clock = ManualClock::new();
     let app = Arc::new(StPeter::new(store.clone(), Arc::new(clock.clone()), settings).unwrap());
@@ -171,15 +175,98 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_st-peter"))
 }
 
+/// A fresh database for one test on the backend under test (see the module comment):
+/// a PostgreSQL database on the test cluster, or a SQLite file in `dir`.
 pub fn database_url(dir: &Path) -> String {
+    match postgres_url() {
+        // Called from async tests too: create the database on a runtime of its own.
+        Some(server) => std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(create_postgres_database(&server))
+        })
+        .join()
+        .unwrap(),
+        None => sqlite_database_url(dir),
+    }
+}
+
+pub async fn fresh_database_url(dir: &Path) -> String {
+    match postgres_url() {
+        Some(server) => create_postgres_database(&server).await,
+        None => sqlite_database_url(dir),
+    }
+}
+
+/// For tests that are about SQLite files themselves.
+pub fn sqlite_database_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("st-peter.db").display())
+}
+
+/// The test cluster's URL when the suite runs on PostgreSQL.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("ST_PETER_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// Creates an empty database on the cluster `server_url` points at; returns its URL.
+pub async fn create_postgres_database(server_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("st_peter_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(server_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    with_database(server_url, &name)
+}
+
+/// `url` with its database path replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+/// The TOTP key every real binary of this test run gets on a non-SQLite database (which
+/// has no key file beside it); replicas of one database must share it anyway.
+pub fn shared_totp_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+        remember_secret(&key);
+        key
+    })
+}
+
+/// The environment a real binary needs for `database_url` besides the URL itself.
+pub fn backend_env(database_url: &str) -> Vec<(&'static str, String)> {
+    if database_url.starts_with("sqlite:") {
+        Vec::new()
+    } else {
+        vec![("ST_PETER_TOTP_KEY", shared_totp_key().to_owned())]
+    }
 }
 
 impl ServerProcess {
     pub fn start(database_url: &str) -> Self {
+        Self::start_with(database_url, &[])
+    }
+
+    /// `serve` with extra arguments, e.g. pool settings.
+    pub fn start_with(database_url: &str, extra_args: &[&str]) -> Self {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra_args)
             .env("ST_PETER_DATABASE_URL", database_url)
+            .envs(backend_env(database_url))
             // Everything the server says goes into the captured logs checked for secrets.
             .env("ST_PETER_LOG", "debug")
             .stdin(Stdio::null())
@@ -237,6 +324,7 @@ pub fn admin(database_url: &str, args: &[&str], stdin: &str) -> String {
     let mut child = Command::new(binary())
         .args(args)
         .env("ST_PETER_DATABASE_URL", database_url)
+        .envs(backend_env(database_url))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,5 +1,6 @@
-//! Integration tests: the real server on 127.0.0.1:0 with a temp SQLite file, called
-//! through the generated tonic client (and the real binary where a process must die).
+//! Integration tests: the real server on 127.0.0.1:0 with a temp SQLite file, or a fresh
+//! PostgreSQL database when ST_PETER_TEST_POSTGRES_URL is set (`scripts/pg.sh run -- ...`),
+//! called through the generated tonic client (and the real binary where a process must die).
 mod helpers;
 
 mod attacks;
@@ -9,6 +10,8 @@ mod grpcurl;
 mod log_secrets;
 mod login;
 mod lookup;
+mod postgres;
+mod replicas;
 mod secrets_at_rest;
 mod tokens;
 mod two_factor;

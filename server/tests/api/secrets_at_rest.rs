@@ -5,7 +5,9 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use st_peter_server::totp_key::TotpKey;
 
-use crate::helpers::{admin, binary, database_url, remember_secret, spawn_app};
+use crate::helpers::{
+    admin, binary, database_url, remember_secret, spawn_app, sqlite_database_url,
+};
 
 #[tokio::test]
 async fn the_stored_totp_secret_is_sealed_and_bound_to_its_user() {
@@ -49,10 +51,12 @@ fn run(database_url: &str, envs: &[(&str, &str)], args: &[&str]) -> std::process
         .unwrap()
 }
 
+// SQLite only on every backend: the key file beside a database file is the embedded
+// default's behaviour (PostgreSQL needs the key given).
 #[test]
 fn the_embedded_default_creates_a_private_key_file_beside_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let url = database_url(dir.path());
+    let url = sqlite_database_url(dir.path());
     admin(&url, &["user", "list"], "");
     let key_file = dir.path().join("st-peter.db.totp-key");
     let metadata = std::fs::metadata(&key_file).expect("key file beside the database");
@@ -111,10 +115,11 @@ fn a_wrong_key_is_a_clear_start_up_error() {
     );
 }
 
+// SQLite only: it checks that no key file appears beside the database file.
 #[test]
 fn the_key_from_the_environment_seals_secrets_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
-    let url = database_url(dir.path());
+    let url = sqlite_database_url(dir.path());
     let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
     let with_key = [("ST_PETER_TOTP_KEY", key.as_str())];
     let output = Command::new(binary())

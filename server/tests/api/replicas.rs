@@ -1,0 +1,183 @@
+//! Several replicas on one PostgreSQL database behave as one service: two real `st-peter`
+//! processes, the same database and TOTP key, requests alternating between them.
+//! PostgreSQL only: skipped with a message when ST_PETER_TEST_POSTGRES_URL is unset
+//! (scripts/test.sh always sets it for its PostgreSQL run).
+use st_peter_proto::auth::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::{
+    Client, ServerProcess, admin, create_postgres_database, postgres_url, remember_secret,
+};
+
+use pb::login_response::Result as Outcome;
+
+/// A fresh database on the test cluster, or `None` (and a message) when there is none.
+pub async fn postgres_database(test: &str) -> Option<String> {
+    match postgres_url() {
+        Some(server) => Some(create_postgres_database(&server).await),
+        None => {
+            eprintln!(
+                "skipped {test}: needs PostgreSQL (set ST_PETER_TEST_POSTGRES_URL, e.g. scripts/pg.sh run -- cargo test)"
+            );
+            None
+        }
+    }
+}
+
+async fn login(client: &mut Client, identifier: &str, password: &str) -> Outcome {
+    let outcome = client
+        .login(pb::LoginRequest {
+            identifier: identifier.into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    match &outcome {
+        Outcome::Authenticated(auth) => remember_secret(&auth.token),
+        Outcome::TwoFactor(challenge) => remember_secret(&challenge.two_factor_id),
+        Outcome::Failed(_) => {}
+    }
+    outcome
+}
+
+async fn verify(
+    client: &mut Client,
+    token: &str,
+) -> Result<pb::VerifyTokenResponse, tonic::Status> {
+    client
+        .verify_token(pb::VerifyTokenRequest {
+            token: token.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn second_factor(client: &mut Client, two_factor_id: &str, code: &str) -> Outcome {
+    client
+        .verify_two_factor(pb::VerifyTwoFactorRequest {
+            two_factor_id: two_factor_id.into(),
+            code: code.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap()
+}
+
+fn add_user(url: &str, handle: &str, password: &str) {
+    admin(
+        url,
+        &["user", "add", "--handle", handle, "--password-stdin"],
+        &format!("{password}\n"),
+    );
+}
+
+#[tokio::test]
+async fn a_session_from_one_replica_is_honoured_and_revoked_on_the_other() {
+    let Some(url) = postgres_database("replica sessions").await else {
+        return;
+    };
+    add_user(&url, "cashier", "knockknock");
+    admin(&url, &["user", "role", "grant", "cashier", "till"], "");
+    let (a, b) = (ServerProcess::start(&url), ServerProcess::start(&url));
+    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+
+    // A login on A verifies on B, with the roles the database holds.
+    let Outcome::Authenticated(session) = login(&mut on_a, "cashier", "knockknock").await else {
+        panic!("expected authenticated");
+    };
+    let verified = verify(&mut on_b, &session.token).await.unwrap();
+    assert_eq!(verified.user.unwrap().handle, "cashier");
+    assert_eq!(verified.roles, ["till"]);
+
+    // Logout on A: B rejects the token on its very next VerifyToken.
+    on_a.logout(pb::LogoutRequest {
+        token: session.token.clone(),
+    })
+    .await
+    .unwrap();
+    let status = verify(&mut on_b, &session.token).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    // `session revoke` through A's database: B rejects the next VerifyToken too.
+    let Outcome::Authenticated(other) = login(&mut on_a, "cashier", "knockknock").await else {
+        panic!("expected authenticated");
+    };
+    verify(&mut on_b, &other.token).await.unwrap();
+    let revoked = admin(&url, &["session", "revoke", "--user", "cashier"], "");
+    assert!(revoked.contains("revoked 1 session"), "{revoked}");
+    let status = verify(&mut on_b, &other.token).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = verify(&mut on_a, &other.token).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn two_factor_logins_span_replicas_and_a_code_is_accepted_once_across_them() {
+    let Some(url) = postgres_database("replica two-factor").await else {
+        return;
+    };
+    add_user(&url, "lead-baker", "opensesame");
+    let enrollment: serde_json::Value = serde_json::from_str(&admin(
+        &url,
+        &["--json", "user", "totp", "enroll", "lead-baker"],
+        "",
+    ))
+    .unwrap();
+    let uri = enrollment["otpauth_uri"].as_str().unwrap();
+    remember_secret(uri);
+    let totp = totp_rs::TOTP::from_url(uri).unwrap();
+    // The servers use the real clock: so do the codes.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = totp.generate(now);
+    let next_code = totp.generate(now + 30);
+    remember_secret(&code);
+    remember_secret(&next_code);
+
+    let (a, b) = (ServerProcess::start(&url), ServerProcess::start(&url));
+    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+
+    // A code accepted on A...
+    let Outcome::TwoFactor(first) = login(&mut on_a, "lead-baker", "opensesame").await else {
+        panic!("expected a two-factor challenge");
+    };
+    let Outcome::Authenticated(_) = second_factor(&mut on_a, &first.two_factor_id, &code).await
+    else {
+        panic!("the current code was refused on A");
+    };
+    // ...is refused as a replay on B.
+    let Outcome::TwoFactor(replayed) = login(&mut on_b, "lead-baker", "opensesame").await else {
+        panic!("expected a two-factor challenge");
+    };
+    let outcome = second_factor(&mut on_b, &replayed.two_factor_id, &code).await;
+    let Outcome::Failed(failed) = outcome else {
+        panic!("a used code was accepted again on B: {outcome:?}");
+    };
+    assert_eq!(failed.reason(), pb::FailureReason::InvalidCode);
+
+    // A challenge started on A completes on B (with the next step's code, not used yet),
+    // and the token it yields verifies on A.
+    let Outcome::TwoFactor(started) = login(&mut on_a, "lead-baker", "opensesame").await else {
+        panic!("expected a two-factor challenge");
+    };
+    let outcome = second_factor(&mut on_b, &started.two_factor_id, &next_code).await;
+    let Outcome::Authenticated(session) = outcome else {
+        panic!("a challenge from A did not complete on B: {outcome:?}");
+    };
+    remember_secret(&session.token);
+    let verified = verify(&mut on_a, &session.token).await.unwrap();
+    assert_eq!(verified.user.unwrap().handle, "lead-baker");
+    // The challenge was consumed on B: A does not know it any more.
+    let outcome = second_factor(&mut on_a, &started.two_factor_id, &next_code).await;
+    let Outcome::Failed(failed) = outcome else {
+        panic!("a consumed challenge was accepted on A: {outcome:?}");
+    };
+    assert_eq!(failed.reason(), pb::FailureReason::ChallengeExpired);
+}
