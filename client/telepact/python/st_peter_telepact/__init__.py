@@ -1,0 +1,97 @@
+"""Telepact ``on_auth`` adapter for st-peter.
+
+    options.on_auth = OnAuth(target="http://127.0.0.1:50051", roles_db="bakery-roles.db")
+    options.middleware = options.on_auth.middleware()
+
+The hook verifies ``@auth_`` (``Session`` or ``Password``) with st-peter and returns the
+user's identity headers from the local roles table. It returns *every* header the adapter
+owns, ``None`` for keys the user's row lacks, and refuses a request that sends an owned
+header itself. Any refusal raises :class:`AuthError`; Telepact then answers
+``ErrorUnauthenticated_``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import sys
+from typing import Any, Awaitable, Callable, Iterable, Optional
+
+from . import _native
+from ._native import AuthError
+
+__all__ = ["AuthError", "OnAuth"]
+
+# The headers dict a request was verified with, in this request's context: the middleware
+# keeps owned headers only on the very request the hook answered.
+_verified: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar(
+    "st_peter_telepact_verified", default=None
+)
+
+
+def _not_json(value: object) -> None:
+    # Binary header values say nothing about identity; only their keys matter here.
+    return None
+
+
+class OnAuth:
+    """An async ``on_auth`` hook for a Telepact ``Server``.
+
+    Safe to share across threads and event loops: calls run on one process-wide Tokio
+    runtime with the GIL released, sharing one st-peter connection and one verification
+    cache (``cache_ttl`` seconds, default 60; a token revoked elsewhere can pass for up to
+    that long). st-peter unreachable means refused, except for answers still cached;
+    ``request_timeout`` (seconds, default 5) bounds each call to st-peter.
+    """
+
+    def __init__(
+        self,
+        target: str = "http://127.0.0.1:50051",
+        roles_db: str = "roles.db",
+        *,
+        owned_headers: Iterable[str] = (),
+        cache_ttl: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+    ) -> None:
+        self._native = _native.OnAuth(
+            target, str(roles_db), list(owned_headers), cache_ttl, request_timeout
+        )
+
+    async def __call__(self, headers: dict[str, Any]) -> dict[str, Any]:
+        payload = json.dumps(headers, default=_not_json)
+        result = await asyncio.to_thread(self._native.authenticate, payload)
+        identity = json.loads(result)
+        _verified.set(headers)
+        return identity
+
+    def authenticate(self, headers: dict[str, Any]) -> dict[str, Any]:
+        """The blocking form of the hook, for code without an event loop."""
+        return json.loads(self._native.authenticate(json.dumps(headers, default=_not_json)))
+
+    def owned_headers(self) -> list[str]:
+        """The header keys this adapter sets (and strips where it did not set them)."""
+        return self._native.owned_headers()
+
+    def middleware(
+        self,
+        inner: Optional[Callable[[Any, Any], Awaitable[Any]]] = None,
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        """A Telepact middleware that removes owned headers from any request this hook did
+        not answer, such as calls to functions declared ``"$authenticated": false`` (which
+        never reach ``on_auth``), so a client cannot slip ``@employeeId`` past it. Then it
+        calls ``inner(message, function_router)``, or routes the message."""
+
+        async def strip_unverified(message: Any, function_router: Any) -> Any:
+            if _verified.get() is not message.headers:
+                for key in self.owned_headers():
+                    message.headers.pop(key, None)
+            if inner is None:
+                return await function_router.route(message)
+            return await inner(message, function_router)
+
+        return strip_unverified
+
+
+def _cli() -> None:
+    sys.exit(_native.cli_main(sys.argv))

@@ -1,0 +1,18 @@
+from typing import Optional
+
+class AuthError(Exception):
+    """The request is refused: Telepact answers ErrorUnauthenticated_."""
+
+class OnAuth:
+    def __init__(
+        self,
+        target: str,
+        roles_db: str,
+        owned_headers: list[str] = ...,
+        cache_ttl: Optional[float] = None,
+        request_timeout: Optional[float] = None,
+    ) -> None: ...
+    def authenticate(self, headers_json: str) -> str: ...
+    def owned_headers(self) -> list[str]: ...
+
+def cli_main(argv: list[str]) -> int: ...

@@ -1,0 +1,262 @@
+//! `st-peter-telepact`: fill the local roles table, resolving people through st-peter's
+//! `LookupUser`. The same code runs as the Rust binary and as the Python console script.
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use st_peter_client::{Client, LoginOutcome};
+
+use crate::roles::{IdentityHeaders, RolesStore};
+
+/// The actor's token comes from here only: arguments are visible to every user of the host.
+pub const ACTOR_TOKEN_ENV: &str = "ST_PETER_ACTOR_TOKEN";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "st-peter-telepact",
+    version,
+    about = "Manage the local identity headers a Telepact server gets from st-peter."
+)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Give a user identity headers (replaces their whole row). The actor's token is read
+    /// from the ST_PETER_ACTOR_TOKEN environment variable.
+    Grant(Grant),
+    /// Remove a user's row; their requests are refused from then on.
+    Revoke(Revoke),
+    /// Show every row of the roles table.
+    List(RolesDb),
+    /// Log in to st-peter and print the session token (the password is read from stdin),
+    /// e.g. to get the actor token for `grant`, or a token for the Session variant.
+    Login(Login),
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// st-peter's address.
+    #[arg(
+        long,
+        env = "ST_PETER_TARGET",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RolesDb {
+    /// The roles SQLite file (created if missing).
+    #[arg(long, env = "ST_PETER_TELEPACT_ROLES_DB")]
+    pub roles_db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct Grant {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub roles: RolesDb,
+    /// Email, handle or phone of the user to grant.
+    #[arg(long)]
+    pub identifier: String,
+    /// A header to set, `@key=value`; repeat for several.
+    #[arg(long = "set", value_name = "@KEY=VALUE", required = true, value_parser = parse_assignment)]
+    pub headers: Vec<(String, String)>,
+    /// The st-peter user_id of the person granting (their token: ST_PETER_ACTOR_TOKEN).
+    #[arg(long)]
+    pub actor_id: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("who").required(true))]
+pub struct Revoke {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub roles: RolesDb,
+    /// Email, handle or phone, resolved through st-peter (needs --actor-id and the token).
+    #[arg(long, group = "who", requires = "actor_id")]
+    pub identifier: Option<String>,
+    /// The user's st-peter user_id, as `list` shows it (no st-peter call).
+    #[arg(long, group = "who")]
+    pub user_id: Option<String>,
+    #[arg(long)]
+    pub actor_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Login {
+    #[command(flatten)]
+    pub target: Target,
+    /// Email, handle or phone.
+    #[arg(long)]
+    pub identifier: String,
+    /// Read the password from the first line of standard input (the only way).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+}
+
+fn parse_assignment(raw: &str) -> Result<(String, String), String> {
+    let (key, value) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{raw:?} is not @key=value"))?;
+    crate::roles::check_header_key(key).map_err(|e| e.to_string())?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Parses `argv` (program name first) and runs it; returns the process exit code.
+pub async fn main_with_args<I, T>(argv: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match run(cli).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Grant(grant) => {
+            let client = client(&grant.target)?;
+            let token = actor_token()?;
+            let user = client
+                .lookup_user(&grant.actor_id, &token, &grant.identifier)
+                .await
+                .with_context(|| format!("looking up {:?}", grant.identifier))?;
+            let headers: IdentityHeaders = grant.headers.into_iter().collect();
+            let store = RolesStore::open(&grant.roles.roles_db).await?;
+            store
+                .grant(&user.user_id, &user.handle, &headers, &grant.actor_id)
+                .await?;
+            let value = serde_json::json!({
+                "user_id": user.user_id, "handle": user.handle, "headers": headers,
+            });
+            print(json, &value, || {
+                format!(
+                    "granted {} ({}): {}",
+                    user.handle,
+                    user.user_id,
+                    show(&headers)
+                )
+            })
+        }
+        Command::Revoke(revoke) => {
+            let user_id = match (revoke.user_id, revoke.identifier, revoke.actor_id) {
+                (Some(user_id), _, _) => user_id,
+                (None, Some(identifier), Some(actor_id)) => {
+                    let token = actor_token()?;
+                    client(&revoke.target)?
+                        .lookup_user(&actor_id, &token, &identifier)
+                        .await
+                        .with_context(|| format!("looking up {identifier:?}"))?
+                        .user_id
+                }
+                _ => bail!("give --user-id, or --identifier with --actor-id"),
+            };
+            let store = RolesStore::open(&revoke.roles.roles_db).await?;
+            let removed = store.revoke(&user_id).await?;
+            let value = serde_json::json!({ "user_id": user_id, "revoked": removed });
+            print(json, &value, || match removed {
+                true => format!("revoked {user_id}"),
+                false => format!("{user_id} had no row"),
+            })
+        }
+        Command::List(roles) => {
+            let store = RolesStore::open(&roles.roles_db).await?;
+            let rows = store.list().await?;
+            let value: serde_json::Value = rows
+                .iter()
+                .map(|row| {
+                    serde_json::json!({
+                        "user_id": row.user_id, "handle": row.handle, "headers": row.headers,
+                        "granted_by": row.granted_by,
+                    })
+                })
+                .collect();
+            print(json, &value, || {
+                rows.iter()
+                    .map(|row| format!("{}\t{}\t{}", row.handle, row.user_id, show(&row.headers)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Login(login) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let client = client(&login.target)?;
+            match client.login(&login.identifier, password).await? {
+                LoginOutcome::Authenticated(session) => {
+                    let value = serde_json::json!({
+                        "token": session.token, "user_id": session.user.user_id,
+                    });
+                    print(json, &value, || session.token.clone())
+                }
+                LoginOutcome::TwoFactor(_) => {
+                    bail!("this user has two-factor login: finish it with another st-peter client")
+                }
+                LoginOutcome::Failed(failure) => bail!("login refused: {:?}", failure.reason),
+            }
+        }
+    }
+}
+
+fn client(target: &Target) -> anyhow::Result<Client> {
+    Ok(Client::builder(target.target.clone()).build()?)
+}
+
+fn actor_token() -> anyhow::Result<String> {
+    match std::env::var(ACTOR_TOKEN_ENV) {
+        Ok(token) if !token.is_empty() => Ok(token),
+        _ => bail!("set {ACTOR_TOKEN_ENV} to the actor's st-peter session token"),
+    }
+}
+
+fn show(headers: &IdentityHeaders) -> String {
+    headers
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print(
+    json: bool,
+    value: &serde_json::Value,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{value}")?;
+    } else {
+        let text = text();
+        if !text.is_empty() {
+            writeln!(out, "{text}")?;
+        }
+    }
+    Ok(())
+}

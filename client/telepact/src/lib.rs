@@ -1,0 +1,38 @@
+//! # st-peter-telepact
+//!
+//! The `on_auth` hook of a [Telepact] server, answered by st-peter. The hook reads the
+//! `@auth_` header (the schema's `union.Auth_`):
+//!
+//! - `{"Session": {"token": "stp_..."}}` is checked with the st-peter client's cached
+//!   `verify_token`;
+//! - `{"Password": {"username": ..., "password": ...}}` goes through `Login` (a second
+//!   factor or a failure refuses the request);
+//!
+//! then maps the verified `user_id` through a local roles table ([`RolesStore`], its own
+//! SQLite file) onto identity headers such as `@employeeId` and `@station`.
+//!
+//! ## Header ownership
+//! The adapter *owns* every header key it has ever granted plus any configured with
+//! [`OnAuth::owned_headers`]. On success it returns every owned key: the user's value, or
+//! JSON `null` where the user's row has none (a handler reads "not set", never a client's
+//! value). A request that carries an owned key itself is refused. A function declared
+//! `$authenticated: false` never reaches the hook, so the Python package ships a middleware
+//! that strips owned keys from requests that did not pass through it.
+//!
+//! ## Refusals
+//! Missing or malformed `@auth_`, a refused login, a two-factor login, an invalid token, no
+//! local row, a forged owned header, and st-peter being unreachable (fail closed; an answer
+//! the client cached within its TTL is still honoured) are all [`Error`]s.
+//!
+//! [Telepact]: https://github.com/Telepact/telepact
+mod error;
+mod on_auth;
+mod roles;
+
+pub mod cli;
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};
+pub use on_auth::{AUTH_HEADER, Headers, OnAuth};
+pub use roles::{Identity, IdentityHeaders, RolesStore, check_header_key};

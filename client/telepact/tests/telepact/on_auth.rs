@@ -1,0 +1,190 @@
+use serde_json::{Value, json};
+use st_peter_telepact::Error;
+
+use crate::helpers::{TestServer, headers, password, request, session};
+
+/// lead-baker with a full row, cashier with a row, stranger with none.
+async fn bakery() -> (TestServer, String, String) {
+    let server = TestServer::start().await;
+    let baker = server.add_user("lead-baker", "opensesame").await;
+    let cashier = server.add_user("cashier", "knockknock").await;
+    server.add_user("stranger", "letmein123").await;
+    let roles = server.roles().await;
+    roles
+        .grant(
+            &baker,
+            "lead-baker",
+            &headers(&[("@employeeId", "baker-001"), ("@station", "oven")]),
+            "test",
+        )
+        .await
+        .unwrap();
+    roles
+        .grant(
+            &cashier,
+            "cashier",
+            &headers(&[("@employeeId", "cashier-002")]),
+            "test",
+        )
+        .await
+        .unwrap();
+    (server, baker, cashier)
+}
+
+fn identity(pairs: Value) -> serde_json::Map<String, Value> {
+    pairs.as_object().unwrap().clone()
+}
+
+#[tokio::test]
+async fn session_token_maps_to_the_users_headers() {
+    let (server, _, _) = bakery().await;
+    let token = server.token("lead-baker", "opensesame").await;
+    let got = server
+        .on_auth()
+        .await
+        .on_auth(&session(&token))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        identity(json!({"@employeeId": "baker-001", "@station": "oven"}))
+    );
+}
+
+#[tokio::test]
+async fn password_login_maps_to_the_users_headers() {
+    let (server, _, _) = bakery().await;
+    let adapter = server.on_auth().await;
+    let got = adapter
+        .on_auth(&password("lead-baker@bakery.example", "opensesame"))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        identity(json!({"@employeeId": "baker-001", "@station": "oven"}))
+    );
+}
+
+#[tokio::test]
+async fn every_owned_header_is_returned_null_where_the_row_lacks_it() {
+    let (server, _, _) = bakery().await;
+    let adapter = server
+        .on_auth()
+        .await
+        .owned_headers(["@shiftLead"])
+        .unwrap();
+    let got = adapter
+        .on_auth(&password("cashier", "knockknock"))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        identity(json!({"@employeeId": "cashier-002", "@station": null, "@shiftLead": null}))
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_are_refused() {
+    let (server, _, _) = bakery().await;
+    let adapter = server.on_auth().await;
+    let wrong = adapter
+        .on_auth(&password("lead-baker", "opensesame!"))
+        .await;
+    assert!(matches!(wrong, Err(Error::LoginRefused)), "{wrong:?}");
+    let unknown = adapter.on_auth(&password("nobody", "opensesame")).await;
+    assert!(matches!(unknown, Err(Error::LoginRefused)), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn invalid_or_logged_out_tokens_are_refused() {
+    let (server, _, _) = bakery().await;
+    let adapter = server.on_auth().await;
+    let made_up = format!("stp_{}", "A".repeat(43));
+    let got = adapter.on_auth(&session(&made_up)).await;
+    assert!(matches!(got, Err(Error::InvalidToken)), "{got:?}");
+
+    let token = server.token("lead-baker", "opensesame").await;
+    // Logged out through the adapter's own client, so its cache forgets the token at once.
+    adapter.client().logout(&token).await.unwrap();
+    let got = adapter.on_auth(&session(&token)).await;
+    assert!(matches!(got, Err(Error::InvalidToken)), "{got:?}");
+}
+
+#[tokio::test]
+async fn a_verified_user_without_a_row_is_refused() {
+    let (server, _, _) = bakery().await;
+    let got = server
+        .on_auth()
+        .await
+        .on_auth(&password("stranger", "letmein123"))
+        .await;
+    assert!(matches!(got, Err(Error::NoIdentity { .. })), "{got:?}");
+}
+
+#[tokio::test]
+async fn revoking_the_row_refuses_the_next_request() {
+    let (server, baker, _) = bakery().await;
+    let adapter = server.on_auth().await;
+    let token = server.token("lead-baker", "opensesame").await;
+    adapter.on_auth(&session(&token)).await.unwrap();
+    assert!(server.roles().await.revoke(&baker).await.unwrap());
+    let got = adapter.on_auth(&session(&token)).await;
+    assert!(matches!(got, Err(Error::NoIdentity { .. })), "{got:?}");
+}
+
+#[tokio::test]
+async fn a_client_sent_owned_header_is_refused_before_st_peter_is_asked() {
+    let (mut server, _, _) = bakery().await;
+    let adapter = server.on_auth().await;
+    let token = server.token("cashier", "knockknock").await;
+    let mut forged = session(&token);
+    forged.insert("@employeeId".into(), json!("baker-001"));
+    let got = adapter.on_auth(&forged).await;
+    assert!(
+        matches!(got, Err(Error::ForgedHeader(ref k)) if k == "@employeeId"),
+        "{got:?}"
+    );
+
+    // A key owned only by configuration, and a forged null, are refused the same way; with
+    // st-peter gone the answer is still "forged", so the check runs before any RPC.
+    server.stop().await;
+    let adapter = adapter.owned_headers(["@shiftLead"]).unwrap();
+    for (key, value) in [("@shiftLead", json!("yes")), ("@station", Value::Null)] {
+        let mut forged = session(&token);
+        forged.insert(key.into(), value);
+        let got = adapter.on_auth(&forged).await;
+        assert!(
+            matches!(got, Err(Error::ForgedHeader(ref k)) if k == key),
+            "{got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn st_peter_unreachable_fails_closed_but_cached_answers_still_count() {
+    let (mut server, _, _) = bakery().await;
+    let adapter = server.on_auth().await;
+    let cached = server.token("lead-baker", "opensesame").await;
+    let uncached = server.token("cashier", "knockknock").await;
+    adapter.on_auth(&session(&cached)).await.unwrap();
+    server.stop().await;
+
+    let got = adapter.on_auth(&session(&cached)).await.unwrap();
+    assert_eq!(got["@employeeId"], json!("baker-001"));
+    let got = adapter.on_auth(&session(&uncached)).await;
+    assert!(matches!(got, Err(Error::Unavailable(_))), "{got:?}");
+    let got = adapter.on_auth(&password("lead-baker", "opensesame")).await;
+    assert!(matches!(got, Err(Error::Unavailable(_))), "{got:?}");
+}
+
+#[tokio::test]
+async fn missing_or_malformed_auth_is_refused() {
+    let (server, _, _) = bakery().await;
+    let adapter = server.on_auth().await;
+    let got = adapter.on_auth(&request(json!({"@id_": 1}))).await;
+    assert!(matches!(got, Err(Error::MissingAuth)), "{got:?}");
+    let got = adapter
+        .on_auth(&request(json!({"@auth_": {"Bearer": {"token": "x"}}})))
+        .await;
+    assert!(matches!(got, Err(Error::MalformedAuth(_))), "{got:?}");
+}
