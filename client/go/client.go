@@ -153,6 +153,9 @@ func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, 
 	if a, ok := c.cache.get(key); ok {
 		return a.result()
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Code: codes.Canceled, Message: err.Error(), kind: ErrUnavailable, cause: err}
+	}
 	// The fetch is shared by every caller waiting on this token, so it runs on its own
 	// deadline rather than the first caller's cancellation.
 	fetchCtx := context.WithoutCancel(ctx)
@@ -174,7 +177,7 @@ func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, 
 	})
 	select {
 	case <-ctx.Done():
-		return nil, &Error{Code: codes.Canceled, Message: ctx.Err().Error(), kind: ErrUnavailable}
+		return nil, &Error{Code: codes.Canceled, Message: ctx.Err().Error(), kind: ErrUnavailable, cause: ctx.Err()}
 	case r := <-results:
 		if r.Err != nil {
 			return nil, r.Err

@@ -30,6 +30,7 @@ type Error struct {
 	Code    codes.Code
 	Message string
 	kind    error
+	cause   error
 }
 
 func (e *Error) Error() string {
@@ -42,21 +43,30 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", e.kind, e.Message)
 }
 
-// Unwrap gives the kind (ErrInvalidToken, ErrUnavailable, ...), or nil for other faults.
-func (e *Error) Unwrap() error { return e.kind }
+// Unwrap gives the kind (ErrInvalidToken, ErrUnavailable, ...) and the cause (the gRPC
+// status error, or a context error), so errors.Is finds either.
+func (e *Error) Unwrap() []error {
+	var errs []error
+	for _, err := range []error{e.kind, e.cause} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
 
 func fromRPC(err error) error {
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return &Error{Code: codes.Unavailable, Message: err.Error(), kind: ErrUnavailable}
+		return &Error{Code: codes.Unavailable, Message: err.Error(), kind: ErrUnavailable, cause: err}
 	}
 	st, ok := status.FromError(err)
 	if !ok {
-		return &Error{Code: codes.Unknown, Message: err.Error(), kind: ErrUnavailable}
+		return &Error{Code: codes.Unknown, Message: err.Error(), kind: ErrUnavailable, cause: err}
 	}
-	e := &Error{Code: st.Code(), Message: st.Message()}
+	e := &Error{Code: st.Code(), Message: st.Message(), cause: err}
 	switch st.Code() {
 	case codes.Unauthenticated:
 		e.kind = ErrInvalidToken
