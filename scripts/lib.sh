@@ -58,6 +58,45 @@ run_node_tests() {
   return "$status"
 }
 
+# Runs pytest (arguments as given), showing its output, and adds the counts of its closing
+# line (`N passed, N failed, N errors in ...s`; errors count as failures). Exit code 5 (no
+# tests collected) is a failure too.
+run_pytest() {
+  local log="$TEST_LOG_DIR/pytest-$RANDOM.log"
+  "$@" 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]}
+  local closing passed failed
+  closing=$(grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected)|no tests ran' "$log" | tail -n 1)
+  passed=$(grep -oE '[0-9]+ passed' <<<"$closing" | awk '{s+=$1} END {print s+0}')
+  failed=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$closing" | awk '{s+=$1} END {print s+0}')
+  if [[ $status -ne 0 && $failed -eq 0 ]]; then
+    failed=1 # no tests ran (exit 5), or pytest itself failed
+  fi
+  TESTS_PASSED=$((TESTS_PASSED + passed))
+  TESTS_FAILED=$((TESTS_FAILED + failed))
+  return "$status"
+}
+
+# A Python venv for the Telepact adapter: maturin, pytest and telepact (a pre-release,
+# pinned because its API still moves), then the adapter's wheel built from client/telepact.
+TELEPACT_VENV=target/telepact-venv
+TELEPACT_VERSION=1.0.0a339
+ensure_telepact_venv() {
+  if [[ ! -x "$TELEPACT_VENV/bin/python" ]]; then
+    if ! python3 -m venv "$TELEPACT_VENV"; then
+      echo "installing python3-venv with apt-get"
+      apt-get update -qq && apt-get install -y -qq python3-venv python3-pip
+      python3 -m venv "$TELEPACT_VENV"
+    fi
+  fi
+  "$TELEPACT_VENV/bin/pip" install -q "maturin>=1.5,<2" "pytest>=8" "telepact==$TELEPACT_VERSION"
+  # The dev profile shares compiled dependencies with cargo's debug builds; a release
+  # wheel (plain `pip install ./client/telepact`) takes several times as long to build.
+  PATH="$PWD/$TELEPACT_VENV/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
+    "$TELEPACT_VENV/bin/pip" install -q --force-reinstall --no-deps --no-build-isolation \
+    ./client/telepact
+}
+
 summary() {
   echo
   echo "summary: $TESTS_PASSED passed, $TESTS_FAILED failed"

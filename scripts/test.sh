@@ -34,4 +34,8 @@ run_go_tests client/go
 step "TypeScript client (client/ts)"
 run_node_tests client/ts
 
+step "Telepact adapter wheel and the bakery example (pytest, in $TELEPACT_VENV)"
+ensure_telepact_venv
+run_pytest "$TELEPACT_VENV/bin/pytest" -p no:cacheprovider examples/bakery/tests
+
 summary
