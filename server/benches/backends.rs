@@ -1,0 +1,149 @@
+//! VerifyToken and Login rates of the real server on each backend: SQLite always, and
+//! PostgreSQL when ST_PETER_TEST_POSTGRES_URL names a cluster (a fresh database is made).
+//! Production argon2 parameters, throttling off, clients on 127.0.0.1 sharing the machine.
+//! Run: `scripts/pg.sh run -- cargo bench -p st-peter-server --bench backends`
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
+use st_peter_server::accounts::NewAccount;
+use st_peter_server::app::{Settings, StPeter};
+use st_peter_server::throttle::ThrottlePolicies;
+
+/// Requests in flight at once.
+const CONCURRENCY: usize = 16;
+const VERIFY_FOR: Duration = Duration::from_secs(5);
+const LOGIN_FOR: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut backends = vec![(
+        "sqlite",
+        format!("sqlite://{}", dir.path().join("bench.db").display()),
+    )];
+    if let Ok(server) = std::env::var("ST_PETER_TEST_POSTGRES_URL") {
+        backends.push(("postgres", fresh_database(&server).await?));
+    } else {
+        eprintln!("PostgreSQL skipped: set ST_PETER_TEST_POSTGRES_URL (scripts/pg.sh run -- ...)");
+    }
+    println!(
+        "{} cores, {CONCURRENCY} concurrent requests",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for (name, url) in backends {
+        let (verify, login) = measure(&url).await?;
+        println!("{name:>8}: VerifyToken {verify:>8.0}/s   Login {login:>6.1}/s");
+    }
+    Ok(())
+}
+
+async fn fresh_database(server: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let name = format!("st_peter_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(server).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    let (base, _) = server
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("no database in the URL"))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Requests per second of VerifyToken and of Login against a server on `url`.
+async fn measure(url: &str) -> anyhow::Result<(f64, f64)> {
+    let store = st_peter_server::store::connect(url).await?;
+    let settings = Settings {
+        throttle: ThrottlePolicies::unlimited(),
+        ..Settings::default()
+    };
+    let app = Arc::new(StPeter::new(store, StPeter::system_clock(), settings)?);
+    app.create_user(NewAccount {
+        handle: "lead-baker".into(),
+        password: "opensesame".into(),
+        ..NewAccount::default()
+    })
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(st_peter_server::server::run(listener, app, async {
+        let _ = stopped.await;
+    }));
+    let client = AuthServiceClient::connect(format!("http://{addr}")).await?;
+    let login = pb::LoginRequest {
+        identifier: "lead-baker".into(),
+        password: "opensesame".into(),
+    };
+    let token = match client
+        .clone()
+        .login(login.clone())
+        .await?
+        .into_inner()
+        .result
+    {
+        Some(pb::login_response::Result::Authenticated(auth)) => auth.token,
+        other => anyhow::bail!("expected authenticated, got {other:?}"),
+    };
+
+    let verify_rate = rate(
+        VERIFY_FOR,
+        move |mut client: Client| {
+            let request = pb::VerifyTokenRequest {
+                token: token.clone(),
+            };
+            async move { client.verify_token(request).await.map(drop) }
+        },
+        &client,
+    )
+    .await?;
+    let login_rate = rate(
+        LOGIN_FOR,
+        move |mut client: Client| {
+            let request = login.clone();
+            async move {
+                match client.login(request).await?.into_inner().result {
+                    Some(pb::login_response::Result::Authenticated(_)) => Ok(()),
+                    other => Err(tonic::Status::internal(format!("{other:?}"))),
+                }
+            }
+        },
+        &client,
+    )
+    .await?;
+    let _ = stop.send(());
+    server.await??;
+    Ok((verify_rate, login_rate))
+}
+
+type Client = AuthServiceClient<tonic::transport::Channel>;
+
+/// Runs `call` from CONCURRENCY tasks for `duration`; successful calls per second.
+async fn rate<F, Fut>(duration: Duration, call: F, client: &Client) -> anyhow::Result<f64>
+where
+    F: Fn(Client) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let call = call.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while start.elapsed() < duration {
+                    call(client.clone()).await?;
+                    done += 1;
+                }
+                Ok::<_, tonic::Status>(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
