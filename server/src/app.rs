@@ -46,7 +46,7 @@ pub struct Settings {
     /// Issuer shown by authenticator apps.
     pub totp_issuer: String,
     pub password_params: PasswordParams,
-    /// argon2 computations running at once; defaults to the number of cores.
+    /// argon2 computations running at once; defaults to all cores but one.
     pub hash_concurrency: usize,
     pub throttle: ThrottlePolicies,
     /// Seals TOTP secrets at rest. `None` refuses TOTP enrollment and TOTP logins.
@@ -61,7 +61,7 @@ impl Default for Settings {
             challenge_max_attempts: 5,
             totp_issuer: "st-peter".into(),
             password_params: PasswordParams::OWASP,
-            hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            hash_concurrency: crate::password::default_concurrency(),
             throttle: ThrottlePolicies::default(),
             totp_key: None,
         }

@@ -1,9 +1,14 @@
-//! Password hashing with argon2id, off the async runtime and bounded to the cores, so a
+//! Password hashing with argon2id on a few dedicated threads, off the async runtime, so a
 //! login storm queues here instead of stalling token verification.
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-use std::sync::Arc;
-use tokio::sync::Semaphore;
+//!
+//! Each hashing thread keeps its argon2 working memory (19 MiB with the OWASP parameters)
+//! and reuses it for every verification: allocating it per login made the allocator keep
+//! one such block per thread arena, hundreds of MiB under a storm.
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result, invalid};
 
@@ -56,24 +61,56 @@ pub struct Verification {
     pub needs_rehash: bool,
 }
 
+/// Work for a hashing thread: runs with that thread's reusable argon2 memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
 pub struct Passwords {
     params: PasswordParams,
     argon2: Argon2<'static>,
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     /// Verified against when the identifier matches nobody, so an unknown identifier
     /// costs the same work as a wrong password.
     dummy_hash: String,
 }
 
+/// Hashing threads to use by default: all cores but one, so verification always has a
+/// core to run on while logins queue (one on a single-core machine).
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 impl Passwords {
-    /// `max_concurrency` hashes run at once; more wait their turn.
+    /// `max_concurrency` hashing threads; more requests wait their turn. The threads end
+    /// when the `Passwords` is dropped.
     pub fn new(params: PasswordParams, max_concurrency: usize) -> Result<Self> {
         let argon2 = params.argon2()?;
         let dummy_hash = hash_with(&argon2, &uuid::Uuid::new_v4().to_string())?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..max_concurrency.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || {
+                    let mut memory = Vec::new();
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut memory),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| Error::Internal(format!("starting a hashing thread: {e}")))?;
+        }
         Ok(Self {
             params,
             argon2,
-            permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            jobs,
             dummy_hash,
         })
     }
@@ -92,7 +129,8 @@ impl Passwords {
     pub async fn hash(&self, password: &str) -> Result<String> {
         let argon2 = self.argon2.clone();
         let password = password.to_owned();
-        self.blocking(move || hash_with(&argon2, &password)).await?
+        self.on_hashing_thread(move |_| hash_with(&argon2, &password))
+            .await?
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no
@@ -101,12 +139,11 @@ impl Passwords {
         let known = stored.is_some();
         let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
         let password = password.to_owned();
-        let argon2 = self.argon2.clone();
         let params = self.params;
-        self.blocking(move || {
+        self.on_hashing_thread(move |memory| {
             let parsed = PasswordHash::new(&stored)
                 .map_err(|e| Error::Internal(format!("stored password hash unreadable: {e}")))?;
-            let matches = argon2.verify_password(password.as_bytes(), &parsed).is_ok() && known;
+            let matches = verify_with_memory(&parsed, password.as_bytes(), memory)? && known;
             let needs_rehash = matches && !made_with(&parsed, params);
             Ok(Verification {
                 matches,
@@ -116,19 +153,59 @@ impl Passwords {
         .await?
     }
 
-    async fn blocking<T: Send + 'static>(
+    async fn on_hashing_thread<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let _ = done.send(work(memory));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::Internal("password hasher stopped".into()))?;
+        result
             .await
-            .map_err(|_| Error::Internal("password hasher closed".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Error::Internal(format!("password task failed: {e}")))
+            .map_err(|_| Error::Internal("password hashing thread failed".into()))
     }
+}
+
+/// Recomputes a stored argon2 hash with the password in `memory` (grown when the stored
+/// parameters need more) and compares the outputs in constant time.
+fn verify_with_memory(
+    hash: &PasswordHash<'_>,
+    password: &[u8],
+    memory: &mut Vec<Block>,
+) -> Result<bool> {
+    let unreadable =
+        |what: &str| Error::Internal(format!("stored password hash unreadable: {what}"));
+    let algorithm = Algorithm::try_from(hash.algorithm).map_err(|e| unreadable(&e.to_string()))?;
+    let version = hash
+        .version
+        .map_or(Ok(Version::V0x13), Version::try_from)
+        .map_err(|e| unreadable(&e.to_string()))?;
+    let expected = hash.hash.ok_or_else(|| unreadable("no hash output"))?;
+    let salt = hash.salt.ok_or_else(|| unreadable("no salt"))?;
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| unreadable(&e.to_string()))?;
+    let params = Params::try_from(hash).map_err(|e| unreadable(&e.to_string()))?;
+    let params = Params::new(
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        Some(expected.len()),
+    )
+    .map_err(|e| unreadable(&e.to_string()))?;
+    if memory.len() < params.block_count() {
+        memory.resize(params.block_count(), Block::default());
+    }
+    let mut output = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut output, &mut memory[..])
+        .map_err(|e| unreadable(&e.to_string()))?;
+    Ok(bool::from(output.ct_eq(expected.as_bytes())))
 }
 
 /// Length check for a password given at login, before any hashing.

@@ -1,0 +1,66 @@
+//! The st-peter benchmark suite. Absolute figures drift on a shared machine, so each one is
+//! printed beside a baseline measured in the same run, and judged by the ratio.
+//!
+//! Run through `scripts/bench.sh [--quick]`, which builds in release and passes the server
+//! binary (and a throwaway PostgreSQL when it can start one).
+mod load;
+mod scenarios;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::scenarios::Report;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks st-peter against baselines from the same run.")]
+struct Args {
+    /// The `st-peter` binary to benchmark (a release build).
+    #[arg(long, default_value = "target/release/st-peter")]
+    server_bin: PathBuf,
+    /// Short phases: the whole run in under two minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Also measure the session-count scenario on this PostgreSQL database (it must be
+    /// empty or disposable).
+    #[arg(long, env = "ST_PETER_BENCH_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Where to write results.json and RESULTS.md (RESULTS.md only for a full run).
+    #[arg(long, default_value = "bench")]
+    out_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let phase = if args.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    };
+    let report: Report = scenarios::run_all(
+        &args.server_bin,
+        phase,
+        args.quick,
+        args.postgres_url.as_deref(),
+    )
+    .await?;
+    let table = report.markdown();
+    println!("\n{table}");
+    std::fs::create_dir_all(&args.out_dir)?;
+    let json_name = if args.quick {
+        "results-quick.json"
+    } else {
+        "results.json"
+    };
+    std::fs::write(
+        args.out_dir.join(json_name),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    if !args.quick {
+        std::fs::write(args.out_dir.join("RESULTS.md"), report.document(&table))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,549 @@
+//! The six measurements of the suite, each beside its baseline, and the report they make.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use st_peter_client::{Client, LoginOutcome};
+use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
+use st_peter_server::app::Settings;
+use st_peter_server::password::{PasswordParams, Passwords};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::load::{self, Stats};
+use crate::server::Server;
+
+/// HTTP/2 connections the load is spread over, and callers in flight: the same for the
+/// measured call and its baseline.
+const CONNECTIONS: usize = 4;
+const CALLERS: usize = 32;
+/// Verify callers while measuring latency (moderate load, not saturation).
+const LATENCY_CALLERS: usize = 4;
+/// Login callers: enough to keep every hashing thread busy.
+const LOGIN_CALLERS: usize = 8;
+const PASSWORD: &str = "bench-password-1";
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub measured: String,
+    pub baseline: String,
+    pub ratio: f64,
+    pub target: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub date: String,
+    pub machine: String,
+    pub quick: bool,
+    pub rows: Vec<Row>,
+    pub raw: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    fn row(
+        &mut self,
+        scenario: &str,
+        measured: String,
+        baseline: String,
+        ratio: f64,
+        target: &str,
+        met: bool,
+    ) {
+        self.rows.push(Row {
+            scenario: scenario.into(),
+            measured,
+            baseline,
+            ratio,
+            target: target.into(),
+            met,
+        });
+    }
+
+    fn raw(&mut self, key: &str, value: impl serde::Serialize) {
+        self.raw.insert(
+            key.into(),
+            serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+        );
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "| scenario | measured | baseline (same run) | ratio | target | met |\n|---|---|---|---|---|---|\n",
+        );
+        for row in &self.rows {
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.3} | {} | {} |\n",
+                row.scenario,
+                row.measured,
+                row.baseline,
+                row.ratio,
+                row.target,
+                if row.met { "yes" } else { "**no**" }
+            ));
+        }
+        out
+    }
+
+    pub fn document(&self, table: &str) -> String {
+        format!(
+            "# st-peter benchmark results\n\nDate: {}  \nMachine: {}  \nCommand: `scripts/bench.sh` \
+             (full run; `--quick` shortens every phase)\n\n{table}\nRaw figures: `bench/results.json`.\n",
+            self.date, self.machine
+        )
+    }
+}
+
+pub async fn run_all(
+    binary: &Path,
+    phase: Duration,
+    quick: bool,
+    postgres_url: Option<&str>,
+) -> anyhow::Result<Report> {
+    let mut report = Report {
+        date: date(),
+        machine: machine(),
+        quick,
+        ..Report::default()
+    };
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let server = Server::start(binary, &url)?;
+    let user_id = add_user(&server, "bench-user")?;
+    let target = server.target();
+    let channels = channels(&target).await?;
+    let token = login_token(&channels[0]).await?;
+
+    eprintln!("1/6 VerifyToken beside Health/Check ({CALLERS} callers, {CONNECTIONS} connections)");
+    let health = health_load(&channels, CALLERS, phase).await;
+    let verify = verify_load(&channels, &token, CALLERS, phase).await;
+    check_errors("verify", &verify)?;
+    report.row(
+        "1. VerifyToken vs gRPC floor (Health/Check), throughput",
+        format!(
+            "{:.0} rps (p50 {} µs, p99 {} µs)",
+            verify.per_second, verify.p50_us, verify.p99_us
+        ),
+        format!(
+            "{:.0} rps (p50 {} µs, p99 {} µs)",
+            health.per_second, health.p50_us, health.p99_us
+        ),
+        verify.per_second / health.per_second,
+        "≥ 0.8",
+        verify.per_second / health.per_second >= 0.8,
+    );
+    report.raw("verify", &verify);
+    report.raw("health", &health);
+
+    let threads = Settings::default().hash_concurrency;
+    eprintln!("2/6 Login beside raw argon2id hashing ({threads} threads)");
+    let hashes = hash_rate(threads, phase).await?;
+    let logins = login_load(&channels, LOGIN_CALLERS, phase).await;
+    check_errors("login", &logins)?;
+    report.row(
+        "2. Login vs argon2id hash rate (m=19456 KiB, t=2, p=1)",
+        format!("{:.1} logins/s", logins.per_second),
+        format!("{hashes:.1} hashes/s on {threads} threads"),
+        logins.per_second / hashes,
+        "≥ 0.9",
+        logins.per_second / hashes >= 0.9,
+    );
+    report.raw("login", &logins);
+    report.raw("hashes_per_second", hashes);
+
+    eprintln!("3/6 VerifyToken p99 idle and under a login storm");
+    let idle = verify_load(&channels, &token, LATENCY_CALLERS, phase).await;
+    let storm = {
+        let storm_channels = channels.clone();
+        let storm = tokio::spawn(async move {
+            login_load(
+                &storm_channels,
+                LOGIN_CALLERS,
+                phase + Duration::from_secs(1),
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stormy = verify_load(&channels, &token, LATENCY_CALLERS, phase).await;
+        let storm_logins = storm.await?;
+        report.raw("storm_logins", &storm_logins);
+        stormy
+    };
+    check_errors("verify under storm", &storm)?;
+    let ratio = f64::from(storm.p99_us) / f64::from(idle.p99_us.max(1));
+    report.row(
+        "3. VerifyToken p99 under a Login storm vs idle",
+        format!("{} µs", storm.p99_us),
+        format!("{} µs idle", idle.p99_us),
+        ratio,
+        "≤ 2",
+        ratio <= 2.0,
+    );
+    report.raw("verify_idle", &idle);
+    report.raw("verify_storm", &storm);
+
+    eprintln!("4/6 client-side cached and uncached verify_token");
+    let (cached_ns, uncached_rps) = client_cache(&target, &channels[0], quick).await?;
+    report.row(
+        "4. Client cached verify_token cost vs uncached",
+        format!("{cached_ns:.0} ns/call cached"),
+        format!("{uncached_rps:.0} calls/s uncached ({CALLERS} callers)"),
+        1e9 / cached_ns / uncached_rps,
+        "cached ≤ 1000 ns",
+        cached_ns <= 1000.0,
+    );
+    report.raw("client_cached_ns", cached_ns);
+    report.raw("client_uncached_per_second", uncached_rps);
+
+    eprintln!("5/6 VerifyToken p50 with 1 thousand vs 1 million sessions (SQLite)");
+    let (small, large) =
+        session_scaling(&server, &channels, &token, &user_id, phase, Backend::Sqlite).await?;
+    scaling_row(&mut report, "SQLite", &small, &large);
+
+    let peak = server.peak_rss_mib();
+    drop(server);
+
+    if let Some(pg_url) = postgres_url {
+        eprintln!("5/6 VerifyToken p50 with 1 thousand vs 1 million sessions (PostgreSQL)");
+        let pg = Server::start(binary, pg_url)?;
+        let user_id = add_user(&pg, "bench-user")?;
+        let channels = channels_for(&pg.target()).await?;
+        let token = login_token(&channels[0]).await?;
+        let (small, large) =
+            session_scaling(&pg, &channels, &token, &user_id, phase, Backend::Postgres).await?;
+        scaling_row(&mut report, "PostgreSQL", &small, &large);
+    } else {
+        eprintln!("(no PostgreSQL URL: the PostgreSQL row is skipped)");
+    }
+
+    eprintln!("6/6 peak resident memory of the server");
+    report.row(
+        "6. Server peak RSS during the run (SQLite, default settings)",
+        format!("{peak:.1} MiB"),
+        "150 MiB budget".into(),
+        peak / 150.0,
+        "≤ 150 MiB",
+        peak <= 150.0,
+    );
+    report.raw("peak_rss_mib", peak);
+    Ok(report)
+}
+
+fn scaling_row(report: &mut Report, backend: &str, small: &Stats, large: &Stats) {
+    let ratio = f64::from(large.p50_us) / f64::from(small.p50_us.max(1));
+    report.row(
+        &format!("5. VerifyToken p50, 1M vs 1k sessions ({backend})"),
+        format!("{} µs with 1M", large.p50_us),
+        format!("{} µs with 1k", small.p50_us),
+        ratio,
+        "≤ 1.5",
+        ratio <= 1.5,
+    );
+    report.raw(&format!("sessions_1k_{backend}"), small);
+    report.raw(&format!("sessions_1m_{backend}"), large);
+}
+
+fn check_errors(what: &str, stats: &Stats) -> anyhow::Result<()> {
+    if stats.requests == 0 || stats.errors * 100 > stats.requests {
+        bail!(
+            "{what}: {} errors in {} requests",
+            stats.errors,
+            stats.requests
+        );
+    }
+    Ok(())
+}
+
+fn add_user(server: &Server, handle: &str) -> anyhow::Result<String> {
+    let out = server.admin(
+        &[
+            "--json",
+            "user",
+            "add",
+            "--handle",
+            handle,
+            "--password-env",
+            "BENCH_PASSWORD",
+        ],
+        &[("BENCH_PASSWORD", PASSWORD)],
+    )?;
+    let user: serde_json::Value = serde_json::from_str(&out)?;
+    user["user_id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("user add printed no user_id")
+}
+
+async fn channels(target: &str) -> anyhow::Result<Vec<Channel>> {
+    channels_for(target).await
+}
+
+async fn channels_for(target: &str) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(Endpoint::from_shared(target.to_owned())?.connect().await?);
+    }
+    Ok(channels)
+}
+
+async fn login_token(channel: &Channel) -> anyhow::Result<String> {
+    let reply = AuthServiceClient::new(channel.clone())
+        .login(pb::LoginRequest {
+            identifier: "bench-user".into(),
+            password: PASSWORD.into(),
+        })
+        .await?
+        .into_inner();
+    match reply.result {
+        Some(pb::login_response::Result::Authenticated(auth)) => Ok(auth.token),
+        other => bail!("bench login did not authenticate: {other:?}"),
+    }
+}
+
+async fn health_load(channels: &[Channel], callers: usize, phase: Duration) -> Stats {
+    let clients: Arc<Vec<_>> = Arc::new(channels.iter().cloned().map(HealthClient::new).collect());
+    load::run(callers, phase, move |i| {
+        let mut client = clients[i % clients.len()].clone();
+        async move {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|_| ())
+        }
+    })
+    .await
+}
+
+async fn verify_load(channels: &[Channel], token: &str, callers: usize, phase: Duration) -> Stats {
+    let clients: Arc<Vec<_>> = Arc::new(
+        channels
+            .iter()
+            .cloned()
+            .map(AuthServiceClient::new)
+            .collect(),
+    );
+    let token: Arc<str> = token.into();
+    load::run(callers, phase, move |i| {
+        let mut client = clients[i % clients.len()].clone();
+        let token = token.to_string();
+        async move {
+            client
+                .verify_token(pb::VerifyTokenRequest { token })
+                .await
+                .map(|_| ())
+        }
+    })
+    .await
+}
+
+async fn login_load(channels: &[Channel], callers: usize, phase: Duration) -> Stats {
+    let clients: Arc<Vec<_>> = Arc::new(
+        channels
+            .iter()
+            .cloned()
+            .map(AuthServiceClient::new)
+            .collect(),
+    );
+    load::run(callers, phase, move |i| {
+        let mut client = clients[i % clients.len()].clone();
+        async move {
+            let reply = client
+                .login(pb::LoginRequest {
+                    identifier: "bench-user".into(),
+                    password: PASSWORD.into(),
+                })
+                .await
+                .map_err(|status| status.to_string())?
+                .into_inner();
+            match reply.result {
+                Some(pb::login_response::Result::Authenticated(_)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await
+}
+
+/// argon2id verifications per second with the server's parameters and thread count,
+/// through the same hasher the server uses.
+async fn hash_rate(threads: usize, phase: Duration) -> anyhow::Result<f64> {
+    let passwords = Arc::new(Passwords::new(PasswordParams::OWASP, threads)?);
+    let stored: Arc<str> = passwords.hash(PASSWORD).await?.into();
+    let stats = load::run(threads, phase, move |_| {
+        let passwords = passwords.clone();
+        let stored = stored.clone();
+        async move {
+            let check = passwords.verify(PASSWORD, Some(&stored)).await?;
+            if check.matches {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("hash did not verify"))
+            }
+        }
+    })
+    .await;
+    Ok(stats.per_second)
+}
+
+/// Cached cost per call, and uncached calls per second with one session per caller.
+async fn client_cache(target: &str, channel: &Channel, quick: bool) -> anyhow::Result<(f64, f64)> {
+    let cached = Client::connect(target.to_owned())?;
+    let token = login_token(channel).await?;
+    cached.verify_token(&token).await?;
+    let calls: u32 = if quick { 300_000 } else { 2_000_000 };
+    let start = Instant::now();
+    for _ in 0..calls {
+        std::hint::black_box(cached.verify_token(std::hint::black_box(&token)).await?);
+    }
+    let cached_ns = start.elapsed().as_nanos() as f64 / f64::from(calls);
+
+    let mut tokens = Vec::new();
+    let login_client = Client::connect(target.to_owned())?;
+    for _ in 0..CALLERS {
+        if let LoginOutcome::Authenticated(session) =
+            login_client.login("bench-user", PASSWORD).await?
+        {
+            tokens.push(session.token);
+        }
+    }
+    let uncached = Client::builder(target.to_owned())
+        .cache_ttl(Duration::ZERO)
+        .invalid_token_ttl(Duration::ZERO)
+        .build()?;
+    let tokens = Arc::new(tokens);
+    let stats = load::run(CALLERS, Duration::from_secs(3), move |i| {
+        let client = uncached.clone();
+        let tokens = tokens.clone();
+        async move {
+            client
+                .verify_token(&tokens[i % tokens.len()])
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    check_errors("uncached client verify", &stats)?;
+    Ok((cached_ns, stats.per_second))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Verify p50 (one caller, so it is latency, not queueing) with 1 thousand sessions, then
+/// with 1 million.
+async fn session_scaling(
+    server: &Server,
+    channels: &[Channel],
+    token: &str,
+    user_id: &str,
+    phase: Duration,
+    backend: Backend,
+) -> anyhow::Result<(Stats, Stats)> {
+    insert_sessions(server, backend, user_id, 1_000).await?;
+    let small = verify_load(channels, token, 1, phase).await;
+    check_errors("verify with 1k sessions", &small)?;
+    let started = Instant::now();
+    insert_sessions(server, backend, user_id, 999_000).await?;
+    eprintln!(
+        "  inserted 999 000 sessions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let large = verify_load(channels, token, 1, phase).await;
+    check_errors("verify with 1M sessions", &large)?;
+    Ok((small, large))
+}
+
+/// Adds live sessions with random token hashes, in bulk, straight into the database.
+async fn insert_sessions(
+    server: &Server,
+    backend: Backend,
+    user_id: &str,
+    count: u64,
+) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let expires = now + 24 * 3600 * 1000;
+    match backend {
+        Backend::Sqlite => {
+            use sqlx::Connection;
+            let mut db = sqlx::SqliteConnection::connect(&server.database_url).await?;
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
+                 INSERT INTO sessions (token_hash, user_id, created_at, expires_at) \
+                 SELECT randomblob(32), ?, ?, ? FROM n",
+            )
+            .bind(count as i64)
+            .bind(user_id)
+            .bind(now)
+            .bind(expires)
+            .execute(&mut db)
+            .await?;
+            db.close().await?;
+        }
+        Backend::Postgres => {
+            let sql = format!(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) \
+                 SELECT sha256(int8send(i) || int8send({now})), '{user_id}', {now}, {expires} \
+                 FROM generate_series(1, {count}) AS i; ANALYZE sessions;"
+            );
+            let status = std::process::Command::new("psql")
+                .args([
+                    &server.database_url,
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    &sql,
+                ])
+                .status()?;
+            if !status.success() {
+                bail!("psql insert of sessions failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or_else(String::new, |kib| {
+            format!(", {:.0} GiB", kib as f64 / 1048576.0)
+        });
+    format!("{cores} cores ({cpu}){memory}; load generator and server share the machine")
+}
