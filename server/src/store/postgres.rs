@@ -19,10 +19,12 @@ use crate::token::SecretHash;
 const USER_COLUMNS: &str =
     "id, handle, email, phone, display_name, disabled, password_hash, totp_secret, created_at";
 
-/// The verify path: one indexed lookup by token hash joined to its user.
+/// The verify path in one round trip: an indexed lookup by token hash joined to its user,
+/// with the user's roles as an array.
 const SESSION_OWNER_SQL: &str = "SELECT u.id, u.handle, u.email, u.phone, u.display_name, \
      u.disabled, u.password_hash, u.totp_secret, u.created_at, \
-     s.expires_at AS session_expires_at \
+     s.expires_at AS session_expires_at, \
+     ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = u.id ORDER BY r.role) AS roles \
      FROM sessions s JOIN users u ON u.id = s.user_id \
      WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND NOT u.disabled";
 
@@ -264,7 +266,7 @@ impl Store for PostgresStore {
         token_hash: &SecretHash,
         now: UnixMillis,
     ) -> Result<Option<SessionOwner>> {
-        let row: Option<(UserRecord, i64)> = sqlx::query(SESSION_OWNER_SQL)
+        let row: Option<(UserRecord, i64, Vec<String>)> = sqlx::query(SESSION_OWNER_SQL)
             .bind(&token_hash[..])
             .bind(now)
             .try_map(|row: sqlx::postgres::PgRow| {
@@ -272,14 +274,14 @@ impl Store for PostgresStore {
                 Ok((
                     UserRecord::from_row(&row)?,
                     row.try_get("session_expires_at")?,
+                    row.try_get("roles")?,
                 ))
             })
             .fetch_optional(&self.pool)
             .await?;
-        let Some((user, expires_at)) = row else {
+        let Some((user, expires_at, roles)) = row else {
             return Ok(None);
         };
-        let roles = self.roles(&user.id).await?;
         Ok(Some(SessionOwner {
             user,
             roles,
