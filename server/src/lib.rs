@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod error;
+pub mod fuzzing;
 pub mod grpc;
 pub mod identifier;
 pub mod password;

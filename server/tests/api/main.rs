@@ -6,6 +6,7 @@ mod helpers;
 mod attacks;
 mod bad_input;
 mod durability;
+mod fuzz_smoke;
 mod grpcurl;
 mod log_secrets;
 mod login;

@@ -1,0 +1,67 @@
+//! The properties the fuzz targets (`fuzz/`, run by `scripts/fuzz.sh` under cargo-fuzz)
+//! check, kept here so `scripts/test.sh` can run the same checks as a smoke over generated
+//! inputs without an instrumented build. Each panics when a property fails.
+use prost::Message;
+use st_peter_proto::auth::v1 as pb;
+
+use crate::error::Error;
+use crate::token::{CHALLENGE_PREFIX, SESSION_PREFIX, hash, is_well_formed};
+use crate::two_factor::SecondFactorCode;
+use crate::{identifier, password, sessions};
+
+/// The token parser takes any string without panicking and accepts only the one shape.
+pub fn token_parser(data: &[u8]) {
+    let Ok(candidate) = std::str::from_utf8(data) else {
+        return;
+    };
+    for prefix in [SESSION_PREFIX, CHALLENGE_PREFIX] {
+        if is_well_formed(prefix, candidate) {
+            assert!(candidate.starts_with(prefix));
+            assert_eq!(candidate.len(), prefix.len() + 43);
+            assert!(candidate.is_ascii());
+        }
+    }
+    let _ = hash(candidate);
+    let _ = sessions::check_token_size("token", candidate);
+}
+
+/// Any bytes decoded as any request, then every field validated as the server does: no
+/// panic, and every refusal names the field it refuses.
+pub fn request_validation(data: &[u8]) {
+    if let Ok(login) = pb::LoginRequest::decode(data) {
+        named(
+            identifier::parse("identifier", &login.identifier),
+            "identifier",
+        );
+        named(password::check_login(&login.password), "password");
+        named(password::check_new(&login.password), "password");
+        named(identifier::normalize_handle(&login.identifier), "handle");
+        named(identifier::normalize_email(&login.identifier), "email");
+        named(identifier::normalize_phone(&login.identifier), "phone");
+    }
+    if let Ok(two_factor) = pb::VerifyTwoFactorRequest::decode(data) {
+        named(SecondFactorCode::parse(&two_factor.code), "code");
+    }
+    if let Ok(verify) = pb::VerifyTokenRequest::decode(data) {
+        named(sessions::check_token_size("token", &verify.token), "token");
+    }
+    if let Ok(lookup) = pb::LookupUserRequest::decode(data) {
+        named(
+            sessions::check_token_size("actor_token", &lookup.actor_token),
+            "actor_token",
+        );
+        named(
+            identifier::parse("identifier", &lookup.identifier),
+            "identifier",
+        );
+    }
+}
+
+fn named(result: Result<impl Sized, Error>, field: &str) {
+    if let Err(error) = result {
+        assert!(
+            error.to_string().starts_with(field),
+            "{error} does not name {field}"
+        );
+    }
+}
