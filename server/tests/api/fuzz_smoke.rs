@@ -41,7 +41,7 @@ fn seeds() -> Vec<Vec<u8>> {
 #[test]
 fn fuzz_properties_hold_on_generated_inputs() {
     // A fixed seed: a failure here reproduces.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_57_9e7e);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_579e_7e00);
     let seeds = seeds();
     for round in 0..INPUTS {
         let mut input = if round % 2 == 0 {
