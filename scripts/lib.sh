@@ -66,9 +66,10 @@ run_pytest() {
   "$@" 2>&1 | tee "$log"
   local status=${PIPESTATUS[0]}
   local closing passed failed
-  closing=$(grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected)|no tests ran' "$log" | tail -n 1)
-  passed=$(grep -oE '[0-9]+ passed' <<<"$closing" | awk '{s+=$1} END {print s+0}')
-  failed=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$closing" | awk '{s+=$1} END {print s+0}')
+  # `|| true`: a grep that finds nothing (no failures) must not end the script (pipefail).
+  closing=$(grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected)|no tests ran' "$log" | tail -n 1 || true)
+  passed=$( (grep -oE '[0-9]+ passed' <<<"$closing" || true) | awk '{s+=$1} END {print s+0}')
+  failed=$( (grep -oE '[0-9]+ (failed|errors?)' <<<"$closing" || true) | awk '{s+=$1} END {print s+0}')
   if [[ $status -ne 0 && $failed -eq 0 ]]; then
     failed=1 # no tests ran (exit 5), or pytest itself failed
   fi
