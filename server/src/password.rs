@@ -92,6 +92,14 @@ impl Passwords {
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
                 .spawn(move || {
+                    // Logins yield to verification: under a login storm the scheduler
+                    // runs token checks first. Lowering one's own priority needs no
+                    // privilege; if it fails anyway, hashing still works.
+                    if let Err(error) = thread_priority::set_current_thread_priority(
+                        thread_priority::ThreadPriority::Min,
+                    ) {
+                        tracing::debug!(?error, "could not lower the hashing thread's priority");
+                    }
                     let mut memory = Vec::new();
                     loop {
                         // The lock is held only while waiting for the next job.
