@@ -140,6 +140,23 @@ pub async fn run_all(
     report.raw("verify", &verify);
     report.raw("health", &health);
 
+    // Why the ratio is what it is: the store lookup alone, in this process, with the same
+    // callers and no gRPC at all. Verify cannot be faster than health plus this.
+    let lookups = store_lookup_load(&url, &token, CALLERS, phase).await?;
+    let bound = 1.0 / (1.0 / health.per_second + 1.0 / lookups.per_second);
+    report.row(
+        "1b. Why: the store lookup alone (in process, no gRPC) and the verify rate it allows",
+        format!(
+            "{:.0} lookups/s (p50 {} µs)",
+            lookups.per_second, lookups.p50_us
+        ),
+        format!("≤ {bound:.0} rps expected for verify (health + lookup costs)"),
+        verify.per_second / bound,
+        "explains 1.",
+        true,
+    );
+    report.raw("store_lookups", &lookups);
+
     let threads = Settings::default().hash_concurrency;
     eprintln!("2/6 Login beside raw argon2id hashing ({threads} threads)");
     let hashes = hash_rate(threads, phase).await?;
@@ -369,6 +386,34 @@ async fn login_load(channels: &[Channel], callers: usize, phase: Duration) -> St
         }
     })
     .await
+}
+
+/// `session_owner` calls per second straight on the store, with the server's pool
+/// settings: the database part of a verification without the RPC around it.
+async fn store_lookup_load(
+    url: &str,
+    token: &str,
+    callers: usize,
+    phase: Duration,
+) -> anyhow::Result<Stats> {
+    let store = st_peter_server::store::connect(url).await?;
+    let hash = st_peter_server::token::hash(token);
+    let stats = load::run(callers, phase, move |_| {
+        let store = store.clone();
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            match store.session_owner(&hash, now).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err("no session".to_owned()),
+                Err(error) => Err(error.to_string()),
+            }
+        }
+    })
+    .await;
+    check_errors("store lookups", &stats)?;
+    Ok(stats)
 }
 
 /// argon2id verifications per second with the server's parameters and thread count,
