@@ -93,11 +93,21 @@ impl Report {
     pub fn document(&self, table: &str) -> String {
         format!(
             "# st-peter benchmark results\n\nDate: {}  \nMachine: {}  \nCommand: `scripts/bench.sh` \
-             (full run; `--quick` shortens every phase)\n\n{table}\nRaw figures: `bench/results.json`.\n",
+             (full run; `--quick` shortens every phase)\n\n{table}\n{READING}\nRaw figures: \
+             `bench/results.json`.\n",
             self.date, self.machine
         )
     }
 }
+
+/// What the table cannot say by itself; kept with the results so each full run repeats it.
+const READING: &str = "How to read it: row 1b is why row 1 stays under 0.8. The session \
+lookup alone (sqlx on SQLite, in process, no gRPC) costs about as much as a whole health RPC, \
+so a verification that must read the database cannot reach 0.8 of the health floor; only an \
+in-memory session cache on the server could, and it would let a token revoked elsewhere (the \
+admin CLI, another replica) pass until the cache heard of it. Row 3 runs the load generator \
+on the same two cores as the server, with one core busy hashing at the lowest priority: the \
+ratio moves between about 1.2 and 4 from run to run with what else the machine is doing.\n";
 
 pub async fn run_all(
     binary: &Path,
