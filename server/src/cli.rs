@@ -193,8 +193,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let store = store::connect_with(&cli.database_url, &pool)
         .await
         .with_context(|| format!("opening {}", store::redact_url(&cli.database_url)))?;
-    let totp_key = totp_key(&cli)?;
-    totp_key.check_against(store.as_ref()).await?;
+    let (totp_key, created_file) = totp_key(&cli)?;
+    if let Err(error) = totp_key.check_against(store.as_ref()).await {
+        // A key file made just now cannot be the one the database was sealed with: the
+        // real one was moved or deleted. Take the new file away again and say so.
+        if let Some(path) = created_file {
+            let _ = std::fs::remove_file(&path);
+            bail!(
+                "{error}; the key file {} was missing, so the key these secrets were sealed \
+                 with was moved or deleted: restore it, or give --totp-key-file / \
+                 {TOTP_KEY_ENV}",
+                path.display()
+            );
+        }
+        return Err(error.into());
+    }
     let base_settings = Settings {
         totp_key: Some(totp_key),
         ..Settings::default()
@@ -254,15 +267,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The TOTP key: from ST_PETER_TOTP_KEY, else the key file given, else the embedded
 /// default's file beside the SQLite database (created on first start).
-fn totp_key(cli: &Cli) -> anyhow::Result<TotpKey> {
+/// Also returns the key file's path when this call created it.
+fn totp_key(cli: &Cli) -> anyhow::Result<(TotpKey, Option<PathBuf>)> {
     if let Ok(text) = std::env::var(TOTP_KEY_ENV) {
-        return TotpKey::from_base64(&text).with_context(|| format!("reading ${TOTP_KEY_ENV}"));
+        let key =
+            TotpKey::from_base64(&text).with_context(|| format!("reading ${TOTP_KEY_ENV}"))?;
+        return Ok((key, None));
     }
     if let Some(path) = &cli.totp_key_file {
-        return Ok(TotpKey::from_file(path)?);
+        return Ok((TotpKey::from_file(path)?, None));
     }
     match totp_key::default_key_file(&cli.database_url) {
-        Some(path) => Ok(TotpKey::load_or_create_file(&path)?),
+        Some(path) => {
+            let (key, created) = TotpKey::load_or_create_file(&path)?;
+            Ok((key, created.then_some(path)))
+        }
         None => bail!(
             "a database that is not a local SQLite file needs a TOTP key: give --totp-key-file \
              PATH or set {TOTP_KEY_ENV} (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)"

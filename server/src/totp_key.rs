@@ -72,8 +72,8 @@ impl TotpKey {
     }
 
     /// Reads the key file, creating it with a new key and `0600` permissions when it does not
-    /// exist yet (the embedded default's first start).
-    pub fn load_or_create_file(path: &Path) -> Result<Self> {
+    /// exist yet (the embedded default's first start). True when this call created it.
+    pub fn load_or_create_file(path: &Path) -> Result<(Self, bool)> {
         let key = random_key();
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -92,9 +92,11 @@ impl TotpKey {
                     )));
                 }
                 tracing::info!(path = %path.display(), "created a new TOTP key file");
-                Self::from_bytes(&key)
+                Ok((Self::from_bytes(&key)?, true))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::from_file(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok((Self::from_file(path)?, false))
+            }
             Err(e) => Err(Error::Config(format!(
                 "TOTP key file {}: {e}",
                 path.display()
@@ -218,8 +220,9 @@ mod tests {
     fn key_file_is_created_private_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.totp-key");
-        let first = TotpKey::load_or_create_file(&path).unwrap();
-        let second = TotpKey::load_or_create_file(&path).unwrap();
+        let (first, created) = TotpKey::load_or_create_file(&path).unwrap();
+        let (second, created_again) = TotpKey::load_or_create_file(&path).unwrap();
+        assert!(created && !created_again);
         let sealed = first.seal("u", b"x").unwrap();
         assert_eq!(second.open("u", &sealed).unwrap(), b"x");
         #[cfg(unix)]

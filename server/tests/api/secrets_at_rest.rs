@@ -151,7 +151,11 @@ fn the_key_from_the_environment_seals_secrets_the_same_way() {
     }
     // No key file appeared: the key came from the environment.
     assert!(!dir.path().join("st-peter.db.totp-key").exists());
-    // Without the key, the database refuses to open.
+    // Without the key, the database refuses to open, and the key file it would have
+    // created for a new database is not left behind.
     let output = run(&url, &[], &["user", "list"]);
     assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("was moved or deleted"), "{stderr}");
+    assert!(!dir.path().join("st-peter.db.totp-key").exists());
 }
