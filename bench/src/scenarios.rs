@@ -126,7 +126,7 @@ pub async fn run_all(
     let server = Server::start(binary, &url)?;
     let user_id = add_user(&server, "bench-user")?;
     let target = server.target();
-    let channels = channels(&target).await?;
+    let channels = channels_for(&target).await?;
     let token = login_token(&channels[0]).await?;
 
     eprintln!("1/6 VerifyToken beside Health/Check ({CALLERS} callers, {CONNECTIONS} connections)");
@@ -304,10 +304,6 @@ fn add_user(server: &Server, handle: &str) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_owned)
         .context("user add printed no user_id")
-}
-
-async fn channels(target: &str) -> anyhow::Result<Vec<Channel>> {
-    channels_for(target).await
 }
 
 async fn channels_for(target: &str) -> anyhow::Result<Vec<Channel>> {

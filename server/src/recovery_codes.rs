@@ -16,17 +16,17 @@ const GROUP: usize = 4;
 /// RFC 4648 base32, lowercase: no 0/1/8/9, so no O/0 or l/1 mix-ups when typed.
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
-/// New codes, formatted for people.
-pub fn generate() -> Vec<String> {
+/// New codes for a user: as shown to people, and the hashes to store.
+pub fn issue(user_id: &str) -> (Vec<String>, Vec<SecretHash>) {
     let mut rng = rand::rngs::OsRng;
     (0..COUNT)
         .map(|_| {
             let raw: String = (0..CHARS)
                 .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
                 .collect();
-            format_code(&raw)
+            (format_code(&raw), hash(user_id, &raw))
         })
-        .collect()
+        .unzip()
 }
 
 fn format_code(raw: &str) -> String {
@@ -68,11 +68,12 @@ mod tests {
 
     #[test]
     fn generated_codes_are_distinct_and_normalize() {
-        let codes = generate();
+        let (codes, hashes) = issue("user");
         assert_eq!(codes.len(), COUNT);
-        for code in &codes {
+        for (code, stored) in codes.iter().zip(&hashes) {
             assert_eq!(code.len(), CHARS + CHARS / GROUP - 1, "{code}");
             assert_eq!(normalize(code).unwrap(), code.replace('-', ""));
+            assert_eq!(hash("user", &normalize(code).unwrap()), *stored);
         }
         let mut unique = codes.clone();
         unique.sort();

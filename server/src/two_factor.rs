@@ -202,12 +202,7 @@ impl StPeter {
         let secret = totp::new_secret();
         let otpauth_uri = totp::otpauth_uri(&secret, &self.settings.totp_issuer, &user.handle)?;
         let sealed = self.totp_key()?.seal(&user.id, &secret)?;
-        let codes = recovery_codes::generate();
-        let hashes: Vec<_> = codes
-            .iter()
-            .filter_map(|code| recovery_codes::normalize(code))
-            .map(|normalized| recovery_codes::hash(&user.id, &normalized))
-            .collect();
+        let (codes, hashes) = recovery_codes::issue(&user.id);
         self.store
             .set_totp_secret(&user.id, Some(&sealed), &hashes, self.now())
             .await?;
