@@ -1,9 +1,10 @@
 import type * as http2 from "node:http2";
 
 import { Code, createClient, type Client as RpcClient, type Interceptor } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 
 import { VerifyCache, tokenKey, type Answer } from "./cache.js";
+import { Connection } from "./connection.js";
 import { fromRpc, invalidToken, StPeterError, UnavailableError } from "./errors.js";
 import { AuthService } from "./genpb/st_peter/auth/v1/auth_pb.js";
 import {
@@ -45,7 +46,7 @@ export function connect(target: string, options: ClientOptions = {}): Client {
 
 export class Client {
   private readonly rpc: RpcClient<typeof AuthService>;
-  private readonly sessions: Http2SessionManager;
+  private readonly connection: Connection;
   private readonly cache: VerifyCache;
   private readonly timeoutMs: number;
 
@@ -60,12 +61,12 @@ export class Client {
       throw new TypeError(`invalid target ${JSON.stringify(target)}: want http(s)://host:port`);
     }
     const baseUrl = url.origin;
-    this.sessions = new Http2SessionManager(baseUrl, {}, url.protocol === "https:" ? options.tls : undefined);
+    this.connection = new Connection(baseUrl, url.protocol === "https:" ? options.tls : undefined);
     this.rpc = createClient(
       AuthService,
       createGrpcTransport({
         baseUrl,
-        sessionManager: this.sessions,
+        sessionManager: this.connection,
         interceptors: options.interceptors ?? [],
       }),
     );
@@ -159,7 +160,7 @@ export class Client {
 
   /** Closes the connection; calls after this reject with UnavailableError. */
   close(): void {
-    this.sessions.abort(new UnavailableError("unavailable", Code.Canceled, "client closed"));
+    this.connection.abort(new UnavailableError("unavailable", Code.Canceled, "client closed"));
   }
 }
 

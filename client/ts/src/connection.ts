@@ -1,0 +1,57 @@
+// The HTTP/2 connection to st-peter: connect-node's session manager, kept from crashing the
+// process when a connection dies under it.
+import type * as http2 from "node:http2";
+
+import { Http2SessionManager, type GrpcTransportOptions } from "@connectrpc/connect-node";
+
+// connect-node does not export the interface its transports take.
+type SessionManager = NonNullable<GrpcTransportOptions["sessionManager"]>;
+
+/**
+ * Http2SessionManager with a lasting "error" listener on every HTTP/2 session it opens.
+ *
+ * Why: when a session dies (st-peter stopping sends GOAWAY to an idle connection; a
+ * restart resets sockets), Node.js emits the session's "error" event only once its socket
+ * has closed, a few event-loop turns later. A call made in between makes the manager open
+ * a new connection and remove its listeners from the dying one, so the late event has no
+ * listener and Node.js raises it as an uncaught exception: the process crashes
+ * (connect-es #1768, in every connect-node release up to 2.2.0). Nothing is lost by
+ * ignoring that event here: a call on the session fails through its own stream, and the
+ * manager, while it still listens, hears the same event.
+ */
+export class Connection implements SessionManager {
+  readonly authority: string;
+  private readonly sessions: Http2SessionManager;
+
+  constructor(baseUrl: string, tls?: http2.SecureClientSessionOptions) {
+    this.sessions = new Http2SessionManager(baseUrl, {}, tls);
+    this.authority = this.sessions.authority;
+  }
+
+  async request(
+    method: string,
+    path: string,
+    headers: http2.OutgoingHttpHeaders,
+    options: Omit<http2.ClientSessionRequestOptions, "signal">,
+  ): Promise<http2.ClientHttp2Stream> {
+    const stream = await this.sessions.request(method, path, headers, options);
+    // Every session the manager keeps as ready carries a request before anything else can
+    // happen to it (only promise jobs run between the two), so this reaches them all.
+    const session = stream.session;
+    if (session && !session.listeners("error").includes(ignore)) {
+      session.on("error", ignore);
+    }
+    return stream;
+  }
+
+  notifyResponseByteRead(stream: http2.ClientHttp2Stream): void {
+    this.sessions.notifyResponseByteRead(stream);
+  }
+
+  /** Closes the connection and its streams; later calls fail with `reason`'s code. */
+  abort(reason: Error): void {
+    this.sessions.abort(reason);
+  }
+}
+
+function ignore(): void {}
