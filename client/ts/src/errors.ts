@@ -75,9 +75,10 @@ export function fromRpc(error: unknown): StPeterError {
     case Code.Canceled:
       return new UnavailableError("unavailable", connect.code, detail, options);
     default:
-      // Connect reports a failed connection it could not classify as Unknown with the
-      // Node.js error as its cause; a status sent by a server has no such cause.
-      if (connect.code === Code.Unknown && connect.cause instanceof Error && "code" in connect.cause) {
+      // Connect reports a failed connection under a code of its own choosing (Aborted for
+      // a reset one, Internal, Unknown) with the Node.js error as its cause; a status sent
+      // by a server has no such cause.
+      if (connect.cause instanceof Error && "code" in connect.cause) {
         return new UnavailableError("unavailable", Code.Unavailable, detail, options);
       }
       return new StPeterError("status", connect.code, detail, options);

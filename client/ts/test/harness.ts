@@ -123,15 +123,16 @@ export class TestServer {
     }
   }
 
-  /** Stops serving (SIGTERM, then SIGKILL); the database stays for resume(). */
-  async stop(): Promise<void> {
+  /** Stops serving (SIGTERM, then SIGKILL after 10 s; or at once with `signal` SIGKILL,
+   * which resets its connections); the database stays for resume(). */
+  async stop(signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
     const child = this.child;
     this.child = undefined;
     if (!child || child.exitCode !== null || child.signalCode !== null) {
       return;
     }
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-    child.kill("SIGTERM");
+    child.kill(signal);
     const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
     await exited;
     clearTimeout(timer);

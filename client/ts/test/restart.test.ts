@@ -132,14 +132,21 @@ async function serverWithSession(): Promise<{ server: TestServer; token: string 
   return { server, token: session.token };
 }
 
-test("a process calling in a loop survives five restarts of st-peter, and its calls succeed after each", async (t) => {
+/** Calls that failed while st-peter was away failed as UnavailableError, nothing else. */
+function assertOnlyUnavailable(counts: Counts): void {
+  const others = Object.keys(counts.errors).filter((name) => name !== "UnavailableError/unavailable");
+  assert.deepEqual(others, [], `calls failed otherwise than unavailable: ${JSON.stringify(counts.errors)}`);
+}
+
+/** Restarts st-peter `restarts` times (stopped with `signal`) under a caller in a loop. */
+async function restartUnderLoad(signal: "SIGTERM" | "SIGKILL", restarts: number): Promise<Counts> {
   const { server, token } = await serverWithSession();
   let caller: Caller | undefined;
   try {
     caller = await Caller.start(server, token, "loop");
     let counts = await caller.succeeds(await caller.counts(), 20, 10_000);
-    for (let restart = 1; restart <= 5; restart++) {
-      await server.stop(); // SIGTERM: GOAWAY to its connections, then gone
+    for (let restart = 1; restart <= restarts; restart++) {
+      await server.stop(signal);
       await sleep(50 + 50 * restart); // calls meet refused connections meanwhile
       caller.assertAlive(`after stop ${restart}`);
       await server.resume(); // same port, same database
@@ -147,13 +154,25 @@ test("a process calling in a loop survives five restarts of st-peter, and its ca
       caller.assertAlive(`after restart ${restart}`);
     }
     const finished = await caller.finish();
-    t.diagnostic(`caller: ${JSON.stringify(finished)}`);
     assert.ok(finished.recovered, `calls did not succeed after the restarts: ${JSON.stringify(finished)}`);
-    assert.ok(finished.goaways >= 1, `the restarts sent no GOAWAY: ${JSON.stringify(finished)}`);
+    assertOnlyUnavailable(finished);
+    return finished;
   } finally {
     caller?.kill();
     await server.close();
   }
+}
+
+test("a process calling in a loop survives five restarts of st-peter, and its calls succeed after each", async (t) => {
+  // SIGTERM: st-peter sends GOAWAY on its connections, finishes what is in flight, exits.
+  const finished = await restartUnderLoad("SIGTERM", 5);
+  t.diagnostic(`caller: ${JSON.stringify(finished)}`);
+  assert.ok(finished.goaways >= 1, `the restarts sent no GOAWAY: ${JSON.stringify(finished)}`);
+});
+
+test("a process calling in a loop survives st-peter being killed three times (connections reset)", async (t) => {
+  const finished = await restartUnderLoad("SIGKILL", 3);
+  t.diagnostic(`caller: ${JSON.stringify(finished)}`);
 });
 
 test("a call the moment an idle connection receives GOAWAY does not crash the process", async () => {
@@ -179,6 +198,7 @@ test("a call the moment an idle connection receives GOAWAY does not crash the pr
     }
     const finished = await caller.finish();
     assert.ok(finished.recovered, JSON.stringify(finished));
+    assertOnlyUnavailable(finished);
   } finally {
     caller?.kill();
     await server.close();
