@@ -2,12 +2,12 @@
 //! methods live beside what they act on: `accounts`, `sessions`, `two_factor`.
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock, UnixMillis};
 use crate::error::Result;
-use crate::password::{PasswordParams, Passwords};
-use crate::store::{Store, UserRecord};
+use crate::password::{AdmissionSettings, PasswordParams, Passwords};
+use crate::store::{OwnerRecord, Store, UserRecord};
 use crate::throttle::{ThrottlePolicies, Throttles};
 use crate::totp_key::TotpKey;
 
@@ -17,13 +17,17 @@ pub struct Caller {
     pub address: Option<IpAddr>,
     /// How the request arrived when there is no address (`grpc`, `cli`).
     pub via: &'static str,
+    /// When the caller stops waiting (gRPC's `grpc-timeout`): password work that cannot
+    /// finish by then is refused before it starts.
+    pub deadline: Option<Instant>,
 }
 
 impl Caller {
-    pub fn grpc(address: Option<IpAddr>) -> Self {
+    pub fn grpc(address: Option<IpAddr>, deadline: Option<Instant>) -> Self {
         Self {
             address,
             via: "grpc",
+            deadline,
         }
     }
 
@@ -31,6 +35,7 @@ impl Caller {
     pub const CLI: Self = Self {
         address: None,
         via: "cli",
+        deadline: None,
     };
 }
 
@@ -48,6 +53,8 @@ pub struct Settings {
     pub password_params: PasswordParams,
     /// argon2 computations running at once; defaults to all cores but one.
     pub hash_concurrency: usize,
+    /// How long password checks may queue for the hashing threads.
+    pub admission: AdmissionSettings,
     pub throttle: ThrottlePolicies,
     /// Seals TOTP secrets at rest. `None` refuses TOTP enrollment and TOTP logins.
     pub totp_key: Option<TotpKey>,
@@ -62,6 +69,7 @@ impl Default for Settings {
             totp_issuer: "st-peter".into(),
             password_params: PasswordParams::OWASP,
             hash_concurrency: crate::password::default_concurrency(),
+            admission: AdmissionSettings::default(),
             throttle: ThrottlePolicies::default(),
             totp_key: None,
         }
@@ -92,6 +100,19 @@ impl From<&UserRecord> for UserView {
     }
 }
 
+impl From<OwnerRecord> for UserView {
+    fn from(user: OwnerRecord) -> Self {
+        Self {
+            user_id: user.id,
+            handle: user.handle,
+            email: user.email,
+            phone: user.phone,
+            display_name: user.display_name,
+            disabled: user.disabled,
+        }
+    }
+}
+
 pub struct StPeter {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) passwords: Passwords,
@@ -102,7 +123,11 @@ pub struct StPeter {
 
 impl StPeter {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Settings) -> Result<Self> {
-        let passwords = Passwords::new(settings.password_params, settings.hash_concurrency)?;
+        let passwords = Passwords::with_admission(
+            settings.password_params,
+            settings.hash_concurrency,
+            settings.admission,
+        )?;
         Ok(Self {
             store,
             passwords,
@@ -119,6 +144,12 @@ impl StPeter {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The password-hashing queue now: pending checks, a hash's duration, shed and
+    /// skipped counts.
+    pub fn hashing_queue(&self) -> crate::password::QueueStats {
+        self.passwords.queue_stats()
     }
 
     pub(crate) fn now(&self) -> UnixMillis {

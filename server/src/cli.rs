@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::accounts::NewAccount;
 use crate::app::{Caller, Settings, StPeter, UserView};
+use crate::password::AdmissionSettings;
 use crate::server::ServeOptions;
 use crate::store;
 use crate::totp_key::{self, TotpKey};
@@ -110,6 +111,14 @@ pub struct ServeArgs {
     /// Require client certificates signed by this CA (PEM): mutual TLS between services.
     #[arg(long, env = "ST_PETER_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// On SIGTERM or Ctrl-C, how long calls in flight may take to finish, e.g. `10s`.
+    #[arg(long, env = "ST_PETER_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// The longest a login without a deadline of its own may expect to wait for a
+    /// password-hashing thread; past that it is refused at once with UNAVAILABLE and a
+    /// retry hint. A caller's deadline (grpc-timeout) bounds the wait the same way.
+    #[arg(long, env = "ST_PETER_HASH_MAX_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub hash_max_wait: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,15 +225,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let settings = Settings {
                 session_ttl: args.session_ttl,
+                admission: AdmissionSettings {
+                    max_wait: args.hash_max_wait,
+                },
                 ..base_settings
             };
             let app = Arc::new(StPeter::new(store, StPeter::system_clock(), settings)?);
-            let options = match (&args.tls_cert, &args.tls_key) {
+            let mut options = match (&args.tls_cert, &args.tls_key) {
                 (Some(cert), Some(key)) => {
                     ServeOptions::tls_from_files(cert, key, args.tls_client_ca.as_deref())?
                 }
                 _ => ServeOptions::default(),
             };
+            options.shutdown_grace = args.shutdown_grace;
             let tls = options.tls.is_some();
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await

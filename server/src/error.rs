@@ -13,6 +13,10 @@ pub enum Error {
     /// Too many requests from this actor: wait this long.
     #[error("rate limited: retry after {} ms", .0.as_millis())]
     RateLimited(std::time::Duration),
+    /// The server cannot do this work in time now (the password-hashing queue is full):
+    /// the caller may retry after this long. Answered at once, never queued.
+    #[error("server busy: retry after {} ms", .retry_after.as_millis())]
+    Overloaded { retry_after: std::time::Duration },
     #[error("{0} not found")]
     NotFound(String),
     /// A unique value (handle, email, phone) is taken.

@@ -1,6 +1,8 @@
 //! The gRPC face: `st_peter.auth.v1.AuthService` over the domain operations, and the one
 //! place where domain errors become `tonic::Status`.
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use st_peter_proto::auth::v1 as pb;
@@ -101,7 +103,37 @@ impl AuthService for AuthGrpc {
 }
 
 fn caller<T>(request: &Request<T>) -> Caller {
-    Caller::grpc(request.remote_addr().map(|address| address.ip()))
+    Caller::grpc(
+        request.remote_addr().map(|address| address.ip()),
+        deadline(request.metadata()),
+    )
+}
+
+/// When the caller stops waiting, from its `grpc-timeout` header (tonic's server enforces
+/// the same header by dropping the request; this lets work that cannot finish in time be
+/// refused before it starts).
+fn deadline(metadata: &MetadataMap) -> Option<Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    Instant::now().checked_add(parse_grpc_timeout(value)?)
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), per the gRPC spec.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit = value.chars().last()?;
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(amount * 3600),
+        'M' => Duration::from_secs(amount * 60),
+        'S' => Duration::from_secs(amount),
+        'm' => Duration::from_millis(amount),
+        'u' => Duration::from_micros(amount),
+        'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// Domain errors to gRPC statuses. Storage and internal faults are logged here with
@@ -114,6 +146,20 @@ fn status(error: Error) -> Status {
             "too many requests: retry after {} s",
             wait.as_secs_f64().ceil()
         )),
+        Error::Overloaded { retry_after } => {
+            // The hint twice: in the message for people, and as grpc-go's retry pushback
+            // trailer for clients that honour it.
+            let millis = retry_after.as_millis().max(1);
+            let mut metadata = MetadataMap::new();
+            if let Ok(value) = millis.to_string().parse() {
+                metadata.insert("grpc-retry-pushback-ms", value);
+            }
+            Status::with_metadata(
+                tonic::Code::Unavailable,
+                format!("server busy checking passwords: retry after {millis} ms"),
+                metadata,
+            )
+        }
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
         Error::Conflict(why) => Status::already_exists(why),
         Error::Storage(ref source) if crate::store::is_unavailable(source) => {
@@ -183,5 +229,25 @@ pub fn timestamp(millis: UnixMillis) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: millis.div_euclid(1000),
         nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_grpc_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_per_the_spec() {
+        assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "S", "1", "1s", "123456789S", "-1S", "1.5S", "é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }

@@ -1,13 +1,21 @@
 //! Password hashing with argon2id on a few dedicated threads, off the async runtime, so a
 //! login storm queues here instead of stalling token verification.
 //!
+//! The queue in front of those threads is bounded by time: a password check is admitted
+//! only if the work already queued, plus its own, can finish before the caller's deadline
+//! (or [`AdmissionSettings::max_wait`] when the caller set none). Otherwise it is shed at
+//! once with [`Error::Overloaded`], before any database or hash work, and a job whose caller
+//! has gone away (deadline passed, connection closed) is skipped when its turn comes.
+//!
 //! Each hashing thread keeps its argon2 working memory (19 MiB with the OWASP parameters)
 //! and reuses it for every verification: allocating it per login made the allocator keep
 //! one such block per thread arena, hundreds of MiB under a storm.
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result, invalid};
@@ -61,16 +69,99 @@ pub struct Verification {
     pub needs_rehash: bool,
 }
 
-/// Work for a hashing thread: runs with that thread's reusable argon2 memory.
-type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+/// How long password work may wait for a hashing thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// The longest expected wait (queue plus own hash) for a caller that set no deadline.
+    pub max_wait: Duration,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Work for a hashing thread: runs with that thread's reusable argon2 memory, or is told
+/// its caller's deadline has passed (`None`). Returns whether it hashed: a job whose caller
+/// has gone returns at once.
+type Job = Box<dyn FnOnce(Option<&mut Vec<Block>>) -> bool + Send>;
+
+struct Queued {
+    job: Job,
+    /// Past this the caller no longer waits: the job is skipped.
+    deadline: Option<Instant>,
+}
 
 pub struct Passwords {
     params: PasswordParams,
     argon2: Argon2<'static>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Queued>,
+    load: Arc<Load>,
+    admission: AdmissionSettings,
     /// Verified against when the identifier matches nobody, so an unknown identifier
     /// costs the same work as a wrong password.
     dummy_hash: String,
+}
+
+/// What the hashing threads have to do, shared with them.
+struct Load {
+    threads: usize,
+    /// Admitted checks not finished (queued or running).
+    pending: AtomicUsize,
+    /// A moving average of one hash's duration, in nanoseconds.
+    hash_nanos: AtomicU64,
+    /// Hashes computed; checks refused at admission; jobs skipped because their caller
+    /// had gone.
+    hashed: AtomicU64,
+    shed: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Load {
+    /// When a check admitted now would expect to finish: every thread takes its share of
+    /// the pending work, then this one.
+    fn expected_wait(&self) -> Duration {
+        let rounds = self.pending.load(Ordering::Relaxed) / self.threads + 1;
+        Duration::from_nanos(self.hash_nanos.load(Ordering::Relaxed)) * rounds as u32
+    }
+
+    fn record_hash(&self, took: Duration) {
+        // EWMA with weight 1/8: follows a change of machine load within a few logins.
+        let sample = took.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let old = self.hash_nanos.load(Ordering::Relaxed);
+        let new = old - old / 8 + sample / 8;
+        self.hash_nanos.store(new.max(1), Ordering::Relaxed);
+        self.hashed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counters of the hashing queue, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    pub pending: usize,
+    pub hash_time: Duration,
+    pub hashed: u64,
+    pub shed: u64,
+    pub skipped: u64,
+}
+
+/// A place in the hashing queue, taken before any other work for a login so a shed
+/// login costs no database round trip. Dropping it unused gives the place back.
+pub struct Admitted<'a> {
+    passwords: &'a Passwords,
+    deadline: Option<Instant>,
+    used: bool,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            self.passwords.load.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Hashing threads to use by default: all cores but one, so verification always has a
@@ -80,15 +171,36 @@ pub fn default_concurrency() -> usize {
 }
 
 impl Passwords {
-    /// `max_concurrency` hashing threads; more requests wait their turn. The threads end
-    /// when the `Passwords` is dropped.
+    /// `max_concurrency` hashing threads with the default admission settings.
     pub fn new(params: PasswordParams, max_concurrency: usize) -> Result<Self> {
+        Self::with_admission(params, max_concurrency, AdmissionSettings::default())
+    }
+
+    /// `max_concurrency` hashing threads; more requests wait their turn, as long as
+    /// `admission` allows. The threads end when the `Passwords` is dropped.
+    pub fn with_admission(
+        params: PasswordParams,
+        max_concurrency: usize,
+        admission: AdmissionSettings,
+    ) -> Result<Self> {
         let argon2 = params.argon2()?;
+        // The dummy hash also gives the first estimate of a hash's duration.
+        let started = Instant::now();
         let dummy_hash = hash_with(&argon2, &uuid::Uuid::new_v4().to_string())?;
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let threads = max_concurrency.max(1);
+        let load = Arc::new(Load {
+            threads,
+            pending: AtomicUsize::new(0),
+            hash_nanos: AtomicU64::new((started.elapsed().as_nanos() as u64).max(1)),
+            hashed: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        });
+        let (jobs, queue) = mpsc::channel::<Queued>();
         let queue = Arc::new(Mutex::new(queue));
-        for index in 0..max_concurrency.max(1) {
+        for index in 0..threads {
             let queue = queue.clone();
+            let load = load.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
                 .spawn(move || {
@@ -107,10 +219,17 @@ impl Passwords {
                             Ok(queue) => queue.recv(),
                             Err(_) => return,
                         };
-                        match job {
-                            Ok(job) => job(&mut memory),
-                            Err(_) => return,
+                        let Ok(queued) = job else { return };
+                        let expired = queued
+                            .deadline
+                            .is_some_and(|deadline| Instant::now() >= deadline);
+                        let started = Instant::now();
+                        if (queued.job)((!expired).then_some(&mut memory)) {
+                            load.record_hash(started.elapsed());
+                        } else {
+                            load.skipped.fetch_add(1, Ordering::Relaxed);
                         }
+                        load.pending.fetch_sub(1, Ordering::Relaxed);
                     }
                 })
                 .map_err(|e| Error::Internal(format!("starting a hashing thread: {e}")))?;
@@ -119,12 +238,47 @@ impl Passwords {
             params,
             argon2,
             jobs,
+            load,
+            admission,
             dummy_hash,
         })
     }
 
     pub fn params(&self) -> PasswordParams {
         self.params
+    }
+
+    pub fn queue_stats(&self) -> QueueStats {
+        QueueStats {
+            pending: self.load.pending.load(Ordering::Relaxed),
+            hash_time: Duration::from_nanos(self.load.hash_nanos.load(Ordering::Relaxed)),
+            hashed: self.load.hashed.load(Ordering::Relaxed),
+            shed: self.load.shed.load(Ordering::Relaxed),
+            skipped: self.load.skipped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes a place in the hashing queue if the check can finish before `deadline` (or
+    /// within the configured `max_wait`); else `Error::Overloaded` with a retry hint.
+    pub fn admit(&self, deadline: Option<Instant>) -> Result<Admitted<'_>> {
+        // A caller's own deadline is the bound, longer or shorter than max_wait.
+        let budget = deadline.map_or(self.admission.max_wait, |deadline| {
+            deadline.saturating_duration_since(Instant::now())
+        });
+        let expected = self.load.expected_wait();
+        if expected > budget {
+            self.load.shed.fetch_add(1, Ordering::Relaxed);
+            let hash_time = Duration::from_nanos(self.load.hash_nanos.load(Ordering::Relaxed));
+            return Err(Error::Overloaded {
+                retry_after: (expected - budget).max(hash_time),
+            });
+        }
+        self.load.pending.fetch_add(1, Ordering::Relaxed);
+        Ok(Admitted {
+            passwords: self,
+            deadline,
+            used: false,
+        })
     }
 
     /// Hashes a new password into a PHC string after checking its length.
@@ -135,7 +289,19 @@ impl Passwords {
 
     /// Hashes a password already known to be acceptable (a rehash at login).
     pub async fn hash(&self, password: &str) -> Result<String> {
-        let argon2 = self.argon2.clone();
+        self.admit(None)?.hash(password).await
+    }
+
+    /// [`Admitted::verify`] for a caller without a deadline.
+    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<Verification> {
+        self.admit(None)?.verify(password, stored).await
+    }
+}
+
+impl Admitted<'_> {
+    /// Hashes a password already known to be acceptable.
+    pub async fn hash(self, password: &str) -> Result<String> {
+        let argon2 = self.passwords.argon2.clone();
         let password = password.to_owned();
         self.on_hashing_thread(move |_| hash_with(&argon2, &password))
             .await?
@@ -143,11 +309,11 @@ impl Passwords {
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no
     /// stored hash (unknown user): the work is the same either way.
-    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<Verification> {
+    pub async fn verify(self, password: &str, stored: Option<&str>) -> Result<Verification> {
         let known = stored.is_some();
-        let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
+        let stored = stored.unwrap_or(&self.passwords.dummy_hash).to_owned();
         let password = password.to_owned();
-        let params = self.params;
+        let params = self.passwords.params;
         self.on_hashing_thread(move |memory| {
             let parsed = PasswordHash::new(&stored)
                 .map_err(|e| Error::Internal(format!("stored password hash unreadable: {e}")))?;
@@ -162,19 +328,36 @@ impl Passwords {
     }
 
     async fn on_hashing_thread<T: Send + 'static>(
-        &self,
+        mut self,
         work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T> {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
-            let _ = done.send(work(memory));
+            // A caller that went away (its request future dropped: deadline passed, stream
+            // reset, connection closed) closed the channel: skip the hash.
+            match memory {
+                Some(memory) if !done.is_closed() => {
+                    let _ = done.send(work(memory));
+                    true
+                }
+                _ => false,
+            }
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| Error::Internal("password hasher stopped".into()))?;
-        result
-            .await
-            .map_err(|_| Error::Internal("password hashing thread failed".into()))
+        let queued = Queued {
+            job,
+            deadline: self.deadline,
+        };
+        // From here the hashing thread gives the place back when the job is done.
+        self.used = true;
+        if self.passwords.jobs.send(queued).is_err() {
+            self.passwords.load.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::Internal("password hasher stopped".into()));
+        }
+        result.await.map_err(|_| Error::Overloaded {
+            retry_after: Duration::from_nanos(
+                self.passwords.load.hash_nanos.load(Ordering::Relaxed),
+            ),
+        })
     }
 }
 
@@ -308,6 +491,105 @@ mod tests {
                 needs_rehash: false
             }
         );
+    }
+
+    /// Parameters slow enough (a few ms a hash) that a queue builds up in a test.
+    const SLOW: PasswordParams = PasswordParams {
+        memory_kib: 8 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    #[tokio::test]
+    async fn work_that_cannot_finish_in_time_is_shed_at_once_with_a_hint() {
+        let passwords = Passwords::with_admission(
+            SLOW,
+            1,
+            AdmissionSettings {
+                max_wait: Duration::from_secs(60),
+            },
+        )
+        .unwrap();
+        let hash_time = passwords.queue_stats().hash_time;
+        // A deadline shorter than one hash can never be met: refused without queueing.
+        let too_soon = Instant::now() + hash_time / 4;
+        let Err(Error::Overloaded { retry_after }) = passwords.admit(Some(too_soon)) else {
+            panic!("a check that cannot finish in time was admitted");
+        };
+        assert!(
+            retry_after >= hash_time / 2,
+            "{retry_after:?} vs {hash_time:?}"
+        );
+        assert_eq!(
+            passwords.queue_stats().pending,
+            0,
+            "a shed check holds no place"
+        );
+        assert_eq!(passwords.queue_stats().shed, 1);
+
+        // Places taken and given back unused (a login that failed before hashing).
+        let places: Vec<_> = (0..5).map(|_| passwords.admit(None).unwrap()).collect();
+        assert_eq!(passwords.queue_stats().pending, 5);
+        drop(places);
+        assert_eq!(passwords.queue_stats().pending, 0);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_by_the_longest_wait() {
+        let passwords = Passwords::with_admission(
+            SLOW,
+            1,
+            AdmissionSettings {
+                max_wait: Duration::from_millis(1),
+            },
+        )
+        .unwrap();
+        // With a wait bound below one hash, even an idle hasher refuses work: the bound is
+        // the expected finish, queue included.
+        assert!(matches!(
+            passwords.verify("pw", None).await,
+            Err(Error::Overloaded { .. })
+        ));
+        // A caller's own longer deadline is honoured instead.
+        let later = Instant::now() + Duration::from_secs(30);
+        let admitted = passwords.admit(Some(later)).unwrap();
+        assert!(!admitted.verify("pw", None).await.unwrap().matches);
+    }
+
+    #[tokio::test]
+    async fn a_check_whose_caller_went_away_is_skipped_not_hashed() {
+        let passwords = Arc::new(Passwords::new(SLOW, 1).unwrap());
+        // Occupy the only thread, then queue checks whose callers give up at once.
+        let busy = {
+            let passwords = passwords.clone();
+            tokio::spawn(async move {
+                for _ in 0..3 {
+                    passwords.verify("pw", None).await.unwrap();
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        for _ in 0..20 {
+            // Polled once (admitted and queued), then dropped: the caller has gone.
+            let check = std::pin::pin!(passwords.verify("pw", None));
+            tokio::select! {
+                biased;
+                _ = check => panic!("the check should still be queued"),
+                () = std::future::ready(()) => {}
+            }
+        }
+        busy.await.unwrap();
+        // The queue drains: every abandoned job was counted as skipped, none was hashed.
+        for _ in 0..500 {
+            if passwords.queue_stats().pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stats = passwords.queue_stats();
+        assert_eq!(stats.pending, 0);
+        assert_eq!(stats.skipped, 20, "{stats:?}");
+        assert_eq!(stats.hashed, 3, "{stats:?}");
     }
 
     #[tokio::test]

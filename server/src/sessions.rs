@@ -89,13 +89,21 @@ impl StPeter {
             });
         }
 
+        // A place in the hashing queue first: a login the server cannot finish before the
+        // caller's deadline is refused here, before any database work, whoever it names.
+        let admitted = match self.passwords.admit(caller.deadline) {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                audit::record(Event::Login, "shed", None, caller);
+                return Err(error);
+            }
+        };
         let user = self
             .store
             .find_user(&identifier)
             .await?
             .filter(|user| !user.disabled);
-        let check = self
-            .passwords
+        let check = admitted
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
         let Some(user) = user.filter(|_| check.matches) else {
@@ -133,7 +141,7 @@ impl StPeter {
             .await?
             .ok_or(Error::Unauthenticated("token is not valid"))?;
         Ok(VerifiedToken {
-            user: UserView::from(&owner.user),
+            user: UserView::from(owner.user),
             roles: owner.roles,
             expires_at: owner.expires_at,
         })

@@ -1,0 +1,216 @@
+//! A login flood against a server whose hashing capacity is far smaller: logins that
+//! cannot finish before their caller's deadline are refused at once with UNAVAILABLE and a
+//! retry hint, abandoned ones are never hashed, and the server is usable the moment the
+//! flood ends. Verification keeps answering throughout.
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::login_response::Result as Outcome;
+use st_peter_server::password::PasswordParams;
+use st_peter_server::throttle::ThrottlePolicies;
+
+use crate::helpers::{Client, spawn_app_with, test_settings};
+
+/// Slow enough (several ms a hash) that 80 concurrent logins are many times the capacity
+/// of one hashing thread within their deadline.
+const SLOW: PasswordParams = PasswordParams {
+    memory_kib: 8 * 1024,
+    iterations: 3,
+    parallelism: 1,
+};
+
+const DEADLINE: Duration = Duration::from_millis(300);
+
+#[derive(Debug)]
+enum Answer {
+    LoggedIn,
+    InvalidCredentials,
+    Shed { pushback_ms: u64 },
+    DeadlineExceeded,
+}
+
+async fn login(mut client: Client, identifier: &str) -> Answer {
+    let mut request = tonic::Request::new(pb::LoginRequest {
+        identifier: identifier.into(),
+        password: "flour-and-water".into(),
+    });
+    request.set_timeout(DEADLINE);
+    match client.login(request).await {
+        Ok(reply) => match reply.into_inner().result.unwrap() {
+            Outcome::Authenticated(_) => Answer::LoggedIn,
+            Outcome::Failed(failed) if failed.reason() == pb::FailureReason::InvalidCredentials => {
+                Answer::InvalidCredentials
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        },
+        Err(status) if status.code() == Code::Unavailable => {
+            assert!(
+                status.message().contains("retry after"),
+                "no retry hint in {:?}",
+                status.message()
+            );
+            let pushback_ms = status
+                .metadata()
+                .get("grpc-retry-pushback-ms")
+                .expect("no grpc-retry-pushback-ms trailer")
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            Answer::Shed { pushback_ms }
+        }
+        // tonic reports its own expired deadline as Cancelled, a remote one as
+        // DeadlineExceeded: either means the caller gave up.
+        Err(status) if matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled) => {
+            Answer::DeadlineExceeded
+        }
+        Err(status) => panic!("unexpected status {status:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_is_shed_at_once_and_logins_work_right_after() {
+    let app = spawn_app_with(st_peter_server::Settings {
+        password_params: SLOW,
+        hash_concurrency: 1,
+        throttle: ThrottlePolicies::unlimited(),
+        ..test_settings()
+    })
+    .await;
+    app.add_user("night-baker", "flour-and-water").await;
+    let token = app.token_for("night-baker", "flour-and-water").await;
+    let hash_time = app.app.hashing_queue().hash_time;
+
+    // 80 at once, half for a user who exists, half for nobody.
+    let flood: Vec<_> = (0..80)
+        .map(|i| {
+            let client = app.client.clone();
+            let identifier = if i % 2 == 0 {
+                "night-baker"
+            } else {
+                "nobody-at-all"
+            };
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = login(client, identifier).await;
+                (i % 2 == 0, answer, started.elapsed())
+            })
+        })
+        .collect();
+    // Verification answers while the flood is queued.
+    app.verify(&token).await.expect("verify during the flood");
+    let mut answers = Vec::new();
+    for call in flood {
+        answers.push(call.await.unwrap());
+    }
+
+    let shed: Vec<_> = answers
+        .iter()
+        .filter(|(_, answer, _)| matches!(answer, Answer::Shed { .. }))
+        .collect();
+    let served = answers
+        .iter()
+        .filter(|(_, answer, _)| matches!(answer, Answer::LoggedIn | Answer::InvalidCredentials))
+        .count();
+    let expired = answers
+        .iter()
+        .filter(|(_, answer, _)| matches!(answer, Answer::DeadlineExceeded))
+        .count();
+    eprintln!(
+        "hash {hash_time:?}: {served} served, {} shed, {expired} past their deadline",
+        shed.len()
+    );
+    assert!(served > 0, "nothing got through: {answers:?}");
+    assert!(
+        !shed.is_empty(),
+        "a flood far over capacity was not shed: {answers:?}"
+    );
+    // Shed means at once, not after waiting out the deadline.
+    for (_, answer, took) in &shed {
+        assert!(*took < DEADLINE, "shed only after {took:?}: {answer:?}");
+        let Answer::Shed { pushback_ms } = answer else {
+            unreachable!()
+        };
+        assert!(*pushback_ms >= 1);
+    }
+    // Admitted work was admitted because it could finish in time: few if any expire.
+    assert!(
+        expired * 10 <= answers.len(),
+        "{expired} of {} expired",
+        answers.len()
+    );
+    // Unknown identifiers meet the same admission as known ones: both are shed.
+    assert!(shed.iter().any(|(known, ..)| *known) && shed.iter().any(|(known, ..)| !*known));
+
+    // Right after the flood a login goes through, quickly.
+    let started = Instant::now();
+    assert!(matches!(
+        login(app.client.clone(), "night-baker").await,
+        Answer::LoggedIn
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let queue = app.app.hashing_queue();
+    assert_eq!(queue.pending, 0, "{queue:?}");
+    assert_eq!(queue.shed, shed.len() as u64, "{queue:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_whose_caller_gave_up_is_never_hashed() {
+    let app = spawn_app_with(st_peter_server::Settings {
+        password_params: SLOW,
+        hash_concurrency: 1,
+        throttle: ThrottlePolicies::unlimited(),
+        ..test_settings()
+    })
+    .await;
+    app.add_user("night-baker", "flour-and-water").await;
+    let hashed_before = app.app.hashing_queue().hashed;
+    // Callers that stop waiting (their futures dropped, so the server sees the stream
+    // reset) long before a queue of 30 logins could drain.
+    let abandoned: Vec<_> = (0..30)
+        .map(|_| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                let request = pb::LoginRequest {
+                    identifier: "night-baker".into(),
+                    password: "flour-and-water".into(),
+                };
+                tokio::time::timeout(Duration::from_millis(5), client.login(request))
+                    .await
+                    .is_err()
+            })
+        })
+        .collect();
+    let mut gave_up = 0;
+    for call in abandoned {
+        gave_up += u64::from(call.await.unwrap());
+    }
+    // Wait for the queue to drain (bounded), then count.
+    for _ in 0..500 {
+        if app.app.hashing_queue().pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queue = app.app.hashing_queue();
+    eprintln!("{gave_up} callers gave up; queue {queue:?}");
+    assert_eq!(queue.pending, 0, "{queue:?}");
+    assert!(
+        gave_up >= 25,
+        "the callers did not give up in time: {gave_up}"
+    );
+    // Only a check already running when its caller left, or one that finished in time,
+    // was hashed.
+    let hashed = queue.hashed - hashed_before;
+    assert!(
+        hashed <= 30 - gave_up + 2,
+        "{hashed} hashed for {gave_up} abandoned of 30: {queue:?}"
+    );
+    app.stop().await;
+}
