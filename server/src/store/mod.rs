@@ -41,10 +41,21 @@ pub struct NewUser {
     pub created_at: UnixMillis,
 }
 
+/// A user as the verify path reads them: no secret columns.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OwnerRecord {
+    pub id: String,
+    pub handle: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub display_name: String,
+    pub disabled: bool,
+}
+
 /// The owner of a live session.
 #[derive(Debug, Clone)]
 pub struct SessionOwner {
-    pub user: UserRecord,
+    pub user: OwnerRecord,
     pub roles: Vec<String>,
     pub expires_at: UnixMillis,
 }
@@ -157,6 +168,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes challenges and sessions that ended before `before`.
     async fn purge_expired(&self, before: UnixMillis) -> Result<u64>;
+
+    /// One trivial statement: succeeds while the database can be reached.
+    async fn ping(&self) -> Result<()>;
 }
 
 /// The connection pool of a store.

@@ -8,8 +8,8 @@ use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;
 
 use super::{
-    ChallengeAttempt, NewSession, NewUser, PoolSettings, SecondFactor, SessionOwner, Store,
-    TwoFactorCompletion, UserRecord, unique_violation,
+    ChallengeAttempt, NewSession, NewUser, OwnerRecord, PoolSettings, SecondFactor, SessionOwner,
+    Store, TwoFactorCompletion, UserRecord, unique_violation,
 };
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
@@ -22,8 +22,7 @@ const USER_COLUMNS: &str =
 /// The verify path in one round trip: an indexed lookup by token hash joined to its user,
 /// with the user's roles as an array.
 const SESSION_OWNER_SQL: &str = "SELECT u.id, u.handle, u.email, u.phone, u.display_name, \
-     u.disabled, u.password_hash, u.totp_secret, u.created_at, \
-     s.expires_at AS session_expires_at, \
+     u.disabled, s.expires_at AS session_expires_at, \
      ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = u.id ORDER BY r.role) AS roles \
      FROM sessions s JOIN users u ON u.id = s.user_id \
      WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND NOT u.disabled";
@@ -54,9 +53,13 @@ impl PostgresStore {
             .map_err(|error| start_up_error(&options, error))?;
         probe.close().await.ok();
 
+        // No ping before each use (sqlx's default): it doubled the verify path's round
+        // trips. A connection that died while idle fails its next statement instead, which
+        // the read-only verify path retries once on a fresh connection.
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         // sqlx's Postgres migrator holds an advisory lock while it runs, so replicas that
@@ -65,12 +68,54 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// The verify path in one statement.
+    async fn fetch_session_owner(
+        &self,
+        token_hash: &SecretHash,
+        now: UnixMillis,
+    ) -> Result<Option<SessionOwner>> {
+        let row: Option<(OwnerRecord, i64, Vec<String>)> = sqlx::query(SESSION_OWNER_SQL)
+            .bind(&token_hash[..])
+            .bind(now)
+            .try_map(|row: sqlx::postgres::PgRow| {
+                use sqlx::{FromRow, Row};
+                Ok((
+                    OwnerRecord::from_row(&row)?,
+                    row.try_get("session_expires_at")?,
+                    row.try_get("roles")?,
+                ))
+            })
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some((user, expires_at, roles)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(SessionOwner {
+            user,
+            roles,
+            expires_at,
+        }))
+    }
+
     async fn user_where(&self, clause: &str, value: &str) -> Result<Option<UserRecord>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {clause} = $1");
         Ok(sqlx::query_as::<_, UserRecord>(&sql)
             .bind(value)
             .fetch_optional(&self.pool)
             .await?)
+    }
+}
+
+/// A statement failed because its pooled connection was dead (the server restarted or
+/// dropped it while it sat idle), not because the database is unreachable now.
+fn broken_connection(error: &Error) -> bool {
+    match error {
+        Error::Storage(sqlx::Error::Io(_)) => true,
+        // admin_shutdown, crash_shutdown: sent on a connection as its server went away.
+        Error::Storage(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("57P01" | "57P02"))
+        }
+        _ => false,
     }
 }
 
@@ -266,27 +311,13 @@ impl Store for PostgresStore {
         token_hash: &SecretHash,
         now: UnixMillis,
     ) -> Result<Option<SessionOwner>> {
-        let row: Option<(UserRecord, i64, Vec<String>)> = sqlx::query(SESSION_OWNER_SQL)
-            .bind(&token_hash[..])
-            .bind(now)
-            .try_map(|row: sqlx::postgres::PgRow| {
-                use sqlx::{FromRow, Row};
-                Ok((
-                    UserRecord::from_row(&row)?,
-                    row.try_get("session_expires_at")?,
-                    row.try_get("roles")?,
-                ))
-            })
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some((user, expires_at, roles)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(SessionOwner {
-            user,
-            roles,
-            expires_at,
-        }))
+        match self.fetch_session_owner(token_hash, now).await {
+            Err(error) if broken_connection(&error) => {
+                tracing::debug!(%error, "verify on a dead pooled connection; retrying once");
+                self.fetch_session_owner(token_hash, now).await
+            }
+            result => result,
+        }
     }
 
     async fn revoke_session(&self, token_hash: &SecretHash, now: UnixMillis) -> Result<bool> {
@@ -416,6 +447,11 @@ impl Store for PostgresStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn purge_expired(&self, before: UnixMillis) -> Result<u64> {

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{
-    ChallengeAttempt, NewSession, NewUser, PoolSettings, SecondFactor, SessionOwner, Store,
-    TwoFactorCompletion, UserRecord, unique_violation,
+    ChallengeAttempt, NewSession, NewUser, OwnerRecord, PoolSettings, SecondFactor, SessionOwner,
+    Store, TwoFactorCompletion, UserRecord, unique_violation,
 };
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
@@ -23,8 +23,7 @@ const USER_COLUMNS: &str =
 /// with the roles folded in (role names hold no commas), so a verification costs one round
 /// trip to the connection's worker thread instead of two.
 const SESSION_OWNER_SQL: &str = "SELECT u.id, u.handle, u.email, u.phone, u.display_name, \
-     u.disabled, u.password_hash, u.totp_secret, u.created_at, \
-     s.expires_at AS session_expires_at, \
+     u.disabled, s.expires_at AS session_expires_at, \
      (SELECT group_concat(role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles \
      FROM sessions s JOIN users u ON u.id = s.user_id \
      WHERE s.token_hash = ? AND s.revoked_at IS NULL AND s.expires_at > ? AND u.disabled = 0";
@@ -225,13 +224,13 @@ impl Store for SqliteStore {
         token_hash: &SecretHash,
         now: UnixMillis,
     ) -> Result<Option<SessionOwner>> {
-        let row: Option<(UserRecord, i64, Option<String>)> = sqlx::query(SESSION_OWNER_SQL)
+        let row: Option<(OwnerRecord, i64, Option<String>)> = sqlx::query(SESSION_OWNER_SQL)
             .bind(&token_hash[..])
             .bind(now)
             .try_map(|row: sqlx::sqlite::SqliteRow| {
                 use sqlx::{FromRow, Row};
                 Ok((
-                    UserRecord::from_row(&row)?,
+                    OwnerRecord::from_row(&row)?,
                     row.try_get("session_expires_at")?,
                     row.try_get("roles")?,
                 ))
@@ -378,6 +377,11 @@ impl Store for SqliteStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn purge_expired(&self, before: UnixMillis) -> Result<u64> {

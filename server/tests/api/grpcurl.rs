@@ -4,20 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::helpers::{ServerProcess, admin, database_url};
+use crate::helpers::{ServerProcess, admin, database_url, go_tool};
 
-/// grpcurl from PATH or `go install`'s directory; `scripts/test.sh` installs it.
 fn grpcurl() -> PathBuf {
-    let candidates = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(std::env::var_os("HOME").map(|home| PathBuf::from(home).join("go/bin")))
-        .map(|dir| dir.join("grpcurl"));
-    candidates
-        .into_iter()
-        .find(|path| path.is_file())
-        .expect("grpcurl not found: run scripts/test.sh, which installs it with `go install`")
+    go_tool("grpcurl")
 }
 
 fn run(args: &[&str], stdin: Option<&str>) -> String {

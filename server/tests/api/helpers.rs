@@ -317,6 +317,25 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A stock tool from PATH or `go install`'s directory (grpcurl, ghz); `scripts/test.sh`
+/// installs them.
+pub fn go_tool(name: &str) -> PathBuf {
+    let go_bin = std::env::var_os("GOPATH")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join("go")))
+        .map(|go| go.join("bin"));
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(go_bin)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found: run scripts/test.sh, which installs it with `go install`")
+        })
+}
+
 /// Runs an admin command of the real binary with `stdin` piped in; returns stdout.
 pub fn admin(database_url: &str, args: &[&str], stdin: &str) -> String {
     stdin.lines().for_each(remember_secret);

@@ -1,5 +1,5 @@
 //! Operating on PostgreSQL: clear start-up errors, replicas starting at once on an empty
-//! database, and the database restarted under traffic. The tests that need a cluster skip
+//! database, the database restarted under traffic, and health following the database. The tests that need a cluster skip
 //! with a message when ST_PETER_TEST_POSTGRES_URL is unset.
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use st_peter_proto::auth::v1 as pb;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{
     ServerProcess, admin, binary, create_postgres_database, postgres_url, remember_secret,
@@ -367,4 +370,63 @@ async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_
         down.iter().map(|s| s.took).max().unwrap_or_default(),
         after.len()
     );
+}
+
+/// Polls `grpc.health.v1` (the overall status and the auth service's) until both report
+/// `want`, for at most `within`; returns how long it took.
+async fn health_becomes(
+    health: &mut HealthClient<tonic::transport::Channel>,
+    want: ServingStatus,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut statuses = Vec::new();
+        for service in ["", "st_peter.auth.v1.AuthService"] {
+            let reply = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("the health service answers while the database is down");
+            statuses.push(reply.into_inner().status());
+        }
+        if statuses.iter().all(|status| *status == want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "health still {statuses:?}, not {want:?}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_while_postgres_is_down_and_serving_when_it_is_back() {
+    if postgres_url().is_none() {
+        eprintln!("skipped PostgreSQL health: needs PostgreSQL (ST_PETER_TEST_POSTGRES_URL)");
+        return;
+    }
+    let cluster = OwnCluster::start();
+    let url = create_postgres_database(&cluster.url).await;
+    let server = ServerProcess::start_with(&url, &["--db-acquire-timeout", "1s"]);
+    let mut health = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+            .unwrap()
+            .connect_lazy(),
+    );
+    health_becomes(&mut health, ServingStatus::Serving, Duration::from_secs(5)).await;
+
+    cluster.ctl(&["stop", "-m", "fast", "-w"]);
+    let noticed = health_becomes(
+        &mut health,
+        ServingStatus::NotServing,
+        Duration::from_secs(10),
+    )
+    .await;
+    cluster.ctl(&["start", "-w"]);
+    let recovered =
+        health_becomes(&mut health, ServingStatus::Serving, Duration::from_secs(15)).await;
+    eprintln!("NOT_SERVING {noticed:?} after the stop, SERVING {recovered:?} after the start");
 }

@@ -59,7 +59,10 @@ async fn start(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let options = ServeOptions { tls: Some(tls) };
+    let options = ServeOptions {
+        tls: Some(tls),
+        ..ServeOptions::default()
+    };
     tokio::spawn(st_peter_server::server::run_with(
         listener,
         app,
