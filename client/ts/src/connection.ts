@@ -8,16 +8,22 @@ import { Http2SessionManager, type GrpcTransportOptions } from "@connectrpc/conn
 type SessionManager = NonNullable<GrpcTransportOptions["sessionManager"]>;
 
 /**
- * Http2SessionManager with a lasting "error" listener on every HTTP/2 session it opens.
+ * Http2SessionManager with a lasting "error" listener on every HTTP/2 session it carries a
+ * call on.
  *
  * Why: when a session dies (st-peter stopping sends GOAWAY to an idle connection; a
  * restart resets sockets), Node.js emits the session's "error" event only once its socket
  * has closed, a few event-loop turns later. A call made in between makes the manager open
  * a new connection and remove its listeners from the dying one, so the late event has no
  * listener and Node.js raises it as an uncaught exception: the process crashes
- * (connect-es #1768, in every connect-node release up to 2.2.0). Nothing is lost by
- * ignoring that event here: a call on the session fails through its own stream, and the
- * manager, while it still listens, hears the same event.
+ * (connect-es #1768). connect-node 2.3.0 keeps its listeners and so no longer crashes, but
+ * it needs Node.js 22; this guard does the same for 2.1.2, the last release for Node.js 20.
+ * Nothing is lost by ignoring the event here: a call on the session fails through its own
+ * stream, and the manager, while it still listens, hears the same event.
+ *
+ * Keepalive PINGs stay off (the manager's default): in 2.1.2 its PING paths have bugs of
+ * their own (a verification that never settles, connect-es #1746; a PING on a destroyed
+ * session thrown from a timer, #1795).
  */
 export class Connection implements SessionManager {
   readonly authority: string;

@@ -33,7 +33,7 @@ class Caller {
   }
 
   static async start(server: TestServer, token: string, mode: Mode): Promise<Caller> {
-    const child = fork(callerScript, [], { stdio: ["ignore", "inherit", "pipe", "ipc"] });
+    const child = fork(callerScript, [], { stdio: ["ignore", "ignore", "pipe", "ipc"] });
     const caller = new Caller(child);
     caller.send({ type: "start", target: server.target, token, handle: "cashier", mode });
     await caller.next("ready", 20_000);
