@@ -1,20 +1,48 @@
 //! The verification cache: answers kept about a minute, never past the token's own expiry,
 //! keyed by a SHA-256 of the token so raw tokens are not kept as keys.
+//!
+//! An answer fetched while an eviction touched its token is handed to the callers who
+//! asked but never stored: otherwise a verify in flight during `logout` would put the
+//! logged-out token back. Every eviction and every store takes one lock, so an answer is
+//! either stored before an eviction (which then removes it) or checked after it (and
+//! dropped); reads of cached answers do not take it.
 use moka::Expiry;
-use moka::future::Cache;
+use moka::sync::Cache;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::flight::{Flight, Outcome};
 use crate::model::VerifiedUser;
 
-type TokenKey = [u8; 32];
+/// SHA-256 of a token: the same hash st-peter stores and the revocation feed names.
+pub(crate) type TokenKey = [u8; 32];
+
+/// Token evictions are counted in this many stripes (by key), so a storm of evictions of
+/// other tokens seldom discards a fetch of this one.
+const STRIPES: usize = 1024;
+
+/// What to forget. The revocation feed names tokens by hash, users by id, or everything.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "users and everything are evicted by the revocation feed"
+    )
+)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Eviction<'a> {
+    Token(&'a TokenKey),
+    User(&'a str),
+    All,
+}
 
 #[derive(Debug, Clone)]
-enum Answer {
+pub(crate) enum Answer {
     Valid(VerifiedUser),
     /// st-peter said UNAUTHENTICATED: remembered briefly so a flood of one bad token does
     /// not become a flood of RPCs.
@@ -64,10 +92,52 @@ impl Default for CacheSettings {
     }
 }
 
+/// How many evictions could have touched a key: read when its fetch starts, compared
+/// before its answer is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Generation {
+    token: u64,
+    /// Evictions by user and of everything, which any answer may fall under.
+    users: u64,
+}
+
+/// Evictions so far and the fetches in flight, under one lock.
+struct State {
+    token_evictions: Box<[u64]>,
+    user_evictions: u64,
+    flights: HashMap<TokenKey, Arc<Flight>>,
+}
+
+impl State {
+    fn generation(&self, key: &TokenKey) -> Generation {
+        Generation {
+            token: self.token_evictions[stripe(key)],
+            users: self.user_evictions,
+        }
+    }
+}
+
 pub(crate) struct VerifyCache {
     entries: Cache<TokenKey, Cached>,
+    state: Mutex<State>,
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
+}
+
+enum Join<'a> {
+    Cached(Answer),
+    Follow(Arc<Flight>),
+    Lead(Lead<'a>),
+}
+
+/// The caller that runs the fetch for everyone waiting on the key. Its flight lands
+/// exactly once: with the outcome, or abandoned when the caller's future is dropped
+/// mid-fetch, so that followers take over rather than wait forever.
+struct Lead<'a> {
+    cache: &'a VerifyCache,
+    key: TokenKey,
+    flight: Arc<Flight>,
+    landed: bool,
 }
 
 impl VerifyCache {
@@ -78,6 +148,11 @@ impl VerifyCache {
             .build();
         Self {
             entries,
+            state: Mutex::new(State {
+                token_evictions: vec![0; STRIPES].into_boxed_slice(),
+                user_evictions: 0,
+                flights: HashMap::new(),
+            }),
             settings,
             clock,
         }
@@ -91,40 +166,99 @@ impl VerifyCache {
         F: Future<Output = Result<VerifiedUser, Error>>,
     {
         let key = key(token);
-        if let Some(cached) = self.entries.get(&key).await {
-            if self.clock.now() < cached.fresh_until {
-                return cached.answer.into_result();
+        if let Some(answer) = self.fresh(&key) {
+            return answer.into_result();
+        }
+        loop {
+            match self.join(key) {
+                Join::Cached(answer) => return answer.into_result(),
+                Join::Follow(flight) => match flight.outcome().await {
+                    Some(outcome) => return outcome.and_then(Answer::into_result),
+                    // The leading caller gave up (its future was dropped): take over.
+                    None => continue,
+                },
+                Join::Lead(mut lead) => {
+                    let outcome = match fetch.await {
+                        Ok(user) => Ok(Answer::Valid(user)),
+                        Err(Error::InvalidToken) => Ok(Answer::Invalid),
+                        Err(other) => Err(other),
+                    };
+                    lead.land(Some(outcome.clone()));
+                    return outcome.and_then(Answer::into_result);
+                }
             }
-            self.entries.invalidate(&key).await;
         }
-        let cached = self
-            .entries
-            .try_get_with(key, async {
-                let answer = match fetch.await {
-                    Ok(user) => Answer::Valid(user),
-                    Err(Error::InvalidToken) => Answer::Invalid,
-                    Err(other) => return Err(other),
-                };
-                Ok(self.entry(answer))
-            })
-            .await
-            .map_err(|shared: Arc<Error>| (*shared).clone())?;
-        if matches!(cached.answer, Answer::Invalid) && self.settings.invalid_ttl.is_zero() {
-            self.entries.invalidate(&key).await;
-        }
-        cached.answer.into_result()
     }
 
-    pub(crate) async fn len(&self) -> u64 {
-        self.entries.run_pending_tasks().await;
+    /// Forgets cached answers, and makes answers being fetched right now for what it
+    /// names go uncached. Callers that start a verify afterwards do not share a fetch that
+    /// began before it.
+    pub(crate) fn evict(&self, what: Eviction<'_>) {
+        let mut state = self.lock();
+        match what {
+            Eviction::Token(key) => {
+                state.token_evictions[stripe(key)] += 1;
+                self.entries.invalidate(key);
+            }
+            Eviction::User(user_id) => {
+                state.user_evictions += 1;
+                // Rare (a user disabled, a role changed), so a scan rather than an index.
+                for (key, cached) in &self.entries {
+                    if matches!(&cached.answer, Answer::Valid(v) if v.user.user_id == user_id) {
+                        self.entries.invalidate(&*key);
+                    }
+                }
+            }
+            Eviction::All => {
+                state.user_evictions += 1;
+                self.entries.invalidate_all();
+            }
+        }
+    }
+
+    pub(crate) fn evict_token(&self, token: &str) {
+        self.evict(Eviction::Token(&key(token)));
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
         self.entries.entry_count()
     }
 
-    pub(crate) async fn evict(&self, token: &str) {
-        self.entries.invalidate(&key(token)).await;
+    /// A cached answer still fresh by the client's clock; a stale one is dropped.
+    fn fresh(&self, key: &TokenKey) -> Option<Answer> {
+        let cached = self.entries.get(key)?;
+        if self.clock.now() < cached.fresh_until {
+            return Some(cached.answer);
+        }
+        self.entries.invalidate(key);
+        None
     }
 
-    fn entry(&self, answer: Answer) -> Cached {
+    fn join(&self, key: TokenKey) -> Join<'_> {
+        let mut state = self.lock();
+        let generation = state.generation(&key);
+        if let Some(flight) = state.flights.get(&key) {
+            if flight.generation() == generation {
+                return Join::Follow(flight.clone());
+            }
+        }
+        // Stored while this caller waited for the lock.
+        if let Some(answer) = self.fresh(&key) {
+            return Join::Cached(answer);
+        }
+        // A flight from before an eviction is left to its own callers.
+        let flight = Arc::new(Flight::new(generation));
+        state.flights.insert(key, flight.clone());
+        Join::Lead(Lead {
+            cache: self,
+            key,
+            flight,
+            landed: false,
+        })
+    }
+
+    fn entry(&self, answer: Answer) -> Option<Cached> {
         let now = self.clock.now();
         let lifetime = match &answer {
             Answer::Valid(user) => self.settings.ttl.min(
@@ -134,10 +268,49 @@ impl VerifyCache {
             ),
             Answer::Invalid => self.settings.invalid_ttl,
         };
-        Cached {
+        (!lifetime.is_zero()).then(|| Cached {
             answer,
             fresh_until: now + lifetime,
             lifetime,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is consistent between statements, so a panic elsewhere leaves it usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Lead<'_> {
+    /// Stores the answer unless an eviction touched the key since the fetch began, ends
+    /// the flight, and hands the outcome (`None`: abandoned) to the followers.
+    fn land(&mut self, outcome: Option<Outcome>) {
+        self.landed = true;
+        {
+            let cache = self.cache;
+            let mut state = cache.lock();
+            let unevicted = state.generation(&self.key) == self.flight.generation();
+            if let (Some(Ok(answer)), true) = (&outcome, unevicted) {
+                if let Some(cached) = cache.entry(answer.clone()) {
+                    cache.entries.insert(self.key, cached);
+                }
+            }
+            if state
+                .flights
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                state.flights.remove(&self.key);
+            }
+        }
+        self.flight.land(outcome);
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        if !self.landed {
+            self.land(None);
         }
     }
 }
@@ -153,4 +326,163 @@ impl Answer {
 
 fn key(token: &str) -> TokenKey {
     Sha256::digest(token.as_bytes()).into()
+}
+
+fn stripe(key: &TokenKey) -> usize {
+    // A SHA-256 is uniform already.
+    usize::from(u16::from_le_bytes([key[0], key[1]])) % STRIPES
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::model::User;
+
+    fn cache() -> Arc<VerifyCache> {
+        Arc::new(VerifyCache::new(
+            CacheSettings::default(),
+            Arc::new(SystemClock),
+        ))
+    }
+
+    fn verified(user_id: &str) -> VerifiedUser {
+        VerifiedUser {
+            user: User {
+                user_id: user_id.into(),
+                handle: user_id.into(),
+                email: None,
+                phone: None,
+                display_name: String::new(),
+                disabled: false,
+            },
+            roles: Vec::new(),
+            expires_at: SystemTime::now() + Duration::from_secs(3600),
+        }
+    }
+
+    /// Counts fetches; each answers `user_id`.
+    async fn verify(cache: &VerifyCache, token: &str, user_id: &str, fetches: &AtomicUsize) {
+        cache
+            .get_or_fetch(token, async {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                Ok(verified(user_id))
+            })
+            .await
+            .unwrap();
+    }
+
+    /// A verify of `token` whose fetch answers only when the returned sender fires.
+    fn held_verify(
+        cache: &Arc<VerifyCache>,
+        token: &str,
+    ) -> (
+        oneshot::Sender<VerifiedUser>,
+        tokio::task::JoinHandle<Result<VerifiedUser, Error>>,
+    ) {
+        let (answer, answered) = oneshot::channel::<VerifiedUser>();
+        let (cache, token) = (cache.clone(), token.to_owned());
+        let task = tokio::spawn(async move {
+            cache
+                .get_or_fetch(&token, async { Ok(answered.await.unwrap()) })
+                .await
+        });
+        (answer, task)
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_fetched_across_an_eviction_of_its_token_is_not_stored() {
+        let cache = cache();
+        let (answer, task) = held_verify(&cache, "stp_a");
+        settle().await;
+        cache.evict_token("stp_a");
+        answer.send(verified("u1")).unwrap();
+        assert_eq!(task.await.unwrap().unwrap().user.user_id, "u1");
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_eviction_of_another_token_does_not_discard_the_answer() {
+        let cache = cache();
+        let (answer, task) = held_verify(&cache, "stp_a");
+        settle().await;
+        // A different stripe, as good as certain for two fixed tokens; checked here.
+        assert_ne!(stripe(&key("stp_a")), stripe(&key("stp_b")));
+        cache.evict_token("stp_b");
+        answer.send(verified("u1")).unwrap();
+        task.await.unwrap().unwrap();
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_verify_after_an_eviction_does_not_share_a_fetch_from_before_it() {
+        let cache = cache();
+        let (old_answer, old) = held_verify(&cache, "stp_a");
+        settle().await;
+        cache.evict_token("stp_a");
+        let fetches = AtomicUsize::new(0);
+        verify(&cache, "stp_a", "fresh", &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        old_answer.send(verified("stale")).unwrap();
+        old.await.unwrap().unwrap();
+        // The fresh answer is the one kept.
+        let fetches = AtomicUsize::new(0);
+        verify(&cache, "stp_a", "unused", &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn evicting_a_user_drops_their_answers_and_their_fetches_in_flight() {
+        let cache = cache();
+        let fetches = AtomicUsize::new(0);
+        verify(&cache, "stp_a", "u1", &fetches).await;
+        verify(&cache, "stp_b", "u1", &fetches).await;
+        verify(&cache, "stp_c", "u2", &fetches).await;
+        let (answer, task) = held_verify(&cache, "stp_d");
+        settle().await;
+        cache.evict(Eviction::User("u1"));
+        answer.send(verified("u1")).unwrap();
+        task.await.unwrap().unwrap();
+        assert_eq!(cache.len(), 1, "only u2's answer stays");
+        verify(&cache, "stp_c", "u2", &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn evicting_everything_drops_every_answer() {
+        let cache = cache();
+        let fetches = AtomicUsize::new(0);
+        verify(&cache, "stp_a", "u1", &fetches).await;
+        verify(&cache, "stp_b", "u2", &fetches).await;
+        cache.evict(Eviction::All);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn followers_take_over_when_the_leading_caller_goes_away() {
+        let cache = cache();
+        let (_never, leader) = held_verify(&cache, "stp_a");
+        settle().await;
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let follower = tokio::spawn({
+            let (cache, fetches) = (cache.clone(), fetches.clone());
+            async move { verify(&cache, "stp_a", "u1", &fetches).await }
+        });
+        settle().await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 0, "the follower waits");
+        leader.abort();
+        follower.await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.len(), 1);
+    }
 }

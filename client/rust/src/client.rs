@@ -72,7 +72,7 @@ impl Client {
 
     /// How many answers the cache holds now (after settling pending evictions).
     pub async fn cached_answers(&self) -> u64 {
-        self.cache.len().await
+        self.cache.len()
     }
 
     /// Logs in with an email, phone or handle and a password. A refused login is
@@ -129,19 +129,23 @@ impl Client {
         Ok(response.into_inner().user.unwrap_or_default().into())
     }
 
-    /// Revokes the token at st-peter and drops it from this client's cache. Other
-    /// clients may still serve it from their caches until their TTL runs out.
+    /// Revokes the token at st-peter and drops it from this client's cache. Once it has
+    /// returned, this client does not answer the token as valid from its cache, even if a
+    /// `verify_token` of it was in flight. Other clients may still serve it from their
+    /// caches until their TTL runs out.
     pub async fn logout(&self, token: &str) -> Result<(), Error> {
-        self.cache.evict(token).await;
-        self.grpc
+        self.cache.evict_token(token);
+        let revoked = self
+            .grpc
             .clone()
             .logout(pb::LogoutRequest {
                 token: token.to_owned(),
             })
-            .await
-            .map_err(Error::from_status)?;
-        // A verify that raced the logout may have cached the token again.
-        self.cache.evict(token).await;
+            .await;
+        // Again after the revocation, also when the call failed (it may have been applied):
+        // an answer fetched before it is then never stored, nor shared with later callers.
+        self.cache.evict_token(token);
+        revoked.map_err(Error::from_status)?;
         Ok(())
     }
 }

@@ -40,6 +40,7 @@ mod cache;
 mod client;
 mod clock;
 mod error;
+mod flight;
 mod guard;
 mod model;
 mod token;

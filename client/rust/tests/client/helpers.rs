@@ -10,7 +10,7 @@ use st_peter_server::app::{Settings, StPeter};
 use st_peter_server::clock::{Clock as _, ManualClock};
 use st_peter_server::grpc::AuthGrpc;
 use st_peter_server::password::PasswordParams;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 /// RPCs the test server received, by method name (`VerifyToken`, `Login`, ...).
 #[derive(Clone, Default)]
@@ -27,19 +27,69 @@ impl RpcCounts {
     }
 }
 
+/// Where a held call waits: before the server handles it, or after it has answered (the
+/// answer is decided but not yet sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldPoint {
+    BeforeHandling,
+    AfterAnswer,
+}
+
+/// One call held at the server until the test releases it: it stands for a slow network
+/// or a slow server at a chosen moment, which a real server cannot be asked to be.
+pub struct Hold {
+    point: HoldPoint,
+    reached: Semaphore,
+    release: Semaphore,
+}
+
+impl Hold {
+    /// Waits until the held call has reached its hold point.
+    pub async fn reached(&self) {
+        self.reached.acquire().await.unwrap().forget();
+    }
+
+    /// Lets the held call go on.
+    pub fn release(&self) {
+        self.release.add_permits(1);
+    }
+
+    async fn wait_here(&self) {
+        self.reached.add_permits(1);
+        self.release.acquire().await.unwrap().forget();
+    }
+}
+
+/// Holds armed by `TestServer::hold_next`, by method name; each catches one call.
+#[derive(Clone, Default)]
+struct Holds(Arc<Mutex<HashMap<String, Arc<Hold>>>>);
+
+impl Holds {
+    fn take(&self, path: &str) -> Option<Arc<Hold>> {
+        let method = path.rsplit('/').next().unwrap_or(path);
+        self.0.lock().unwrap().remove(method)
+    }
+}
+
 #[derive(Clone)]
 struct Counting<S> {
     inner: S,
     counts: RpcCounts,
+    holds: Holds,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Counting<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>> + Clone + Send + 'static,
+    S::Response: Send,
+    S::Error: Send,
+    S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(
         &mut self,
@@ -50,7 +100,22 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         self.counts.record(request.uri().path());
-        self.inner.call(request)
+        let Some(hold) = self.holds.take(request.uri().path()) else {
+            return Box::pin(self.inner.call(request));
+        };
+        // The clone that was made ready serves this call; the fresh clone stays behind.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        Box::pin(async move {
+            if hold.point == HoldPoint::BeforeHandling {
+                hold.wait_here().await;
+            }
+            let response = inner.call(request).await;
+            if hold.point == HoldPoint::AfterAnswer {
+                hold.wait_here().await;
+            }
+            response
+        })
     }
 }
 
@@ -68,6 +133,7 @@ pub struct TestServer {
     pub app: Arc<StPeter>,
     pub clock: ManualClock,
     pub counts: RpcCounts,
+    holds: Holds,
     _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -99,6 +165,7 @@ impl TestServer {
             app,
             clock,
             counts: RpcCounts::default(),
+            holds: Holds::default(),
             _dir: dir,
             shutdown: None,
             task: None,
@@ -110,6 +177,7 @@ impl TestServer {
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let (tx, rx) = oneshot::channel::<()>();
         let counts = self.counts.clone();
+        let holds = self.holds.clone();
         let service = AuthServiceServer::new(AuthGrpc::new(self.app.clone()));
         self.shutdown = Some(tx);
         self.task = Some(tokio::spawn(async move {
@@ -117,6 +185,7 @@ impl TestServer {
                 .layer(tower::layer::layer_fn(move |inner| Counting {
                     inner,
                     counts: counts.clone(),
+                    holds: holds.clone(),
                 }))
                 .add_service(service)
                 .serve_with_incoming_shutdown(
@@ -143,6 +212,24 @@ impl TestServer {
     pub async fn resume(&mut self) {
         let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
         self.serve(listener);
+    }
+
+    /// Holds the next call of `method` (`VerifyToken`, `Logout`, ...) at `point` until the
+    /// returned hold is released.
+    pub fn hold_next(&self, method: &str, point: HoldPoint) -> Arc<Hold> {
+        let hold = Arc::new(Hold {
+            point,
+            reached: Semaphore::new(0),
+            release: Semaphore::new(0),
+        });
+        let previous = self
+            .holds
+            .0
+            .lock()
+            .unwrap()
+            .insert(method.to_owned(), hold.clone());
+        assert!(previous.is_none(), "{method} is already held");
+        hold
     }
 
     pub fn target(&self) -> String {

@@ -5,6 +5,7 @@ mod helpers;
 mod cache;
 mod conformance;
 mod guard;
+mod logout_race;
 mod methods;
 mod tls;
 mod unavailable;
