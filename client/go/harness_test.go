@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -144,6 +145,31 @@ func (s *testServer) stop() {
 		<-s.exited
 	}
 	s.cmd = nil
+}
+
+// terminate stops the server with SIGTERM, as an operator or an orchestrator does, and
+// answers how it exited; its database stays for start again.
+func (s *testServer) terminate() error {
+	s.t.Helper()
+	if s.cmd == nil || s.cmd.Process == nil {
+		s.t.Fatal("st-peter is not running")
+	}
+	defer func() { s.cmd = nil }()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		s.t.Fatal(err)
+	}
+	select {
+	case <-s.exited:
+		if state := s.cmd.ProcessState; !state.Success() {
+			return fmt.Errorf("st-peter exited with %s: %s", state, s.stderr.String())
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+		s.t.Fatalf("st-peter did not exit within 30 s of SIGTERM: %s", s.stderr.String())
+		return nil
+	}
 }
 
 func (s *testServer) target() string { return "http://" + s.addr }
