@@ -7,6 +7,8 @@ source scripts/lib.sh
 
 step "tools"
 ensure_grpcurl
+# ghz (grpc-go) drives the server in server/tests/api/stock_clients.rs.
+ensure_ghz
 
 step "format and lints"
 cargo fmt --all -- --check
