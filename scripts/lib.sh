@@ -122,3 +122,24 @@ ensure_buf() {
     (cd client/ts && npm ci --ignore-scripts --no-audit --no-fund)
   fi
 }
+
+# ghz (a grpc-go load tool), built from source with the Go toolchain, into GOBIN.
+GHZ_VERSION=v0.120.0
+ensure_ghz() {
+  local gobin
+  gobin="$(go env GOPATH)/bin"
+  export PATH="$gobin:$PATH"
+  if ! command -v ghz >/dev/null 2>&1; then
+    echo "installing ghz $GHZ_VERSION with go install"
+    go install "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"
+  fi
+}
+
+# h2load (nghttp2's HTTP/2 load tool), from the Debian package nghttp2-client.
+ensure_h2load() {
+  if ! command -v h2load >/dev/null 2>&1; then
+    echo "installing h2load (nghttp2-client) with apt-get"
+    apt-get update -qq && apt-get install -y -qq nghttp2-client
+  fi
+  h2load --version 2>&1 | head -n 1
+}

@@ -16,7 +16,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn from_latencies(mut latencies: Vec<u32>, errors: u64, elapsed: Duration) -> Self {
+    pub fn from_latencies(mut latencies: Vec<u32>, errors: u64, elapsed: Duration) -> Self {
         latencies.sort_unstable();
         let pick = |q: f64| {
             if latencies.is_empty() {
