@@ -1,5 +1,5 @@
-//! The six measurements of the suite, each beside its baseline, and the report they make.
-use std::path::Path;
+//! The measurements of the suite, each beside its baseline, and the report they make.
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::flood;
 use crate::load::{self, Stats};
 use crate::server::Server;
+use crate::stock::{self, Call, Shape};
 
 /// HTTP/2 connections the load is spread over, and callers in flight: the same for the
 /// measured call and its baseline.
@@ -24,6 +26,10 @@ const CALLERS: usize = 32;
 const LATENCY_CALLERS: usize = 4;
 /// Login callers: enough to keep every hashing thread busy.
 const LOGIN_CALLERS: usize = 8;
+/// Login callers that measure capacity before the flood: a couple, no queue to speak of.
+const CAPACITY_CALLERS: usize = 2;
+/// Callers in the login flood, each call with a 1 s deadline.
+const FLOOD_CALLERS: usize = 200;
 const PASSWORD: &str = "bench-password-1";
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -33,7 +39,8 @@ pub struct Row {
     pub baseline: String,
     pub ratio: f64,
     pub target: String,
-    pub met: bool,
+    /// `None` for a figure that is reported beside its baseline with no target of its own.
+    pub met: Option<bool>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -53,7 +60,7 @@ impl Report {
         baseline: String,
         ratio: f64,
         target: &str,
-        met: bool,
+        met: impl Into<Option<bool>>,
     ) {
         self.rows.push(Row {
             scenario: scenario.into(),
@@ -61,7 +68,7 @@ impl Report {
             baseline,
             ratio,
             target: target.into(),
-            met,
+            met: met.into(),
         });
     }
 
@@ -84,7 +91,11 @@ impl Report {
                 row.baseline,
                 row.ratio,
                 row.target,
-                if row.met { "yes" } else { "**no**" }
+                match row.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "—",
+                }
             ));
         }
         out
@@ -109,12 +120,24 @@ admin CLI, another replica) pass until the cache heard of it. Row 3 runs the loa
 on the same two cores as the server, with one core busy hashing at the lowest priority: the \
 ratio moves between about 1.2 and 4 from run to run with what else the machine is doing.\n";
 
-pub async fn run_all(
-    binary: &Path,
-    phase: Duration,
-    quick: bool,
-    postgres_url: Option<&str>,
-) -> anyhow::Result<Report> {
+/// What to run, and for how long.
+pub struct Plan {
+    /// The `st-peter` binary under test.
+    pub binary: PathBuf,
+    /// Length of each measured phase.
+    pub phase: Duration,
+    /// Length of the login flood.
+    pub flood: Duration,
+    pub quick: bool,
+    pub postgres_url: Option<String>,
+    /// Stock load tools; a missing one leaves its rows out, saying so.
+    pub ghz: Option<PathBuf>,
+    pub h2load: Option<PathBuf>,
+}
+
+pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
+    let (binary, phase, quick) = (plan.binary.as_path(), plan.phase, plan.quick);
+    let postgres_url = plan.postgres_url.as_deref();
     let mut report = Report {
         date: date(),
         machine: machine(),
@@ -167,6 +190,47 @@ pub async fn run_all(
     );
     report.raw("store_lookups", &lookups);
 
+    eprintln!("1c/1d VerifyToken and Health/Check from stock clients (ghz, h2load)");
+    let health_one = health_load(&channels[..1], 1, phase).await;
+    check_errors("health, one caller", &health_one)?;
+    report.raw("health_one_caller", &health_one);
+    let tools: [(&str, &str, Option<&Path>, StockRun); 2] = [
+        ("1c", "ghz (grpc-go)", plan.ghz.as_deref(), stock::ghz),
+        (
+            "1d",
+            "h2load (nghttp2)",
+            plan.h2load.as_deref(),
+            stock::h2load,
+        ),
+    ];
+    for (number, tool, path, run) in tools {
+        let Some(path) = path else {
+            eprintln!("  ({tool} not given: its rows are skipped)");
+            continue;
+        };
+        let baselines = (&health_one, &health);
+        let measured = stock_rows(
+            &mut report,
+            number,
+            tool,
+            |call, shape| tokio::task::block_in_place(|| run(path, server.addr, call, shape)),
+            &token,
+            phase,
+            baselines,
+        );
+        if let Err(error) = measured {
+            eprintln!("  ({tool} failed: {error:#})");
+            report.row(
+                &format!("{number}. {tool}"),
+                format!("not run: {error}"),
+                String::new(),
+                0.0,
+                "runs",
+                false,
+            );
+        }
+    }
+
     let threads = Settings::default().hash_concurrency;
     eprintln!("2/6 Login beside raw argon2id hashing ({threads} threads)");
     let hashes = hash_rate(threads, phase).await?;
@@ -214,6 +278,14 @@ pub async fn run_all(
     report.raw("verify_idle", &idle);
     report.raw("verify_storm", &storm);
 
+    eprintln!(
+        "3b login flood: capacity with {CAPACITY_CALLERS} callers, then {FLOOD_CALLERS} callers \
+         with a {} s deadline for {} s (own server)",
+        flood::DEADLINE.as_secs(),
+        plan.flood.as_secs()
+    );
+    login_flood(&mut report, binary, phase, plan.flood).await?;
+
     eprintln!("4/6 client-side cached and uncached verify_token");
     let (cached_ns, uncached_rps) = client_cache(&target, &channels[0], quick).await?;
     report.row(
@@ -259,6 +331,202 @@ pub async fn run_all(
     );
     report.raw("peak_rss_mib", peak);
     Ok(report)
+}
+
+type StockRun = fn(&Path, std::net::SocketAddr, &Call, Shape) -> anyhow::Result<Stats>;
+
+/// One caller, and `CALLERS` over `CONNECTIONS`, for Health/Check and VerifyToken from one
+/// stock tool. Baselines: the Rust generator's Health/Check with one caller and with the
+/// full shape (row 1), then the tool's own Health/Check.
+fn stock_rows(
+    report: &mut Report,
+    number: &str,
+    tool: &str,
+    run: impl Fn(&Call, Shape) -> anyhow::Result<Stats>,
+    token: &str,
+    phase: Duration,
+    (rust_one, rust_many): (&Stats, &Stats),
+) -> anyhow::Result<()> {
+    let one = Shape {
+        callers: 1,
+        connections: 1,
+        duration: phase,
+    };
+    let many = Shape {
+        callers: CALLERS,
+        connections: CONNECTIONS,
+        duration: phase,
+    };
+    let verify = Call::VerifyToken(token.to_owned());
+    let health_one = run(&Call::Health, one)?;
+    let verify_one = run(&verify, one)?;
+    let health_many = run(&Call::Health, many)?;
+    let verify_many = run(&verify, many)?;
+    for (what, stats) in [
+        ("health, one caller", &health_one),
+        ("verify, one caller", &verify_one),
+        ("health", &health_many),
+        ("verify", &verify_many),
+    ] {
+        check_errors(&format!("{tool} {what}"), stats)?;
+    }
+    let latency = |s: &Stats| format!("p50 {} µs, p99 {} µs", s.p50_us, s.p99_us);
+    let rate = |s: &Stats| {
+        format!(
+            "{:.0} rps (p50 {} µs, p99 {} µs)",
+            s.per_second, s.p50_us, s.p99_us
+        )
+    };
+    let p99_ratio = |a: &Stats, b: &Stats| f64::from(a.p99_us) / f64::from(b.p99_us.max(1));
+    // Only ghz carries a target (the issue's): grpc-go is what most outside callers run.
+    let (target, met) = if tool.starts_with("ghz") {
+        ("p99 < 1 ms", Some(health_one.p99_us < 1000))
+    } else {
+        ("reported", None)
+    };
+    report.row(
+        &format!("{number}. {tool}, one caller: Health/Check latency"),
+        latency(&health_one),
+        format!("{} (Rust generator, one caller)", latency(rust_one)),
+        p99_ratio(&health_one, rust_one),
+        target,
+        met,
+    );
+    report.row(
+        &format!("{number}. {tool}, one caller: VerifyToken latency"),
+        latency(&verify_one),
+        format!("{} ({tool} Health/Check)", latency(&health_one)),
+        p99_ratio(&verify_one, &health_one),
+        "reported",
+        None,
+    );
+    report.row(
+        &format!("{number}. {tool}, {CALLERS} callers / {CONNECTIONS} connections: Health/Check throughput"),
+        rate(&health_many),
+        format!("{:.0} rps (Rust generator, row 1)", rust_many.per_second),
+        health_many.per_second / rust_many.per_second.max(1e-9),
+        "reported",
+        None,
+    );
+    report.row(
+        &format!("{number}. {tool}, {CALLERS} callers / {CONNECTIONS} connections: VerifyToken vs Health/Check throughput"),
+        rate(&verify_many),
+        format!("{:.0} rps ({tool} Health/Check)", health_many.per_second),
+        verify_many.per_second / health_many.per_second.max(1e-9),
+        "reported (row 1: ≥ 0.8)",
+        None,
+    );
+    let key = tool.split_whitespace().next().unwrap_or(tool);
+    report.raw(&format!("{key}_health_one_caller"), &health_one);
+    report.raw(&format!("{key}_verify_one_caller"), &verify_one);
+    report.raw(&format!("{key}_health"), &health_many);
+    report.raw(&format!("{key}_verify"), &verify_many);
+    Ok(())
+}
+
+/// Login capacity with a couple of callers, then the flood, on a server of its own so the
+/// work it leaves behind cannot slow the rows after it. VerifyToken runs on connections of
+/// its own beside the flood, as another service's would.
+async fn login_flood(
+    report: &mut Report,
+    binary: &Path,
+    phase: Duration,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("flood.db").display());
+    let server = Server::start(binary, &url)?;
+    add_user(&server, "bench-user")?;
+    let login_channels = channels_for(&server.target()).await?;
+    let verify_channels = channels_for(&server.target()).await?;
+    let token = login_token(&login_channels[0]).await?;
+
+    let capacity = login_load(&login_channels, CAPACITY_CALLERS, phase).await;
+    check_errors("login capacity", &capacity)?;
+    // Verification is measured inside the flood, away from its first and last second.
+    let window = duration
+        .saturating_sub(Duration::from_secs(2))
+        .max(Duration::from_secs(1));
+    let idle = verify_load(&verify_channels, &token, LATENCY_CALLERS, window).await;
+    check_errors("verify before the flood", &idle)?;
+    let (counts, during) = tokio::join!(
+        flood::flood(
+            &login_channels,
+            "bench-user",
+            PASSWORD,
+            FLOOD_CALLERS,
+            duration
+        ),
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            verify_load(&verify_channels, &token, LATENCY_CALLERS, window).await
+        }
+    );
+    let (after, attempts) = flood::login_after(&login_channels[0], "bench-user", PASSWORD).await;
+    if let Some(error) = &counts.first_other {
+        eprintln!("  ({} other flood answers, first: {error})", counts.other);
+    }
+
+    let goodput = counts.goodput();
+    report.row(
+        &format!(
+            "3b. Login flood: goodput, {FLOOD_CALLERS} callers with a {} s deadline for {} s",
+            flood::DEADLINE.as_secs(),
+            duration.as_secs()
+        ),
+        format!(
+            "{goodput:.1} logins/s ok ({} ok, {} deadline exceeded, {} shed in p50 {} µs / \
+             p99 {} µs, {} with a retry hint (p50 {} ms), {} other)",
+            counts.ok,
+            counts.deadline_exceeded,
+            counts.shed,
+            counts.shed_p50_us,
+            counts.shed_p99_us,
+            counts.shed_with_hint,
+            counts.hint_p50_ms,
+            counts.other
+        ),
+        format!(
+            "{:.1} logins/s capacity ({CAPACITY_CALLERS} callers, no deadline)",
+            capacity.per_second
+        ),
+        goodput / capacity.per_second.max(1e-9),
+        "≥ 0.8",
+        goodput / capacity.per_second.max(1e-9) >= 0.8,
+    );
+    let after_ms = after.map(|d| d.as_secs_f64() * 1000.0);
+    report.row(
+        "3b. Login flood: one login right after it ends",
+        match after_ms {
+            Some(ms) => format!("{ms:.0} ms ({attempts} attempts)"),
+            None => format!("not done within 30 s ({attempts} attempts)"),
+        },
+        "1 s budget".into(),
+        after_ms.map_or(30.0, |ms| ms / 1000.0),
+        "< 1 s",
+        after_ms.is_some_and(|ms| ms < 1000.0),
+    );
+    let ratio = f64::from(during.p99_us) / f64::from(idle.p99_us.max(1));
+    report.row(
+        "3b. Login flood: VerifyToken p99 during the flood vs idle",
+        if during.errors > 0 {
+            format!("{} µs ({} errors)", during.p99_us, during.errors)
+        } else {
+            format!("{} µs", during.p99_us)
+        },
+        format!("{} µs idle", idle.p99_us),
+        ratio,
+        "≤ 2",
+        ratio <= 2.0 && during.errors == 0,
+    );
+    report.raw("flood_capacity", &capacity);
+    report.raw("flood", &counts);
+    report.raw("flood_login_after_ms", after_ms);
+    report.raw("flood_login_after_attempts", attempts);
+    report.raw("flood_verify_idle", &idle);
+    report.raw("flood_verify_during", &during);
+    report.raw("flood_server_peak_rss_mib", server.peak_rss_mib());
+    Ok(())
 }
 
 fn scaling_row(report: &mut Report, backend: &str, small: &Stats, large: &Stats) {
