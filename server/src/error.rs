@@ -22,8 +22,13 @@ pub enum Error {
     /// A unique value (handle, email, phone) is taken.
     #[error("{0}")]
     Conflict(String),
+    /// The database cannot be reached right now (the request may succeed later). The
+    /// store classifies its own faults: see `From<sqlx::Error>` in `store`.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Any other database fault: a bug or a broken database, not the caller's doing.
     #[error("storage: {0}")]
-    Storage(#[from] sqlx::Error),
+    Storage(#[source] sqlx::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// The server's configuration is unusable (a missing or wrong key, say): a start-up

@@ -162,7 +162,7 @@ fn status(error: Error) -> Status {
         }
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
         Error::Conflict(why) => Status::already_exists(why),
-        Error::Storage(ref source) if crate::store::is_unavailable(source) => {
+        Error::Unavailable(_) => {
             tracing::error!(%error, "database unavailable");
             Status::unavailable("database unavailable")
         }

@@ -215,9 +215,19 @@ pub async fn connect_with(database_url: &str, pool: &PoolSettings) -> Result<Arc
     }
 }
 
-/// Whether a storage error means the database cannot be reached right now (the request
-/// may succeed later), as opposed to a fault in the request or the server.
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
+impl From<sqlx::Error> for Error {
+    /// Sorts a database fault into "cannot be reached right now" (the request may succeed
+    /// later: UNAVAILABLE) and everything else.
+    fn from(error: sqlx::Error) -> Self {
+        if is_unreachable(&error) {
+            Error::Unavailable(error)
+        } else {
+            Error::Storage(error)
+        }
+    }
+}
+
+fn is_unreachable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -261,7 +271,7 @@ pub(crate) fn unique_violation(error: sqlx::Error) -> Error {
             return Error::Conflict("already exists".into());
         }
     }
-    Error::Storage(error)
+    Error::from(error)
 }
 
 #[cfg(test)]

@@ -110,9 +110,9 @@ impl PostgresStore {
 /// dropped it while it sat idle), not because the database is unreachable now.
 fn broken_connection(error: &Error) -> bool {
     match error {
-        Error::Storage(sqlx::Error::Io(_)) => true,
+        Error::Unavailable(sqlx::Error::Io(_)) => true,
         // admin_shutdown, crash_shutdown: sent on a connection as its server went away.
-        Error::Storage(sqlx::Error::Database(db)) => {
+        Error::Unavailable(sqlx::Error::Database(db)) => {
             matches!(db.code().as_deref(), Some("57P01" | "57P02"))
         }
         _ => false,
