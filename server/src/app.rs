@@ -11,12 +11,28 @@ use crate::store::{OwnerRecord, Store, UserRecord};
 use crate::throttle::{ThrottlePolicies, Throttles};
 use crate::totp_key::TotpKey;
 
+/// Which face a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    Grpc,
+    /// The admin command line on the server's own machine.
+    Cli,
+}
+
+impl Face {
+    pub fn name(self) -> &'static str {
+        match self {
+            Face::Grpc => "grpc",
+            Face::Cli => "cli",
+        }
+    }
+}
+
 /// Who is on the other end of a request: throttling and audit lines use it.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub address: Option<IpAddr>,
-    /// How the request arrived when there is no address (`grpc`, `cli`).
-    pub via: &'static str,
+    pub face: Face,
     /// When the caller stops waiting (gRPC's `grpc-timeout`): password work that cannot
     /// finish by then is refused before it starts.
     pub deadline: Option<Instant>,
@@ -26,7 +42,7 @@ impl Caller {
     pub fn grpc(address: Option<IpAddr>, deadline: Option<Instant>) -> Self {
         Self {
             address,
-            via: "grpc",
+            face: Face::Grpc,
             deadline,
         }
     }
@@ -34,7 +50,7 @@ impl Caller {
     /// The admin command line on the server's own machine.
     pub const CLI: Self = Self {
         address: None,
-        via: "cli",
+        face: Face::Cli,
         deadline: None,
     };
 }

@@ -27,9 +27,10 @@ impl Event {
 }
 
 pub fn record(event: Event, outcome: &'static str, user_id: Option<&str>, caller: &Caller) {
-    let client = caller
-        .address
-        .map_or_else(|| caller.via.to_owned(), |address| address.to_string());
+    let client = caller.address.map_or_else(
+        || caller.face.name().to_owned(),
+        |address| address.to_string(),
+    );
     tracing::info!(
         target: "audit",
         event = event.name(),

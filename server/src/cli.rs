@@ -268,7 +268,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => {
                     let token = read_secret(token_stdin, token_env.as_deref(), "token")?;
-                    u64::from(app.logout(&Caller::CLI, &token).await?)
+                    u64::from(app.revoke_token(&Caller::CLI, &token).await?)
                 }
             };
             print(cli.json, &serde_json::json!({ "revoked": revoked }), || {

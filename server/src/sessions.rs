@@ -147,30 +147,30 @@ impl StPeter {
         })
     }
 
-    /// Revokes a token. Unknown or already revoked tokens succeed quietly; returns
-    /// whether a live session was revoked.
+    /// Logs a token out (its holder asked). Unknown or already revoked tokens succeed
+    /// quietly; returns whether a live session was revoked.
     pub async fn logout(&self, caller: &Caller, token: &str) -> Result<bool> {
+        self.end_session(Event::Logout, caller, token).await
+    }
+
+    /// Revokes a token on an administrator's word; otherwise as [`StPeter::logout`].
+    pub async fn revoke_token(&self, caller: &Caller, token: &str) -> Result<bool> {
+        self.end_session(Event::Revoke, caller, token).await
+    }
+
+    async fn end_session(&self, event: Event, caller: &Caller, token: &str) -> Result<bool> {
         check_token_size("token", token)?;
         let revoked = token::is_well_formed(SESSION_PREFIX, token)
             && self
                 .store
                 .revoke_session(&token::hash(token), self.now())
                 .await?;
-        let event = if caller.via == "cli" {
-            Event::Revoke
+        let outcome = if revoked {
+            "revoked"
         } else {
-            Event::Logout
+            "no_live_session"
         };
-        audit::record(
-            event,
-            if revoked {
-                "revoked"
-            } else {
-                "no_live_session"
-            },
-            None,
-            caller,
-        );
+        audit::record(event, outcome, None, caller);
         Ok(revoked)
     }
 
