@@ -29,7 +29,9 @@
 //! never past the token's own expiry, keyed by a SHA-256 of the token. A token revoked
 //! through another client or by an administrator can therefore still pass here for up to
 //! the TTL; shorten `cache_ttl` where that window matters. `logout` through this client
-//! evicts its own entry at once. UNAUTHENTICATED answers are cached for 5 s
+//! evicts its own entry at once: once it has returned, this client answers the token as
+//! invalid, even if a `verify_token` of it was in flight meanwhile (an answer fetched
+//! across an eviction is never cached). UNAUTHENTICATED answers are cached for 5 s
 //! ([`ClientBuilder::invalid_token_ttl`]); transport errors are never cached.
 //!
 //! ## Guarding a service
