@@ -416,3 +416,44 @@ async fn insert_session<'e>(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What makes an acknowledged write survive a power cut, not only a killed process
+    /// (which WAL alone survives): every connection the pool hands out runs with
+    /// `synchronous = FULL` in WAL mode, with foreign keys enforced.
+    #[tokio::test]
+    async fn every_pooled_connection_is_wal_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("pragmas.db").display());
+        let pool = PoolSettings {
+            max_connections: 3,
+            ..PoolSettings::default()
+        };
+        let store = SqliteStore::connect(&url, &pool).await.unwrap();
+        // Hold all three at once so each is a separate connection.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(store.pool.acquire().await.unwrap());
+        }
+        for connection in &mut held {
+            let (synchronous,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&mut **connection)
+                .await
+                .unwrap();
+            let (journal,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+                .fetch_one(&mut **connection)
+                .await
+                .unwrap();
+            let (foreign_keys,): (i64,) = sqlx::query_as("PRAGMA foreign_keys")
+                .fetch_one(&mut **connection)
+                .await
+                .unwrap();
+            assert_eq!(synchronous, 2, "synchronous is not FULL");
+            assert_eq!(journal, "wal");
+            assert_eq!(foreign_keys, 1);
+        }
+    }
+}

@@ -1,5 +1,8 @@
-//! A killed process loses nothing it acknowledged. SQLite only on every backend: it is
-//! about the embedded file's synchronous = FULL; PostgreSQL's durability is its own.
+//! A killed process loses nothing it acknowledged: a session is committed before its token
+//! is answered. SQLite only on every backend: the embedded file is ours to get right,
+//! PostgreSQL's durability is its own. (A SIGKILL cannot lose a committed WAL frame whatever
+//! `synchronous` says; that setting, FULL, which also survives a power cut, is checked on
+//! the pool's connections by a unit test in `store::sqlite`.)
 use st_peter_proto::auth::v1 as pb;
 
 use crate::helpers::{ServerProcess, admin, sqlite_database_url};
