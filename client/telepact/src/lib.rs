@@ -19,6 +19,11 @@
 //! `$authenticated: false` never reaches the hook, so the Python package ships a middleware
 //! that strips owned keys from requests that did not pass through it.
 //!
+//! The owned set is kept in memory, so reading it ([`OnAuth::owned`]) costs no I/O and is
+//! safe on an event loop's thread for every request. Writes through the store update it at
+//! once; keys granted by another process (the `grant` CLI) are seen within
+//! [`OWNED_HEADERS_POLL`].
+//!
 //! ## Refusals
 //! Missing or malformed `@auth_`, a refused login, a two-factor login, an invalid token, no
 //! local row, a forged owned header, and st-peter being unreachable (fail closed; an answer
@@ -35,4 +40,4 @@ mod python;
 
 pub use error::{Error, Result};
 pub use on_auth::{AUTH_HEADER, Headers, OnAuth};
-pub use roles::{Identity, IdentityHeaders, RolesStore, check_header_key};
+pub use roles::{Identity, IdentityHeaders, OWNED_HEADERS_POLL, RolesStore, check_header_key};

@@ -73,10 +73,12 @@ impl OnAuth {
     }
 
     /// Every header key this adapter sets: the configured ones and every key ever granted.
-    pub async fn owned(&self) -> Result<BTreeSet<String>> {
-        let mut owned = self.store.owned_headers().await?;
+    /// From memory (see [`RolesStore::owned_headers`]), so it is safe to call on an event
+    /// loop's thread for every request.
+    pub fn owned(&self) -> BTreeSet<String> {
+        let mut owned = BTreeSet::clone(&self.store.owned_headers());
         owned.extend(self.configured.iter().cloned());
-        Ok(owned)
+        owned
     }
 
     /// Verifies the request's `@auth_` with st-peter and returns the identity headers of
@@ -84,7 +86,7 @@ impl OnAuth {
     /// by the client within its TTL is still honoured).
     pub async fn on_auth(&self, headers: &Headers) -> Result<Headers> {
         let credentials = Credentials::parse(headers.get(AUTH_HEADER).ok_or(Error::MissingAuth)?)?;
-        let owned = self.owned().await?;
+        let owned = self.owned();
         if let Some(forged) = owned.iter().find(|key| headers.contains_key(*key)) {
             return Err(Error::ForgedHeader(forged.clone()));
         }

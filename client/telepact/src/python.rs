@@ -1,16 +1,20 @@
 //! The Python extension module `st_peter_telepact._native`. The Python package wraps it in
 //! an async callable (see python/st_peter_telepact/__init__.py).
 //!
-//! Every call releases the GIL and runs on one process-wide Tokio runtime, so requests on
-//! many threads (each with its own `asyncio.run()`) share one st-peter connection and one
-//! verification cache.
-use std::sync::OnceLock;
+//! Everything runs on one process-wide Tokio runtime, so requests on many threads (each with
+//! its own `asyncio.run()`) share one st-peter connection and one verification cache. The
+//! async path never blocks the caller: `start_authenticate` spawns the work and returns, and
+//! the runtime thread hands the answer back through a callback that the Python side turns
+//! into `loop.call_soon_threadsafe`. No thread waits per request, and no event loop thread
+//! ever waits on SQLite or st-peter. `owned_headers` reads memory only.
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
+use tokio::task::AbortHandle;
 
 use crate::{Error, Headers, OnAuth, RolesStore};
 
@@ -49,9 +53,29 @@ fn refused(error: Error) -> PyErr {
     AuthError::new_err(error.to_string())
 }
 
+fn parse_headers(headers_json: &str) -> PyResult<Headers> {
+    serde_json::from_str(headers_json)
+        .map_err(|e| AuthError::new_err(format!("headers are not a JSON object: {e}")))
+}
+
 #[pyclass(frozen, name = "OnAuth", module = "st_peter_telepact._native")]
 struct NativeOnAuth {
-    inner: OnAuth,
+    inner: Arc<OnAuth>,
+}
+
+/// One authentication started by `start_authenticate`.
+#[pyclass(frozen, module = "st_peter_telepact._native")]
+struct Pending {
+    task: AbortHandle,
+}
+
+#[pymethods]
+impl Pending {
+    /// Stops the work if it is still running (the caller stopped waiting); `settle` is then
+    /// not called unless it already was. A no-op once the work has finished.
+    fn cancel(&self) {
+        self.task.abort();
+    }
 }
 
 #[pymethods]
@@ -82,27 +106,51 @@ impl NativeOnAuth {
             })
         });
         inner
-            .map(|inner| Self { inner })
+            .map(|inner| Self {
+                inner: Arc::new(inner),
+            })
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Takes the request headers as a JSON object, returns the identity headers as JSON.
+    /// Blocks the calling thread (with the GIL released) until st-peter has answered.
     fn authenticate(&self, py: Python<'_>, headers_json: String) -> PyResult<String> {
         let runtime = runtime()?;
-        let headers: Headers = serde_json::from_str(&headers_json)
-            .map_err(|e| AuthError::new_err(format!("headers are not a JSON object: {e}")))?;
+        let headers = parse_headers(&headers_json)?;
         let identity = py
             .detach(|| runtime.block_on(self.inner.on_auth(&headers)))
             .map_err(refused)?;
         Ok(serde_json::Value::Object(identity).to_string())
     }
 
-    /// The header keys the adapter owns, sorted.
-    fn owned_headers(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+    /// Starts authenticating and returns at once. When done, a runtime thread calls
+    /// `settle(False, identity_json)` or `settle(True, refusal_message)`; `settle` must be
+    /// safe to call from any thread. A malformed `headers_json` raises here instead.
+    fn start_authenticate(&self, headers_json: String, settle: Py<PyAny>) -> PyResult<Pending> {
         let runtime = runtime()?;
-        py.detach(|| runtime.block_on(self.inner.owned()))
-            .map(|owned| owned.into_iter().collect())
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+        let headers = parse_headers(&headers_json)?;
+        let inner = Arc::clone(&self.inner);
+        let task = runtime.spawn(async move {
+            let outcome = match inner.on_auth(&headers).await {
+                Ok(identity) => (false, serde_json::Value::Object(identity).to_string()),
+                Err(error) => (true, error.to_string()),
+            };
+            // None: the interpreter is shutting down, and nobody is left waiting. `settle`
+            // moves in, so its last reference goes while attached.
+            Python::try_attach(move |py| {
+                if let Err(e) = settle.call1(py, outcome) {
+                    e.write_unraisable(py, Some(settle.bind(py)));
+                }
+            });
+        });
+        Ok(Pending {
+            task: task.abort_handle(),
+        })
+    }
+
+    /// The header keys the adapter owns, sorted. From memory: never waits on anything.
+    fn owned_headers(&self) -> Vec<String> {
+        self.inner.owned().into_iter().collect()
     }
 }
 
@@ -116,6 +164,7 @@ fn cli_main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeOnAuth>()?;
+    m.add_class::<Pending>()?;
     m.add("AuthError", m.py().get_type::<AuthError>())?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     Ok(())

@@ -1,14 +1,22 @@
 //! The local roles store: its own SQLite file, one row per st-peter `user_id` (by value)
 //! holding the identity headers the adapter sets for that user, plus the set of header keys
 //! the adapter owns.
+//!
+//! The owned set is read on every request (to strip and to refuse forged headers), often on
+//! an event loop's thread, so it is kept in memory rather than queried. It only ever grows
+//! (revokes keep keys owned): writes through this store add to it at once, and a watcher
+//! picks up grants made by any other connection, such as the `grant` CLI in another process,
+//! through SQLite's `PRAGMA data_version`.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection, Row, SqliteExecutor};
 
 use crate::error::{Error, Result};
 
@@ -17,6 +25,10 @@ pub type IdentityHeaders = BTreeMap<String, String>;
 
 const MAX_KEY_CHARS: usize = 64;
 const MAX_VALUE_CHARS: usize = 256;
+
+/// How often the store checks the file for commits by other connections. A key granted by
+/// another process is owned here within about this long.
+pub const OWNED_HEADERS_POLL: Duration = Duration::from_millis(250);
 
 /// One row of the roles table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,14 +42,44 @@ pub struct Identity {
     pub granted_at: SystemTime,
 }
 
-/// The roles database. Cheap to clone (a connection pool).
+/// The roles database. Cheap to clone (a connection pool and the shared owned-header set).
 #[derive(Debug, Clone)]
 pub struct RolesStore {
     pool: SqlitePool,
+    owned: Arc<OwnedKeys>,
+}
+
+/// The owned header keys as last read. The lock is never held across I/O.
+#[derive(Debug, Default)]
+struct OwnedKeys(RwLock<Arc<BTreeSet<String>>>);
+
+impl OwnedKeys {
+    fn get(&self) -> Arc<BTreeSet<String>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds keys (the set only grows, so a late or repeated read can never drop a key).
+    fn extend<'a>(&self, keys: impl IntoIterator<Item = &'a String>) {
+        let missing: Vec<&String> = {
+            let known = self.get();
+            keys.into_iter()
+                .filter(|key| !known.contains(*key))
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let mut guard = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut keys = BTreeSet::clone(&guard);
+        keys.extend(missing.into_iter().cloned());
+        *guard = Arc::new(keys);
+    }
 }
 
 impl RolesStore {
-    /// Opens (creating if missing) the SQLite file at `path` and applies the migrations.
+    /// Opens (creating if missing) the SQLite file at `path`, applies the migrations, loads
+    /// the owned header keys and starts watching the file for keys granted elsewhere (a
+    /// task on the current Tokio runtime that ends when the last clone of the store drops).
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -47,10 +89,18 @@ impl RolesStore {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        // A connection of its own: its data_version moves on every commit by any *other*
+        // connection, this store's pool included. Read the version before the keys, so a
+        // commit in between is seen at the first poll.
+        let mut watcher = options.connect().await?;
+        let version = data_version(&mut watcher).await?;
+        let owned = Arc::new(OwnedKeys::default());
+        owned.extend(&load_owned(&mut watcher).await?);
+        tokio::spawn(watch_owned(watcher, version, Arc::downgrade(&owned)));
+        Ok(Self { pool, owned })
     }
 
     /// Writes the user's whole row (replacing any previous one) and marks its header keys
@@ -99,6 +149,7 @@ impl RolesStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.owned.extend(headers.keys());
         Ok(())
     }
 
@@ -117,8 +168,15 @@ impl RolesStore {
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| decode_headers(&row.get::<String, _>("headers")))
-            .transpose()
+        let headers = row
+            .map(|row| decode_headers(&row.get::<String, _>("headers")))
+            .transpose()?;
+        // A row's keys were made owned in the row's own transaction: a fresher read than
+        // the watcher's last poll.
+        if let Some(headers) = &headers {
+            self.owned.extend(headers.keys());
+        }
+        Ok(headers)
     }
 
     /// Every row, ordered by handle.
@@ -145,18 +203,17 @@ impl RolesStore {
     }
 
     /// The header keys the adapter owns: every key ever granted, plus any declared with
-    /// [`RolesStore::own_headers`].
-    pub async fn owned_headers(&self) -> Result<BTreeSet<String>> {
-        let rows = sqlx::query("SELECT key FROM owned_headers")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|row| row.get("key")).collect())
+    /// [`RolesStore::own_headers`]. From memory, no I/O: current for writes through this
+    /// store, and within [`OWNED_HEADERS_POLL`] for writes by other connections.
+    pub fn owned_headers(&self) -> Arc<BTreeSet<String>> {
+        self.owned.get()
     }
 
     /// Declares header keys as owned before any user has them.
     pub async fn own_headers<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
         let mut tx = self.pool.begin().await?;
-        for key in keys {
+        for key in &keys {
             check_header_key(key)?;
             sqlx::query("INSERT OR IGNORE INTO owned_headers (key) VALUES (?)")
                 .bind(key)
@@ -164,8 +221,48 @@ impl RolesStore {
                 .await?;
         }
         tx.commit().await?;
+        self.owned.extend(&keys);
         Ok(())
     }
+}
+
+async fn data_version(conn: impl SqliteExecutor<'_>) -> Result<i64> {
+    Ok(sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(conn)
+        .await?)
+}
+
+async fn load_owned(conn: impl SqliteExecutor<'_>) -> Result<BTreeSet<String>> {
+    Ok(sqlx::query_scalar("SELECT key FROM owned_headers")
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// Polls `data_version` and reloads the owned keys when another connection committed. A
+/// failed read keeps the set as it is (a subset of the truth) and is retried next tick.
+async fn watch_owned(mut conn: SqliteConnection, mut version: i64, owned: Weak<OwnedKeys>) {
+    let mut tick = tokio::time::interval(OWNED_HEADERS_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(owned) = owned.upgrade() else {
+            break; // every clone of the store is gone
+        };
+        let Ok(now) = data_version(&mut conn).await else {
+            continue;
+        };
+        if now == version {
+            continue;
+        }
+        if let Ok(keys) = load_owned(&mut conn).await {
+            owned.extend(&keys);
+            version = now;
+        }
+    }
+    let _ = conn.close().await;
 }
 
 fn decode_headers(json: &str) -> Result<IdentityHeaders> {
@@ -244,8 +341,11 @@ mod tests {
         assert!(store.revoke("u1").await.unwrap());
         assert!(!store.revoke("u1").await.unwrap());
         assert_eq!(store.headers_of("u1").await.unwrap(), None);
-        let owned: Vec<_> = store.owned_headers().await.unwrap().into_iter().collect();
+        let owned: Vec<_> = store.owned_headers().iter().cloned().collect();
         assert_eq!(owned, ["@employeeId", "@station"]);
+        // What a fresh open reads from the file agrees with what this store kept in memory.
+        let reopened = RolesStore::open(dir.path().join("roles.db")).await.unwrap();
+        assert_eq!(reopened.owned_headers(), store.owned_headers());
     }
 
     #[tokio::test]
@@ -261,6 +361,6 @@ mod tests {
                 .is_err()
         );
         assert!(store.list().await.unwrap().is_empty());
-        assert!(store.owned_headers().await.unwrap().is_empty());
+        assert!(store.owned_headers().is_empty());
     }
 }

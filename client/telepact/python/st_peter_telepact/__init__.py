@@ -35,14 +35,29 @@ def _not_json(value: object) -> None:
     return None
 
 
+def _settle(answer: "asyncio.Future[str]", error: bool, value: str) -> None:
+    # On the loop's thread. The caller may have stopped waiting (cancelled) meanwhile.
+    if answer.done():
+        return
+    if error:
+        answer.set_exception(AuthError(value))
+    else:
+        answer.set_result(value)
+
+
 class OnAuth:
     """An async ``on_auth`` hook for a Telepact ``Server``.
 
     Safe to share across threads and event loops: calls run on one process-wide Tokio
-    runtime with the GIL released, sharing one st-peter connection and one verification
-    cache (``cache_ttl`` seconds, default 60; a token revoked elsewhere can pass for up to
-    that long). st-peter unreachable means refused, except for answers still cached;
-    ``request_timeout`` (seconds, default 5) bounds each call to st-peter.
+    runtime, sharing one st-peter connection and one verification cache (``cache_ttl``
+    seconds, default 60; a token revoked elsewhere can pass for up to that long). Awaiting
+    the hook never blocks the event loop and takes no thread from it: the answer comes back
+    through ``loop.call_soon_threadsafe``. st-peter unreachable means refused, except for
+    answers still cached; ``request_timeout`` (seconds, default 5) bounds each call to
+    st-peter.
+
+    The constructor opens the roles file and blocks while it does: build the hook once, at
+    start-up, not per request.
     """
 
     def __init__(
@@ -60,8 +75,21 @@ class OnAuth:
 
     async def __call__(self, headers: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps(headers, default=_not_json)
-        result = await asyncio.to_thread(self._native.authenticate, payload)
-        identity = json.loads(result)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str] = loop.create_future()
+
+        def settle(error: bool, value: str) -> None:
+            # On a runtime thread, once st-peter and the roles file have answered.
+            try:
+                loop.call_soon_threadsafe(_settle, answer, error, value)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is left waiting
+
+        pending = self._native.start_authenticate(payload, settle)
+        try:
+            identity = json.loads(await answer)
+        finally:
+            pending.cancel()  # a no-op unless the caller stopped waiting
         _verified.set(headers)
         return identity
 
@@ -70,7 +98,9 @@ class OnAuth:
         return json.loads(self._native.authenticate(json.dumps(headers, default=_not_json)))
 
     def owned_headers(self) -> list[str]:
-        """The header keys this adapter sets (and strips where it did not set them)."""
+        """The header keys this adapter sets (and strips where it did not set them). Read
+        from memory, so it is cheap enough for every request on the loop's thread; a key
+        granted by another process (the ``grant`` CLI) is seen within about 250 ms."""
         return self._native.owned_headers()
 
     def middleware(

@@ -1,7 +1,10 @@
-from typing import Optional
+from typing import Callable, Optional
 
 class AuthError(Exception):
     """The request is refused: Telepact answers ErrorUnauthenticated_."""
+
+class Pending:
+    def cancel(self) -> None: ...
 
 class OnAuth:
     def __init__(
@@ -13,6 +16,9 @@ class OnAuth:
         request_timeout: Optional[float] = None,
     ) -> None: ...
     def authenticate(self, headers_json: str) -> str: ...
+    def start_authenticate(
+        self, headers_json: str, settle: Callable[[bool, str], None]
+    ) -> Pending: ...
     def owned_headers(self) -> list[str]: ...
 
 def cli_main(argv: list[str]) -> int: ...

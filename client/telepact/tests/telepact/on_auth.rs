@@ -1,5 +1,7 @@
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
-use st_peter_telepact::Error;
+use st_peter_telepact::{Error, OWNED_HEADERS_POLL};
 
 use crate::helpers::{TestServer, headers, password, request, session};
 
@@ -187,4 +189,57 @@ async fn missing_or_malformed_auth_is_refused() {
         .on_auth(&request(json!({"@auth_": {"Bearer": {"token": "x"}}})))
         .await;
     assert!(matches!(got, Err(Error::MalformedAuth(_))), "{got:?}");
+}
+
+#[tokio::test]
+async fn keys_granted_through_another_connection_become_owned_without_a_query_per_request() {
+    let (server, baker, cashier) = bakery().await;
+    let adapter = server.on_auth().await;
+    // Another store on the same file, as the grant CLI in another process would be.
+    let elsewhere = server.roles().await;
+
+    // A row read while authenticating teaches the adapter its keys at once...
+    elsewhere
+        .grant(
+            &baker,
+            "lead-baker",
+            &headers(&[("@employeeId", "baker-001"), ("@shiftLead", "yes")]),
+            "test",
+        )
+        .await
+        .unwrap();
+    let got = adapter
+        .on_auth(&password("lead-baker", "opensesame"))
+        .await
+        .unwrap();
+    assert_eq!(got["@shiftLead"], json!("yes"));
+    assert!(adapter.owned().contains("@shiftLead"));
+
+    // ...and a key no request has shown yet is picked up by the store's watcher.
+    elsewhere
+        .grant(
+            &cashier,
+            "cashier",
+            &headers(&[("@employeeId", "cashier-002"), ("@till", "2")]),
+            "test",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + OWNED_HEADERS_POLL * 8;
+    while !adapter.owned().contains("@till") {
+        assert!(Instant::now() < deadline, "@till never became owned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut forged = password("lead-baker", "opensesame");
+    forged.insert("@till".into(), json!("9"));
+    let got = adapter.on_auth(&forged).await;
+    assert!(
+        matches!(got, Err(Error::ForgedHeader(ref k)) if k == "@till"),
+        "{got:?}"
+    );
+    let got = adapter
+        .on_auth(&password("lead-baker", "opensesame"))
+        .await
+        .unwrap();
+    assert_eq!(got["@till"], Value::Null);
 }
