@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -159,8 +160,11 @@ func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, 
 	// The fetch is shared by every caller waiting on this token, so it runs on its own
 	// deadline rather than the first caller's cancellation.
 	fetchCtx := context.WithoutCancel(ctx)
-	results := c.flight.DoChan(string(key[:]), func() (any, error) {
-		generation := c.cache.generation()
+	// A caller that comes after an eviction (a Logout) does not share a fetch that began
+	// before it: the generation is part of the flight's key.
+	generation := c.cache.generation()
+	flightKey := string(key[:]) + strconv.FormatUint(generation, 36)
+	results := c.flight.DoChan(flightKey, func() (any, error) {
 		callCtx, cancel := context.WithTimeout(fetchCtx, c.timeout)
 		defer cancel()
 		response, err := c.rpc.VerifyToken(callCtx, &pb.VerifyTokenRequest{Token: token})
