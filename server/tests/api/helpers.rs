@@ -212,6 +212,15 @@ pub fn postgres_url() -> Option<String> {
         .filter(|url| !url.is_empty())
 }
 
+/// The test cluster's URL for a test that needs PostgreSQL: without one it fails, never
+/// passes silently.
+pub fn required_postgres_url() -> String {
+    postgres_url().expect(
+        "this test needs PostgreSQL: run it through scripts/pg.sh run -- cargo test -p \
+         st-peter-server --test api -- --include-ignored (scripts/test.sh does)",
+    )
+}
+
 /// Creates an empty database on the cluster `server_url` points at; returns its URL.
 pub async fn create_postgres_database(server_url: &str) -> String {
     use sqlx::Connection;

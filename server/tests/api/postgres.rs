@@ -1,6 +1,7 @@
 //! Operating on PostgreSQL: clear start-up errors, replicas starting at once on an empty
-//! database, the database restarted under traffic, and health following the database. The tests that need a cluster skip
-//! with a message when ST_PETER_TEST_POSTGRES_URL is unset.
+//! database, the database restarted under traffic, and health following the database. The
+//! tests that need a cluster are ignored unless asked for (`--include-ignored`, as
+//! scripts/test.sh's PostgreSQL pass does), and fail when asked for without one.
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{
-    ServerProcess, admin, binary, create_postgres_database, postgres_url, remember_secret,
+    ServerProcess, admin, binary, create_postgres_database, remember_secret, required_postgres_url,
     with_database,
 };
 use crate::replicas::postgres_database;
@@ -70,11 +71,9 @@ fn a_refused_connection_is_a_clear_start_up_error() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn wrong_credentials_and_a_missing_database_are_clear_start_up_errors() {
-    let Some(server) = postgres_url() else {
-        eprintln!("skipped wrong credentials: needs PostgreSQL (ST_PETER_TEST_POSTGRES_URL)");
-        return;
-    };
+    let server = required_postgres_url();
     let (scheme_user, rest) = server.rsplit_once('@').unwrap();
     let (user_part, password) = scheme_user.rsplit_once(':').unwrap();
     let wrong = format!("{user_part}:wrong-password-42@{rest}");
@@ -91,10 +90,9 @@ async fn wrong_credentials_and_a_missing_database_are_clear_start_up_errors() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn replicas_starting_at_once_migrate_an_empty_database_once() {
-    let Some(url) = postgres_database("concurrent starts").await else {
-        return;
-    };
+    let url = postgres_database().await;
     // Two real processes and four in-process stores race for the same empty database.
     let servers: Vec<_> = (0..2)
         .map(|_| {
@@ -256,11 +254,9 @@ async fn traffic(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_a_restart() {
-    if postgres_url().is_none() {
-        eprintln!("skipped PostgreSQL restart: needs PostgreSQL (ST_PETER_TEST_POSTGRES_URL)");
-        return;
-    }
+    required_postgres_url();
     let cluster = OwnCluster::start();
     let url = create_postgres_database(&cluster.url).await;
     admin(
@@ -403,11 +399,9 @@ async fn health_becomes(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn health_is_not_serving_while_postgres_is_down_and_serving_when_it_is_back() {
-    if postgres_url().is_none() {
-        eprintln!("skipped PostgreSQL health: needs PostgreSQL (ST_PETER_TEST_POSTGRES_URL)");
-        return;
-    }
+    required_postgres_url();
     let cluster = OwnCluster::start();
     let url = create_postgres_database(&cluster.url).await;
     let server = ServerProcess::start_with(&url, &["--db-acquire-timeout", "1s"]);

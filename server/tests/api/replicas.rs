@@ -1,27 +1,19 @@
 //! Several replicas on one PostgreSQL database behave as one service: two real `st-peter`
 //! processes, the same database and TOTP key, requests alternating between them.
-//! PostgreSQL only: skipped with a message when ST_PETER_TEST_POSTGRES_URL is unset
-//! (scripts/test.sh always sets it for its PostgreSQL run).
+//! PostgreSQL only: ignored unless asked for (`--include-ignored`, as scripts/test.sh's
+//! PostgreSQL pass does), and failing when asked for without a cluster.
 use st_peter_proto::auth::v1 as pb;
 use tonic::Code;
 
 use crate::helpers::{
-    Client, ServerProcess, admin, create_postgres_database, postgres_url, remember_secret,
+    Client, ServerProcess, admin, create_postgres_database, remember_secret, required_postgres_url,
 };
 
 use pb::login_response::Result as Outcome;
 
-/// A fresh database on the test cluster, or `None` (and a message) when there is none.
-pub async fn postgres_database(test: &str) -> Option<String> {
-    match postgres_url() {
-        Some(server) => Some(create_postgres_database(&server).await),
-        None => {
-            eprintln!(
-                "skipped {test}: needs PostgreSQL (set ST_PETER_TEST_POSTGRES_URL, e.g. scripts/pg.sh run -- cargo test)"
-            );
-            None
-        }
-    }
+/// A fresh database on the test cluster; a test that needs one fails without it.
+pub async fn postgres_database() -> String {
+    create_postgres_database(&required_postgres_url()).await
 }
 
 async fn login(client: &mut Client, identifier: &str, password: &str) -> Outcome {
@@ -77,10 +69,9 @@ fn add_user(url: &str, handle: &str, password: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn a_session_from_one_replica_is_honoured_and_revoked_on_the_other() {
-    let Some(url) = postgres_database("replica sessions").await else {
-        return;
-    };
+    let url = postgres_database().await;
     add_user(&url, "cashier", "knockknock");
     admin(&url, &["user", "role", "grant", "cashier", "till"], "");
     let (a, b) = (ServerProcess::start(&url), ServerProcess::start(&url));
@@ -117,10 +108,9 @@ async fn a_session_from_one_replica_is_honoured_and_revoked_on_the_other() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn two_factor_logins_span_replicas_and_a_code_is_accepted_once_across_them() {
-    let Some(url) = postgres_database("replica two-factor").await else {
-        return;
-    };
+    let url = postgres_database().await;
     add_user(&url, "lead-baker", "opensesame");
     let enrollment: serde_json::Value = serde_json::from_str(&admin(
         &url,
