@@ -1,7 +1,5 @@
 # Shared helpers for the scripts in this folder. Source it; do not run it.
 
-step() { printf '\n==> %s\n' "$*"; }
-
 # grpcurl, built from source with the Go toolchain (no prebuilt download), into GOBIN.
 GRPCURL_VERSION=v1.9.3
 ensure_grpcurl() {
@@ -28,6 +26,10 @@ run_cargo_tests() {
   local passed failed
   passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
   failed=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+  # A runner that failed without reporting a failed test (a build error) counts as one.
+  if [[ $status -ne 0 && $failed -eq 0 ]]; then
+    failed=1
+  fi
   TESTS_PASSED=$((TESTS_PASSED + passed))
   TESTS_FAILED=$((TESTS_FAILED + failed))
   return "$status"
@@ -39,8 +41,13 @@ run_go_tests() {
   local dir=$1 log="$TEST_LOG_DIR/go-$RANDOM.log"
   (cd "$dir" && go test -v -count=1 ./...) 2>&1 | tee "$log"
   local status=${PIPESTATUS[0]}
+  local failed
+  failed=$(grep -cE '^[[:space:]]*--- FAIL' "$log" || true)
+  if [[ $status -ne 0 && $failed -eq 0 ]]; then
+    failed=1 # a build error or a panic outside a test
+  fi
   TESTS_PASSED=$((TESTS_PASSED + $(grep -cE '^[[:space:]]*--- PASS' "$log" || true)))
-  TESTS_FAILED=$((TESTS_FAILED + $(grep -cE '^[[:space:]]*--- FAIL' "$log" || true)))
+  TESTS_FAILED=$((TESTS_FAILED + failed))
   return "$status"
 }
 
@@ -53,6 +60,9 @@ run_node_tests() {
   local passed failed
   passed=$(grep -oE '^(# |ℹ )pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
   failed=$(grep -oE '^(# |ℹ )fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
+  if [[ $status -ne 0 && $failed -eq 0 ]]; then
+    failed=1 # npm ci or the TypeScript build failed
+  fi
   TESTS_PASSED=$((TESTS_PASSED + passed))
   TESTS_FAILED=$((TESTS_FAILED + failed))
   return "$status"
@@ -98,9 +108,32 @@ ensure_telepact_venv() {
     ./client/telepact
 }
 
+# Steps that failed. A failing step does not end the run: every later step still runs and
+# is counted, and `summary` reports them all and sets the exit status.
+FAILED_STEPS=()
+CURRENT_STEP=""
+step() {
+  CURRENT_STEP="$*"
+  printf '\n==> %s\n' "$*"
+}
+# Usage: COMMAND || step_failed
+step_failed() {
+  FAILED_STEPS+=("$CURRENT_STEP")
+  printf '\n!!! step failed: %s\n' "$CURRENT_STEP"
+}
+
 summary() {
   echo
+  if [[ ${#FAILED_STEPS[@]} -gt 0 ]]; then
+    echo "failed steps:"
+    printf '  - %s\n' "${FAILED_STEPS[@]}"
+    # A step that failed outside any test runner (fmt, clippy, a check script) still fails.
+    if [[ $TESTS_FAILED -eq 0 ]]; then
+      TESTS_FAILED=${#FAILED_STEPS[@]}
+    fi
+  fi
   echo "summary: $TESTS_PASSED passed, $TESTS_FAILED failed"
+  [[ ${#FAILED_STEPS[@]} -eq 0 ]]
 }
 
 # Code generators for the Go and TypeScript clients, pinned so generation is deterministic.
