@@ -265,6 +265,9 @@ impl Passwords {
         let budget = deadline.map_or(self.admission.max_wait, |deadline| {
             deadline.saturating_duration_since(Instant::now())
         });
+        // A tenth of the budget is kept back for the rest of the call (the user lookup, the
+        // session insert, the answer) and for an estimate that lags a machine turning busy.
+        let budget = budget.mul_f64(0.9);
         let expected = self.load.expected_wait();
         if expected > budget {
             self.load.shed.fetch_add(1, Ordering::Relaxed);
