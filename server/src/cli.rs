@@ -5,15 +5,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::accounts::NewAccount;
 use crate::app::{Caller, Settings, StPeter, UserView};
 use crate::password::AdmissionSettings;
 use crate::server::ServeOptions;
+use crate::startup::{self, Application, TotpKeySource};
 use crate::store;
-use crate::totp_key::{self, TotpKey};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -119,6 +118,10 @@ pub struct ServeArgs {
     /// retry hint. A caller's deadline (grpc-timeout) bounds the wait the same way.
     #[arg(long, env = "ST_PETER_HASH_MAX_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub hash_max_wait: Duration,
+    /// Once listening, write the bound address (`HOST:PORT`, useful with port 0) to this
+    /// file: tests and supervisors wait for it instead of reading logs.
+    #[arg(long, env = "ST_PETER_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,46 +194,29 @@ pub enum SessionCommand {
     },
 }
 
-/// The environment variable that may hold the TOTP key itself (base64).
-pub const TOTP_KEY_ENV: &str = "ST_PETER_TOTP_KEY";
+pub use crate::startup::TOTP_KEY_ENV;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let pool = store::PoolSettings {
-        max_connections: cli.db_max_connections,
-        acquire_timeout: cli.db_acquire_timeout,
+    let totp_key = match (std::env::var(TOTP_KEY_ENV), &cli.totp_key_file) {
+        (Ok(text), _) => TotpKeySource::Base64(text),
+        (Err(_), Some(path)) => TotpKeySource::File(path.clone()),
+        (Err(_), None) => TotpKeySource::BesideDatabase,
     };
-    let store = store::connect_with(&cli.database_url, &pool)
-        .await
-        .with_context(|| format!("opening {}", store::redact_url(&cli.database_url)))?;
-    let (totp_key, created_file) = totp_key(&cli)?;
-    if let Err(error) = totp_key.check_against(store.as_ref()).await {
-        // A key file made just now cannot be the one the database was sealed with: the
-        // real one was moved or deleted. Take the new file away again and say so.
-        if let Some(path) = created_file {
-            let _ = std::fs::remove_file(&path);
-            bail!(
-                "{error}; the key file {} was missing, so the key these secrets were sealed \
-                 with was moved or deleted: restore it, or give --totp-key-file / \
-                 {TOTP_KEY_ENV}",
-                path.display()
-            );
-        }
-        return Err(error.into());
-    }
-    let base_settings = Settings {
-        totp_key: Some(totp_key),
-        ..Settings::default()
+    let mut config = startup::Config {
+        database_url: cli.database_url.clone(),
+        pool: store::PoolSettings {
+            max_connections: cli.db_max_connections,
+            acquire_timeout: cli.db_acquire_timeout,
+        },
+        totp_key,
+        settings: Settings::default(),
     };
     match cli.command {
         Command::Serve(args) => {
-            let settings = Settings {
-                session_ttl: args.session_ttl,
-                admission: AdmissionSettings {
-                    max_wait: args.hash_max_wait,
-                },
-                ..base_settings
+            config.settings.session_ttl = args.session_ttl;
+            config.settings.admission = AdmissionSettings {
+                max_wait: args.hash_max_wait,
             };
-            let app = Arc::new(StPeter::new(store, StPeter::system_clock(), settings)?);
             let mut options = match (&args.tls_cert, &args.tls_key) {
                 (Some(cert), Some(key)) => {
                     ServeOptions::tls_from_files(cert, key, args.tls_client_ca.as_deref())?
@@ -238,21 +224,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => ServeOptions::default(),
             };
             options.shutdown_grace = args.shutdown_grace;
-            let tls = options.tls.is_some();
-            let listener = tokio::net::TcpListener::bind(args.listen)
-                .await
-                .with_context(|| format!("binding {}", args.listen))?;
+            let app = startup::open(config).await?;
+            let application = Application::bind(app, args.listen, options).await?;
+            let address = application.local_addr();
             tracing::info!(
-                address = %listener.local_addr()?,
-                tls,
+                %address,
+                tls = application.tls(),
                 mutual_tls = args.tls_client_ca.is_some(),
                 database = %store::redact_url(&cli.database_url),
                 "st-peter listening"
             );
-            crate::server::run_with(listener, app, options, crate::server::shutdown_signal()).await
+            if let Some(path) = &args.ready_file {
+                startup::write_ready_file(path, address)?;
+            }
+            application
+                .run_until_stopped(crate::server::shutdown_signal())
+                .await
         }
         Command::User(command) => {
-            let app = StPeter::new(store, StPeter::system_clock(), base_settings)?;
+            let app = startup::open(config).await?;
             user_command(&app, command, cli.json).await
         }
         Command::Session(SessionCommand::Revoke {
@@ -260,7 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             token_stdin,
             token_env,
         }) => {
-            let app = StPeter::new(store, StPeter::system_clock(), base_settings)?;
+            let app = startup::open(config).await?;
             let revoked = match user {
                 Some(identifier) => {
                     let user = app.find_user(&identifier).await?;
@@ -275,30 +265,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 format!("revoked {revoked} session(s)")
             })
         }
-    }
-}
-
-/// The TOTP key: from ST_PETER_TOTP_KEY, else the key file given, else the embedded
-/// default's file beside the SQLite database (created on first start).
-/// Also returns the key file's path when this call created it.
-fn totp_key(cli: &Cli) -> anyhow::Result<(TotpKey, Option<PathBuf>)> {
-    if let Ok(text) = std::env::var(TOTP_KEY_ENV) {
-        let key =
-            TotpKey::from_base64(&text).with_context(|| format!("reading ${TOTP_KEY_ENV}"))?;
-        return Ok((key, None));
-    }
-    if let Some(path) = &cli.totp_key_file {
-        return Ok((TotpKey::from_file(path)?, None));
-    }
-    match totp_key::default_key_file(&cli.database_url) {
-        Some(path) => {
-            let (key, created) = TotpKey::load_or_create_file(&path)?;
-            Ok((key, created.then_some(path)))
-        }
-        None => bail!(
-            "a database that is not a local SQLite file needs a TOTP key: give --totp-key-file \
-             PATH or set {TOTP_KEY_ENV} (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)"
-        ),
     }
 }
 

@@ -15,13 +15,13 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
 use crate::error::{Error, Result};
-use crate::store::Store;
 
 const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 24;
 const FORMAT_VERSION: u8 = 1;
 /// The associated data and plaintext of the database's key check value.
-const CHECK_NAME: &str = "totp";
+/// The name the check value is stored under (`key_checks` table).
+pub const CHECK_NAME: &str = "totp";
 const CHECK_AAD: &[u8] = b"st-peter totp key check";
 const CHECK_PLAINTEXT: &[u8] = b"st-peter";
 
@@ -114,19 +114,16 @@ impl TotpKey {
         })
     }
 
-    /// Checks this key against the database: the first key to meet a database stores a
-    /// sealed check value; any other key fails here, at start-up, with a clear error.
-    pub async fn check_against(&self, store: &dyn Store) -> Result<()> {
-        let candidate = self.seal_with(CHECK_AAD, CHECK_PLAINTEXT)?;
-        let stored = store.key_check_or_insert(CHECK_NAME, &candidate).await?;
-        match self.open_with(CHECK_AAD, &stored) {
-            Some(plain) if plain == CHECK_PLAINTEXT => Ok(()),
-            _ => Err(Error::Config(
-                "TOTP key: this is not the key this database's TOTP secrets were sealed with \
-                 (check --totp-key-file / ST_PETER_TOTP_KEY)"
-                    .into(),
-            )),
-        }
+    /// A sealed check value: stored by the first key to meet a database, so a server
+    /// started later with another key can tell (see `startup`).
+    pub fn check_value(&self) -> Result<Vec<u8>> {
+        self.seal_with(CHECK_AAD, CHECK_PLAINTEXT)
+    }
+
+    /// Whether `stored` is a check value sealed with this key.
+    pub fn opens_check_value(&self, stored: &[u8]) -> bool {
+        self.open_with(CHECK_AAD, stored)
+            .is_some_and(|plain| plain == CHECK_PLAINTEXT)
     }
 
     fn seal_with(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {

@@ -165,10 +165,12 @@ pub fn failed_reason(result: &pb::login_response::Result) -> pb::FailureReason {
     }
 }
 
-/// The real `st-peter` binary serving a database file, its stderr read for the address.
+/// The real `st-peter` binary serving a database, on a free port it reports through
+/// `--ready-file`.
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    _ready_dir: tempfile::TempDir,
 }
 
 pub fn binary() -> PathBuf {
@@ -271,8 +273,11 @@ impl ServerProcess {
 
     /// `serve` with extra arguments, e.g. pool settings.
     pub fn start_with(database_url: &str, extra_args: &[&str]) -> Self {
+        let ready_dir = tempfile::tempdir().unwrap();
+        let ready_file = ready_dir.path().join("address");
         let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready_file)
             .args(extra_args)
             .env("ST_PETER_DATABASE_URL", database_url)
             .envs(backend_env(database_url))
@@ -284,27 +289,30 @@ impl ServerProcess {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 append_log(&line);
-                if !sent {
-                    if let Some(addr) = line
-                        .split("address=")
-                        .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next())
-                    {
-                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                        sent = true;
-                    }
-                }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server did not report its address");
-        Self { child, addr }
+        let started = std::time::Instant::now();
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_file) {
+                break text.trim().parse::<SocketAddr>().unwrap();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("st-peter serve exited before listening: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "st-peter serve wrote no ready file within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Self {
+            child,
+            addr,
+            _ready_dir: ready_dir,
+        }
     }
 
     pub async fn client(&self) -> Client {
