@@ -57,20 +57,30 @@ export class VerifyCache {
     let pending = this.inFlight.get(key);
     if (!pending) {
       const generation = this.evictions;
-      pending = fetch()
+      const fetching: Promise<Answer> = fetch()
         .then((answer) => {
           this.put(key, answer, generation);
           return answer;
         })
-        .finally(() => this.inFlight.delete(key));
+        .finally(() => {
+          // An eviction may have replaced this fetch with a newer one: leave that alone.
+          if (this.inFlight.get(key) === fetching) {
+            this.inFlight.delete(key);
+          }
+        });
+      pending = fetching;
       this.inFlight.set(key, pending);
     }
     return pending;
   }
 
+  /** Drops the answer for `key` and any fetch of it in flight: a caller that comes after
+   * the eviction gets a fetch of its own, never one that began before it (whose answer
+   * may predate a logout), and that older fetch's answer is not stored. */
   evict(key: string): void {
     this.evictions++;
     this.entries.delete(key);
+    this.inFlight.delete(key);
   }
 
   private put(key: string, answer: Answer, generation: number): void {

@@ -115,3 +115,37 @@ test("logout evicts only its own token", async () => {
   await assert.rejects(client.verifyToken(leaving), InvalidTokenError);
   assert.equal(counts.get("VerifyToken"), 3);
 });
+
+test("a verify that starts after logout never gets an answer fetched before it", async () => {
+  // Holds the next VerifyToken answer (already fetched from st-peter) until released.
+  let hold: Promise<void> | undefined;
+  let release: () => void = () => {};
+  let answered = 0;
+  const holding: import("@connectrpc/connect").Interceptor = (next) => async (request) => {
+    const response = await next(request);
+    if (request.method.name === "VerifyToken" && hold) {
+      const held = hold;
+      hold = undefined;
+      answered++;
+      await held;
+    }
+    return response;
+  };
+  const { client } = server.client({ interceptors: [holding] });
+  for (let round = 0; round < 20; round++) {
+    const t = await token(client);
+    hold = new Promise((resolve) => (release = resolve));
+    // Answered "valid" by st-peter before the logout; the answer arrives after it.
+    const before = client.verifyToken(t);
+    while (answered < round + 1) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    await client.logout(t);
+    const afterLogout = client.verifyToken(t);
+    release();
+    const early = await before;
+    assert.equal(early.user.handle, "cashier");
+    await assert.rejects(afterLogout, InvalidTokenError, `round ${round}: joined a fetch from before logout`);
+    await assert.rejects(client.verifyToken(t), InvalidTokenError, `round ${round}: stale answer cached`);
+  }
+});
