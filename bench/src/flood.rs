@@ -154,6 +154,53 @@ pub async fn flood(
     counts
 }
 
+/// VerifyToken latency at a steady pace (one caller per channel, `per_second` each), the
+/// way a service verifies the tokens of its own traffic. Paced rather than closed-loop so
+/// the probe does not itself take the cores the flood's hashing needs.
+pub async fn paced_verify(
+    channels: &[Channel],
+    token: &str,
+    per_second: u32,
+    duration: Duration,
+) -> Stats {
+    let start = Instant::now();
+    let end = start + duration;
+    let tasks: Vec<_> = channels
+        .iter()
+        .map(|channel| {
+            let mut client = AuthServiceClient::new(channel.clone());
+            let token = token.to_owned();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(Duration::from_secs(1) / per_second.max(1));
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let (mut latencies, mut errors) = (Vec::new(), 0u64);
+                while Instant::now() < end {
+                    ticks.tick().await;
+                    let sent = Instant::now();
+                    let request = pb::VerifyTokenRequest {
+                        token: token.clone(),
+                    };
+                    match client.verify_token(request).await {
+                        Ok(_) => latencies.push(sent.elapsed().as_micros() as u32),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        if let Ok((mut mine, my_errors)) = task.await {
+            latencies.append(&mut mine);
+            errors += my_errors;
+        } else {
+            errors += 1;
+        }
+    }
+    Stats::from_latencies(latencies, errors, start.elapsed())
+}
+
 /// One login attempt right after the flood, retried on a shed answer after its hint, until
 /// it authenticates. `None` when it did not within 30 s.
 pub async fn login_after(
