@@ -165,13 +165,17 @@ pub async fn paced_verify(
 ) -> Stats {
     let start = Instant::now();
     let end = start + duration;
+    let period = Duration::from_secs(1) / per_second.max(1);
     let tasks: Vec<_> = channels
         .iter()
-        .map(|channel| {
+        .enumerate()
+        .map(|(index, channel)| {
             let mut client = AuthServiceClient::new(channel.clone());
             let token = token.to_owned();
+            // Callers staggered across the period, so their calls do not arrive in bursts.
+            let first = start + period * index as u32 / channels.len().max(1) as u32;
             tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(Duration::from_secs(1) / per_second.max(1));
+                let mut ticks = tokio::time::interval_at(first.into(), period);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let (mut latencies, mut errors) = (Vec::new(), 0u64);
                 while Instant::now() < end {
