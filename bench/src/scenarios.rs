@@ -49,6 +49,8 @@ pub struct Row {
 pub struct Report {
     pub date: String,
     pub machine: String,
+    /// The commit the binaries were built from, and whether the tree had changes.
+    pub source: String,
     pub quick: bool,
     pub rows: Vec<Row>,
     pub raw: serde_json::Map<String, serde_json::Value>,
@@ -105,10 +107,10 @@ impl Report {
 
     pub fn document(&self, table: &str) -> String {
         format!(
-            "# st-peter benchmark results\n\nDate: {}  \nMachine: {}  \nCommand: `scripts/bench.sh` \
+            "# st-peter benchmark results\n\nDate: {}  \nMachine: {}  \nSource: {}  \nCommand: `scripts/bench.sh` \
              (full run; `--quick` shortens every phase)\n\n{table}\n{READING}\nRaw figures: \
              `bench/results.json`.\n",
-            self.date, self.machine
+            self.date, self.machine, self.source
         )
     }
 }
@@ -165,6 +167,7 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
     let mut report = Report {
         date: date(),
         machine: machine(),
+        source: source(),
         quick,
         ..Report::default()
     };
@@ -869,6 +872,36 @@ fn date() -> String {
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// `git describe` of the tree the binaries were built from; "(with uncommitted changes)"
+/// when `git status` lists any outside bench/ (the results themselves change there).
+fn source() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+    };
+    let Some(commit) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown (not a git checkout)".into();
+    };
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|status| {
+        status
+            .lines()
+            .any(|line| !line.get(3..).unwrap_or("").starts_with("bench/"))
+    });
+    format!(
+        "commit {}{}",
+        commit.trim(),
+        if dirty {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        }
+    )
 }
 
 fn machine() -> String {
