@@ -140,9 +140,11 @@ none, at most 1 s) before its next call, as grpc-go's retry pushback does. Goodp
 the logins that authenticated during the flood. VerifyToken is probed beside it at a steady \
 400 calls/s on connections of its own (closed-loop verify callers would take the cores the \
 hashing needs and measure themselves). The shed count says how often the callers came back: \
-a hint of about one hash time sends all 200 back together, thousands of answers a second, \
-and on two shared cores that traffic (the server's answers and the generator's calls) is \
-what costs verification here, more than the hashing does (compare row 3). Without \
+when every shed caller was told about one hash time, all 200 came back together (7,700 \
+shed answers a second), and on two shared cores that traffic cost verification more than \
+the hashing does (p99 3x idle; compare row 3); hints spread over the queue keep it to a \
+few hundred a second. The idle baseline of this probe is itself noisy (an idle VM wakes \
+its cores for each call): a ratio under 1 is that noise, not a faster server. Without \
 admission control (issue 11) the same flood got 4 % of capacity, 3,627 deadline-exceeded \
 answers, and one login after it did not finish within 30 s.\n";
 
