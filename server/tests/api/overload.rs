@@ -10,7 +10,7 @@ use st_peter_proto::auth::v1::login_response::Result as Outcome;
 use st_peter_server::password::PasswordParams;
 use st_peter_server::throttle::ThrottlePolicies;
 
-use crate::helpers::{Client, spawn_app_with, test_settings};
+use crate::helpers::{Client, TestApp, spawn_app_with, test_settings};
 
 /// Slow enough (tens of ms a hash here) that 200 concurrent logins are many times the
 /// capacity of one hashing thread within their deadline, even on a loaded machine where
@@ -70,8 +70,9 @@ async fn login(mut client: Client, identifier: &str, deadline: Duration) -> Answ
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_flood_is_shed_at_once_and_logins_work_right_after() {
+/// One hashing thread with [`SLOW`] parameters, no throttles (the flood comes from one
+/// address), and the user `night-baker`.
+async fn slow_app_with_a_user() -> TestApp {
     let app = spawn_app_with(st_peter_server::Settings {
         password_params: SLOW,
         hash_concurrency: 1,
@@ -80,6 +81,12 @@ async fn a_login_flood_is_shed_at_once_and_logins_work_right_after() {
     })
     .await;
     app.add_user("night-baker", "flour-and-water").await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_is_shed_at_once_and_logins_work_right_after() {
+    let app = slow_app_with_a_user().await;
     let token = app.token_for("night-baker", "flour-and-water").await;
     let hash_time = app.app.hashing_queue().hash_time;
 
@@ -157,14 +164,7 @@ async fn a_login_flood_is_shed_at_once_and_logins_work_right_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_whose_caller_gave_up_is_never_hashed() {
-    let app = spawn_app_with(st_peter_server::Settings {
-        password_params: SLOW,
-        hash_concurrency: 1,
-        throttle: ThrottlePolicies::unlimited(),
-        ..test_settings()
-    })
-    .await;
-    app.add_user("night-baker", "flour-and-water").await;
+    let app = slow_app_with_a_user().await;
     let hashed_before = app.app.hashing_queue().hashed;
     // Callers that stop waiting (their futures dropped, so the server sees the stream
     // reset) long before a queue of 30 logins could drain.
