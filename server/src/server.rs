@@ -38,8 +38,8 @@ const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// host, a dropped NAT entry) is found and its connection closed.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// The service name the auth service reports health under.
-const AUTH_SERVICE: &str = "st_peter.auth.v1.AuthService";
+/// The service name the auth service reports health under (`st_peter.auth.v1.AuthService`).
+const AUTH_SERVICE: &str = <AuthServiceServer<AuthGrpc> as tonic::server::NamedService>::NAME;
 
 /// How to serve beyond the listener.
 #[derive(Debug, Clone)]
