@@ -7,8 +7,8 @@ use anyhow::{Context, bail};
 use st_peter_client::{Client, LoginOutcome};
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
-use st_peter_server::app::Settings;
-use st_peter_server::password::{PasswordParams, Passwords};
+use st_peter_server::domain::app::Settings;
+use st_peter_server::secrets::password::{PasswordParams, Passwords};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -703,7 +703,7 @@ async fn store_lookup_load(
     phase: Duration,
 ) -> anyhow::Result<Stats> {
     let store = st_peter_server::store::connect(url).await?;
-    let hash = st_peter_server::token::hash(token);
+    let hash = st_peter_server::secrets::token::hash(token);
     let stats = load::run(callers, phase, move |_| {
         let store = store.clone();
         async move {

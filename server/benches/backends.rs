@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
-use st_peter_server::accounts::NewAccount;
-use st_peter_server::app::{Settings, StPeter};
-use st_peter_server::throttle::ThrottlePolicies;
+use st_peter_server::domain::accounts::NewAccount;
+use st_peter_server::domain::app::{Settings, StPeter};
+use st_peter_server::domain::throttle::ThrottlePolicies;
 
 /// Requests in flight at once.
 const CONCURRENCY: usize = 16;
@@ -69,7 +69,7 @@ async fn measure(url: &str) -> anyhow::Result<(f64, f64)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(st_peter_server::server::run(listener, app, async {
+    let server = tokio::spawn(st_peter_server::grpc::serve::run(listener, app, async {
         let _ = stopped.await;
     }));
     let client = AuthServiceClient::connect(format!("http://{addr}")).await?;

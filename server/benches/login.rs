@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
-use st_peter_server::accounts::NewAccount;
-use st_peter_server::app::{Settings, StPeter};
-use st_peter_server::password::{PasswordParams, Passwords};
-use st_peter_server::throttle::ThrottlePolicies;
+use st_peter_server::domain::accounts::NewAccount;
+use st_peter_server::domain::app::{Settings, StPeter};
+use st_peter_server::domain::throttle::ThrottlePolicies;
+use st_peter_server::secrets::password::{PasswordParams, Passwords};
 
 const ROUNDS: usize = 60;
 
@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(st_peter_server::server::run(
+    tokio::spawn(st_peter_server::grpc::serve::run(
         listener,
         app,
         std::future::pending(),

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::accounts::NewAccount;
-use crate::app::{Caller, Settings, StPeter, UserView};
-use crate::password::AdmissionSettings;
-use crate::server::ServeOptions;
+use crate::domain::accounts::NewAccount;
+use crate::domain::app::{Caller, Settings, StPeter, UserView};
+use crate::grpc::serve::ServeOptions;
+use crate::secrets::password::AdmissionSettings;
 use crate::startup::{self, Application, TotpKeySource};
 use crate::store;
 
@@ -238,7 +238,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 startup::write_ready_file(path, address)?;
             }
             application
-                .run_until_stopped(crate::server::shutdown_signal())
+                .run_until_stopped(crate::grpc::serve::shutdown_signal())
                 .await
         }
         Command::User(command) => {

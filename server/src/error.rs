@@ -1,5 +1,5 @@
 //! The errors of st-peter's domain operations. The gRPC face maps them to `tonic::Status`
-//! in one place (`grpc.rs`); the admin CLI prints them.
+//! in one place (`grpc/mod.rs`); the admin CLI prints them.
 use thiserror::Error;
 
 #[derive(Debug, Error)]

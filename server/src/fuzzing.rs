@@ -4,10 +4,11 @@
 use prost::Message;
 use st_peter_proto::auth::v1 as pb;
 
+use crate::domain::two_factor::SecondFactorCode;
+use crate::domain::{identifier, sessions};
 use crate::error::Error;
-use crate::token::{CHALLENGE_PREFIX, SESSION_PREFIX, hash, is_well_formed};
-use crate::two_factor::SecondFactorCode;
-use crate::{identifier, password, sessions};
+use crate::secrets::password;
+use crate::secrets::token::{CHALLENGE_PREFIX, SESSION_PREFIX, hash, is_well_formed};
 
 /// The token parser takes any string without panicking and accepts only the one shape.
 pub fn token_parser(data: &[u8]) {

@@ -1,28 +1,18 @@
 //! st-peter: a small central authentication service.
 //!
-//! Two faces over one set of domain operations ([`app::StPeter`]): the gRPC service
-//! ([`grpc`], served by [`server::run`]) and the admin command line ([`cli`]). Both sit on
-//! the [`store`], which knows nothing of either. [`startup`] builds the whole from its
-//! configuration, the one way every face and test starts it.
-pub mod accounts;
-pub mod app;
-pub mod audit;
+//! Two faces over one set of domain operations ([`domain::app::StPeter`]): the gRPC service
+//! ([`grpc`], served by [`grpc::serve::run`]) and the admin command line ([`cli`]). Both sit
+//! on the [`store`], which knows nothing of either, and on [`secrets`], the primitives that
+//! make and check tokens, password hashes and TOTP codes. [`startup`] builds the whole from
+//! its configuration, the one way every face and test starts it.
 pub mod cli;
 pub mod clock;
+pub mod domain;
 pub mod error;
 pub mod fuzzing;
 pub mod grpc;
-pub mod identifier;
-pub mod password;
-pub mod recovery_codes;
-pub mod server;
-pub mod sessions;
+pub mod secrets;
 pub mod startup;
 pub mod store;
-pub mod throttle;
-pub mod token;
-pub mod totp;
-pub mod totp_key;
-pub mod two_factor;
 
-pub use app::{Caller, Settings, StPeter};
+pub use domain::app::{Caller, Settings, StPeter};

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::app::{Settings, StPeter};
+use crate::domain::app::{Settings, StPeter};
 use crate::error::Error;
-use crate::server::ServeOptions;
+use crate::grpc::serve::ServeOptions;
+use crate::secrets::totp_key::{self, TotpKey};
 use crate::store::{self, PoolSettings, Store};
-use crate::totp_key::{self, TotpKey};
 
 /// The environment variable that may hold the TOTP key itself (base64).
 pub const TOTP_KEY_ENV: &str = "ST_PETER_TOTP_KEY";
@@ -153,7 +153,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        crate::server::run_with(self.listener, self.app, self.options, shutdown).await
+        crate::grpc::serve::run_with(self.listener, self.app, self.options, shutdown).await
     }
 }
 

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use st_peter_client::{Client, LoginOutcome};
-use st_peter_server::accounts::NewAccount;
-use st_peter_server::app::{Settings, StPeter};
-use st_peter_server::password::PasswordParams;
+use st_peter_server::domain::accounts::NewAccount;
+use st_peter_server::domain::app::{Settings, StPeter};
+use st_peter_server::secrets::password::PasswordParams;
 
 const CACHED_CALLS: u32 = 1_000_000;
 const UNCACHED_SECONDS: u64 = 3;
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let target = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(st_peter_server::server::run(
+    tokio::spawn(st_peter_server::grpc::serve::run(
         listener,
         app,
         std::future::pending(),

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::UnixMillis;
+use crate::domain::identifier::Identifier;
 use crate::error::{Error, Result};
-use crate::identifier::Identifier;
-use crate::token::SecretHash;
+use crate::secrets::token::SecretHash;
 
 /// A user row, secrets included: never leaves the server.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -12,9 +12,9 @@ use super::{
     Store, TwoFactorCompletion, UserRecord, unique_violation,
 };
 use crate::clock::UnixMillis;
+use crate::domain::identifier::Identifier;
 use crate::error::{Error, Result};
-use crate::identifier::Identifier;
-use crate::token::SecretHash;
+use crate::secrets::token::SecretHash;
 
 const USER_COLUMNS: &str =
     "id, handle, email, phone, display_name, disabled, password_hash, totp_secret, created_at";

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
-use st_peter_server::accounts::NewAccount;
-use st_peter_server::app::{Settings, StPeter, UserView};
 use st_peter_server::clock::{Clock, ManualClock};
-use st_peter_server::password::PasswordParams;
+use st_peter_server::domain::accounts::NewAccount;
+use st_peter_server::domain::app::{Settings, StPeter, UserView};
+use st_peter_server::secrets::password::PasswordParams;
 use st_peter_server::store::Store;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -37,7 +37,7 @@ pub struct TestApp {
 pub fn test_settings() -> Settings {
     Settings {
         password_params: PasswordParams::INSECURE_FOR_TESTS,
-        totp_key: Some(st_peter_server::totp_key::TotpKey::generate()),
+        totp_key: Some(st_peter_server::secrets::totp_key::TotpKey::generate()),
         ..Settings::default()
     }
 }
@@ -56,9 +56,13 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(st_peter_server::server::run(listener, app.clone(), async {
-        let _ = rx.await;
-    }));
+    let server = tokio::spawn(st_peter_server::grpc::serve::run(
+        listener,
+        app.clone(),
+        async {
+            let _ = rx.await;
+        },
+    ));
     let client = AuthServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();

@@ -1,8 +1,8 @@
 use st_peter_proto::auth::v1 as pb;
 use st_peter_server::Caller;
-use st_peter_server::accounts::NewAccount;
-use st_peter_server::app::{Settings, StPeter};
-use st_peter_server::password::PasswordParams;
+use st_peter_server::domain::accounts::NewAccount;
+use st_peter_server::domain::app::{Settings, StPeter};
+use st_peter_server::secrets::password::PasswordParams;
 use std::sync::Arc;
 use tonic::Code;
 
@@ -114,7 +114,7 @@ async fn hashes_made_with_old_parameters_are_upgraded_at_the_next_good_login() {
             .login(&Caller::CLI, "cashier", "wrong-password")
             .await
             .unwrap(),
-        st_peter_server::sessions::LoginOutcome::Failed { .. }
+        st_peter_server::domain::sessions::LoginOutcome::Failed { .. }
     ));
     assert_eq!(
         upgraded.find_user("cashier").await.unwrap().password_hash,

@@ -28,7 +28,7 @@ async fn a_valid_actor_resolves_email_handle_and_phone() {
     let token = app.token_for("shift-manager", "clipboard1").await;
     let baker = app
         .app
-        .create_user(st_peter_server::accounts::NewAccount {
+        .create_user(st_peter_server::domain::accounts::NewAccount {
             handle: "lead-baker".into(),
             email: Some("lead@bakery.example".into()),
             phone: Some("+15550100001".into()),

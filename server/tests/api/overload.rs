@@ -7,8 +7,8 @@ use tonic::Code;
 
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
-use st_peter_server::password::PasswordParams;
-use st_peter_server::throttle::ThrottlePolicies;
+use st_peter_server::domain::throttle::ThrottlePolicies;
+use st_peter_server::secrets::password::PasswordParams;
 
 use crate::helpers::{Client, TestApp, spawn_app_with, test_settings};
 

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 
 use base64::Engine;
-use st_peter_server::totp_key::TotpKey;
+use st_peter_server::secrets::totp_key::TotpKey;
 
 use crate::helpers::{
     admin, binary, database_url, remember_secret, spawn_app, sqlite_database_url,

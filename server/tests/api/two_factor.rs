@@ -4,7 +4,7 @@ use tonic::Code;
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 
-use st_peter_server::two_factor::TotpEnrollment;
+use st_peter_server::domain::two_factor::TotpEnrollment;
 
 use crate::helpers::{TestApp, failed_reason, remember_secret, spawn_app};
 

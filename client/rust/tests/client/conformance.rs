@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use st_peter_client::{Error, LoginOutcome, TwoFactorMethod, User};
-use st_peter_server::accounts::NewAccount;
 use st_peter_server::clock::Clock as _;
+use st_peter_server::domain::accounts::NewAccount;
 
 use crate::helpers::TestServer;
 

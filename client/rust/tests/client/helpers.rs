@@ -5,11 +5,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use st_peter_client::{Client, LoginOutcome};
 use st_peter_proto::auth::v1::auth_service_server::AuthServiceServer;
-use st_peter_server::accounts::NewAccount;
-use st_peter_server::app::{Settings, StPeter};
 use st_peter_server::clock::{Clock as _, ManualClock};
+use st_peter_server::domain::accounts::NewAccount;
+use st_peter_server::domain::app::{Settings, StPeter};
 use st_peter_server::grpc::AuthGrpc;
-use st_peter_server::password::PasswordParams;
+use st_peter_server::secrets::password::PasswordParams;
 use tokio::sync::{Semaphore, oneshot};
 
 /// RPCs the test server received, by method name (`VerifyToken`, `Login`, ...).
@@ -143,7 +143,7 @@ pub fn settings(session_ttl: Duration) -> Settings {
     Settings {
         session_ttl,
         password_params: PasswordParams::INSECURE_FOR_TESTS,
-        totp_key: Some(st_peter_server::totp_key::TotpKey::generate()),
+        totp_key: Some(st_peter_server::secrets::totp_key::TotpKey::generate()),
         ..Settings::default()
     }
 }

@@ -3,9 +3,9 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use st_peter_client::{Client, ClientTlsConfig, Error, LoginOutcome};
-use st_peter_server::accounts::NewAccount;
-use st_peter_server::app::StPeter;
-use st_peter_server::server::ServeOptions;
+use st_peter_server::domain::accounts::NewAccount;
+use st_peter_server::domain::app::StPeter;
+use st_peter_server::grpc::serve::ServeOptions;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::helpers::settings;
@@ -63,7 +63,7 @@ async fn start(
         tls: Some(tls),
         ..ServeOptions::default()
     };
-    tokio::spawn(st_peter_server::server::run_with(
+    tokio::spawn(st_peter_server::grpc::serve::run_with(
         listener,
         app,
         options,

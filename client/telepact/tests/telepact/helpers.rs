@@ -6,11 +6,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use st_peter_client::{Client, LoginOutcome};
 use st_peter_proto::auth::v1::auth_service_server::AuthServiceServer;
-use st_peter_server::accounts::NewAccount;
-use st_peter_server::app::{Settings, StPeter};
 use st_peter_server::clock::ManualClock;
+use st_peter_server::domain::accounts::NewAccount;
+use st_peter_server::domain::app::{Settings, StPeter};
 use st_peter_server::grpc::AuthGrpc;
-use st_peter_server::password::PasswordParams;
+use st_peter_server::secrets::password::PasswordParams;
 use st_peter_telepact::{Headers, OnAuth, RolesStore};
 use tokio::sync::oneshot;
 

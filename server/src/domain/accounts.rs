@@ -1,10 +1,10 @@
 //! Users and their platform roles: creating, finding, disabling, granting, and the
 //! actor-checked `LookupUser` that consuming services use to grant local roles.
-use crate::app::{Caller, StPeter, UserView};
-use crate::audit::{self, Event};
+use crate::domain::app::{Caller, StPeter, UserView};
+use crate::domain::audit::{self, Event};
+use crate::domain::identifier;
+use crate::domain::sessions::check_token_size;
 use crate::error::{Error, Result, invalid};
-use crate::identifier;
-use crate::sessions::check_token_size;
 use crate::store::{NewUser, UserRecord};
 
 const MAX_DISPLAY_NAME_CHARS: usize = 128;

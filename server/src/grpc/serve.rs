@@ -20,7 +20,7 @@ use tonic_health::server::HealthReporter;
 
 use st_peter_proto::auth::v1::auth_service_server::AuthServiceServer;
 
-use crate::app::StPeter;
+use crate::domain::app::StPeter;
 use crate::grpc::AuthGrpc;
 
 /// Largest request message accepted. Every field of the contract is far smaller; a larger

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::domain::throttle::{ThrottlePolicies, Throttles};
 use crate::error::Result;
-use crate::password::{AdmissionSettings, PasswordParams, Passwords};
+use crate::secrets::password::{AdmissionSettings, PasswordParams, Passwords};
+use crate::secrets::totp_key::TotpKey;
 use crate::store::{OwnerRecord, Store, UserRecord};
-use crate::throttle::{ThrottlePolicies, Throttles};
-use crate::totp_key::TotpKey;
 
 /// Which face a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ impl Default for Settings {
             challenge_max_attempts: 5,
             totp_issuer: "st-peter".into(),
             password_params: PasswordParams::OWASP,
-            hash_concurrency: crate::password::default_concurrency(),
+            hash_concurrency: crate::secrets::password::default_concurrency(),
             admission: AdmissionSettings::default(),
             throttle: ThrottlePolicies::default(),
             totp_key: None,
@@ -164,7 +164,7 @@ impl StPeter {
 
     /// The password-hashing queue now: pending checks, a hash's duration, shed and
     /// skipped counts.
-    pub fn hashing_queue(&self) -> crate::password::QueueStats {
+    pub fn hashing_queue(&self) -> crate::secrets::password::QueueStats {
         self.passwords.queue_stats()
     }
 

@@ -1,14 +1,14 @@
 //! Logging in with a password, verifying tokens, logging out and revoking sessions.
 use std::time::Duration;
 
-use crate::app::{Caller, StPeter, UserView};
-use crate::audit::{self, Event};
 use crate::clock::{UnixMillis, millis};
+use crate::domain::app::{Caller, StPeter, UserView};
+use crate::domain::audit::{self, Event};
+use crate::domain::identifier;
 use crate::error::{Error, Result, invalid};
-use crate::identifier;
-use crate::password;
+use crate::secrets::password;
+use crate::secrets::token::{self, SESSION_PREFIX};
 use crate::store::{NewSession, UserRecord};
-use crate::token::{self, SESSION_PREFIX};
 
 /// Longest token accepted on the wire; real ones are 47 bytes.
 pub const MAX_TOKEN_BYTES: usize = 256;

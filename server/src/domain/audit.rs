@@ -2,7 +2,7 @@
 //! the user (when known), the client address and the outcome. Never a secret: callers pass
 //! ids and outcomes only, and this module has no parameter that could carry a password,
 //! token or code.
-use crate::app::Caller;
+use crate::domain::app::Caller;
 
 /// What happened.
 #[derive(Debug, Clone, Copy)]

@@ -1,14 +1,14 @@
 //! The second step of a login: TOTP challenges, and enrolling or removing TOTP.
-use crate::app::{Caller, StPeter};
-use crate::audit::{self, Event};
 use crate::clock::millis;
+use crate::domain::app::{Caller, StPeter};
+use crate::domain::audit::{self, Event};
+use crate::domain::sessions::{FailureReason, LoginOutcome};
 use crate::error::{Error, Result, invalid};
-use crate::recovery_codes;
-use crate::sessions::{FailureReason, LoginOutcome};
+use crate::secrets::recovery_codes;
+use crate::secrets::token::{self, CHALLENGE_PREFIX, SESSION_PREFIX};
+use crate::secrets::totp;
+use crate::secrets::totp_key::TotpKey;
 use crate::store::{NewSession, SecondFactor, TwoFactorCompletion, UserRecord};
-use crate::token::{self, CHALLENGE_PREFIX, SESSION_PREFIX};
-use crate::totp;
-use crate::totp_key::TotpKey;
 
 const MAX_CHALLENGE_ID_BYTES: usize = 256;
 
@@ -178,7 +178,7 @@ impl StPeter {
             TwoFactorCompletion::Completed => {
                 throttles.two_factor_challenge.forgive(&challenge_hash);
                 throttles.two_factor_user.forgive(&user.id);
-                LoginOutcome::Authenticated(crate::sessions::IssuedSession {
+                LoginOutcome::Authenticated(crate::domain::sessions::IssuedSession {
                     token: session.secret,
                     expires_at,
                     user: (&user).into(),

@@ -1,5 +1,8 @@
 //! The gRPC face: `st_peter.auth.v1.AuthService` over the domain operations, and the one
-//! place where domain errors become `tonic::Status`.
+//! place where domain errors become `tonic::Status`. [`serve`] puts it on a listener beside
+//! health and reflection.
+pub mod serve;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
@@ -8,10 +11,10 @@ use tonic::{Request, Response, Status};
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_server::AuthService;
 
-use crate::app::{Caller, StPeter, UserView};
 use crate::clock::UnixMillis;
+use crate::domain::app::{Caller, StPeter, UserView};
+use crate::domain::sessions::{FailureReason, LoginOutcome};
 use crate::error::Error;
-use crate::sessions::{FailureReason, LoginOutcome};
 
 pub struct AuthGrpc {
     app: Arc<StPeter>,

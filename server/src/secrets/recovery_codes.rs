@@ -7,7 +7,7 @@
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::token::SecretHash;
+use crate::secrets::token::SecretHash;
 
 /// Codes issued per enrollment.
 pub const COUNT: usize = 10;

@@ -1,0 +1,11 @@
+//! The domain: what st-peter does, whichever face asks. [`app::StPeter`] holds the
+//! operations; the modules beside it hold one concern each (accounts, sessions and login,
+//! two-factor, the audit trail, identifiers, throttles). Nothing here knows gRPC or the
+//! command line.
+pub mod accounts;
+pub mod app;
+pub mod audit;
+pub mod identifier;
+pub mod sessions;
+pub mod throttle;
+pub mod two_factor;

@@ -1,0 +1,9 @@
+//! Secrets and the primitives that make, seal and check them: session tokens, password
+//! hashing, TOTP codes, the key that seals TOTP secrets, recovery codes. Each module owns
+//! the rule for its secret (stored as a hash or sealed, compared in constant time), so the
+//! domain never handles the raw material itself.
+pub mod password;
+pub mod recovery_codes;
+pub mod token;
+pub mod totp;
+pub mod totp_key;
