@@ -87,7 +87,12 @@ impl Default for AdmissionSettings {
 /// Work for a hashing thread: runs with that thread's reusable argon2 memory, or is told
 /// its caller's deadline has passed (`None`). Returns whether it hashed: a job whose caller
 /// has gone returns at once.
-type Job = Box<dyn FnOnce(Option<&mut Vec<Block>>) -> bool + Send>;
+/// A queued check: given the thread's memory it hashes and returns the answer's delivery,
+/// run only after the thread has done its bookkeeping, so a caller that has its answer
+/// never sees its own check still counted as pending. Given `None` (the caller's deadline
+/// passed) or with its caller gone, it does nothing and returns `None`.
+type Job = Box<dyn FnOnce(Option<&mut Vec<Block>>) -> Option<Deliver> + Send>;
+type Deliver = Box<dyn FnOnce() + Send>;
 
 struct Queued {
     job: Job,
@@ -228,12 +233,16 @@ impl Passwords {
                             .deadline
                             .is_some_and(|deadline| Instant::now() >= deadline);
                         let started = Instant::now();
-                        if (queued.job)((!expired).then_some(&mut memory)) {
+                        let deliver = (queued.job)((!expired).then_some(&mut memory));
+                        if deliver.is_some() {
                             load.record_hash(started.elapsed());
                         } else {
                             load.skipped.fetch_add(1, Ordering::Relaxed);
                         }
                         load.pending.fetch_sub(1, Ordering::Relaxed);
+                        if let Some(deliver) = deliver {
+                            deliver();
+                        }
                     }
                 })
                 .map_err(|e| Error::Internal(format!("starting a hashing thread: {e}")))?;
@@ -348,10 +357,12 @@ impl Admitted<'_> {
             // reset, connection closed) closed the channel: skip the hash.
             match memory {
                 Some(memory) if !done.is_closed() => {
-                    let _ = done.send(work(memory));
-                    true
+                    let answer = work(memory);
+                    Some(Box::new(move || {
+                        let _ = done.send(answer);
+                    }) as Deliver)
                 }
-                _ => false,
+                _ => None,
             }
         });
         let queued = Queued {

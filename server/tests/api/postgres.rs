@@ -15,8 +15,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{
-    ServerProcess, admin, binary, create_postgres_database, remember_secret, required_postgres_url,
-    with_database,
+    ServerProcess, admin, binary, create_postgres_database, logs, remember_secret,
+    required_postgres_url, with_database,
 };
 use crate::replicas::postgres_database;
 
@@ -324,7 +324,8 @@ async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_
         );
         assert!(
             matches!(sample.code, Some(Code::Ok | Code::Unavailable)),
-            "neither OK nor UNAVAILABLE: {sample:?}"
+            "neither OK nor UNAVAILABLE: {sample:?}; the servers logged:\n{}",
+            failed_requests_logged()
         );
     }
     // Answered before the stop began (a request in flight at that moment may get either).
@@ -423,4 +424,13 @@ async fn health_is_not_serving_while_postgres_is_down_and_serving_when_it_is_bac
     let recovered =
         health_becomes(&mut health, ServingStatus::Serving, Duration::from_secs(15)).await;
     eprintln!("NOT_SERVING {noticed:?} after the stop, SERVING {recovered:?} after the start");
+}
+
+/// The servers' log lines for requests answered INTERNAL, which say which fault it was.
+fn failed_requests_logged() -> String {
+    logs()
+        .lines()
+        .filter(|line| line.contains("request failed"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
