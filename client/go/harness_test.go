@@ -70,13 +70,15 @@ type testServer struct {
 	t      testing.TB
 	bin    string
 	dbURL  string
-	addr   string
+	addr   string // empty until the first start has bound a port
+	ready  string // the --ready-file the server writes its address to once it listens
 	cmd    *exec.Cmd
 	stderr *bytes.Buffer
 	exited chan struct{}
 }
 
-// freeAddr is a loopback address with a port nothing listens on (bound, then released).
+// freeAddr is a loopback address with a port nothing listens on (bound, then released),
+// for the tests of a server that is not there.
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -88,24 +90,36 @@ func freeAddr(t testing.TB) string {
 	return addr
 }
 
-// startServer runs `st-peter serve` on a free port with a fresh database; it is stopped
-// when the test ends.
+// startServer runs `st-peter serve` on a port the server picks (127.0.0.1:0) with a
+// fresh database, and learns the port from its ready file; it is stopped when the test
+// ends.
 func startServer(t testing.TB, extraArgs ...string) *testServer {
 	t.Helper()
+	dir := t.TempDir()
 	s := &testServer{
 		t:     t,
 		bin:   serverBinary(t),
-		dbURL: "sqlite://" + filepath.Join(t.TempDir(), "st-peter.db"),
-		addr:  freeAddr(t),
+		dbURL: "sqlite://" + filepath.Join(dir, "st-peter.db"),
+		ready: filepath.Join(dir, "ready"),
 	}
 	s.start(extraArgs...)
 	t.Cleanup(s.stop)
 	return s
 }
 
+// start runs the server, on the address it had before when it is started again, and
+// waits for its ready file: the server writes it once the listener is bound.
 func (s *testServer) start(extraArgs ...string) {
 	s.t.Helper()
-	args := append([]string{"serve", "--listen", s.addr, "--database-url", s.dbURL}, extraArgs...)
+	listen := s.addr
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	if err := os.Remove(s.ready); err != nil && !os.IsNotExist(err) {
+		s.t.Fatal(err)
+	}
+	args := append([]string{"serve", "--listen", listen, "--database-url", s.dbURL,
+		"--ready-file", s.ready}, extraArgs...)
 	s.cmd = exec.Command(s.bin, args...)
 	s.stderr = &bytes.Buffer{}
 	s.cmd.Stderr = &syncWriter{w: s.stderr}
@@ -121,14 +135,14 @@ func (s *testServer) start(extraArgs ...string) {
 			s.t.Fatalf("st-peter exited at start: %s", s.stderr.String())
 		default:
 		}
-		if conn, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond); err == nil {
-			conn.Close()
+		if text, err := os.ReadFile(s.ready); err == nil {
+			s.addr = strings.TrimSpace(string(text))
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("st-peter did not listen on %s: %s", s.addr, s.stderr.String())
+			s.t.Fatalf("st-peter wrote no ready file within 30 s: %s", s.stderr.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -1,8 +1,9 @@
-// The test harness: a real st-peter server (the `st-peter` binary) on a free port with a
-// temp SQLite file, and users made with its admin CLI on the same database.
+// The test harness: a real st-peter server (the `st-peter` binary) on a port it picks
+// itself, learned from its --ready-file, with a temp SQLite file, and users made with its
+// admin CLI on the same database.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -51,16 +52,14 @@ export async function freeAddress(): Promise<string> {
   return `127.0.0.1:${port}`;
 }
 
-function canConnect(address: string): Promise<boolean> {
-  const [host, port] = address.split(":");
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port: Number(port) });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
+/** The address in a ready file once the server has written it whole, else undefined. */
+function readyAddress(path: string): string | undefined {
+  try {
+    const text = readFileSync(path, "utf8").trim();
+    return text === "" ? undefined : text;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface NewUser {
@@ -80,18 +79,23 @@ export class TestServer {
     readonly bin: string,
     readonly dir: string,
     readonly databaseUrl: string,
-    readonly address: string,
     private readonly extraArgs: string[],
   ) {}
 
-  /** Runs `st-peter serve` on a free port with a fresh database. */
+  /** Empty until the first start has bound a port; the same port on every resume(). */
+  private boundAddress = "";
+
+  get address(): string {
+    return this.boundAddress;
+  }
+
+  /** Runs `st-peter serve` on a port it picks (127.0.0.1:0) with a fresh database. */
   static async start(extraArgs: string[] = []): Promise<TestServer> {
     const dir = mkdtempSync(join(tmpdir(), "st-peter-ts-"));
     const server = new TestServer(
       serverBinary(),
       dir,
       `sqlite://${join(dir, "st-peter.db")}`,
-      await freeAddress(),
       extraArgs,
     );
     await server.resume();
@@ -102,9 +106,22 @@ export class TestServer {
     return `http://${this.address}`;
   }
 
-  /** Serves again (same database, same port) after stop(). */
+  /** Serves again (same database, same port) after stop(); waits for the ready file the
+   * server writes once its listener is bound. */
   async resume(): Promise<void> {
-    const args = ["serve", "--listen", this.address, "--database-url", this.databaseUrl, ...this.extraArgs];
+    const readyFile = join(this.dir, "ready");
+    rmSync(readyFile, { force: true });
+    const listen = this.boundAddress || "127.0.0.1:0";
+    const args = [
+      "serve",
+      "--listen",
+      listen,
+      "--database-url",
+      this.databaseUrl,
+      "--ready-file",
+      readyFile,
+      ...this.extraArgs,
+    ];
     const child = spawn(this.bin, args, { stdio: ["ignore", "ignore", "pipe"] });
     this.child = child;
     this.stderr = "";
@@ -112,14 +129,19 @@ export class TestServer {
     let exited = false;
     child.once("exit", () => (exited = true));
     const deadline = Date.now() + 30_000;
-    while (!(await canConnect(this.address))) {
+    for (;;) {
+      const address = readyAddress(readyFile);
+      if (address) {
+        this.boundAddress = address;
+        return;
+      }
       if (exited) {
         throw new Error(`st-peter exited at start: ${this.stderr}`);
       }
       if (Date.now() > deadline) {
-        throw new Error(`st-peter did not listen on ${this.address}: ${this.stderr}`);
+        throw new Error(`st-peter wrote no ready file within 30 s: ${this.stderr}`);
       }
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -27,12 +26,6 @@ from st_peter_telepact import OnAuth  # noqa: E402
 
 USERS = {"owner": "owner-password", "lead-baker": "opensesame", "cashier": "knockknock",
          "apprentice": "flourpower"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def st_peter_binary() -> str:
@@ -55,7 +48,7 @@ def telepact_cli() -> str:
 class StPeter:
     binary: str
     database: Path
-    port: int
+    port: int = 0  # 0 until started: the server picks its port and writes it to a ready file
     process: subprocess.Popen | None = None
     env: dict = field(default_factory=dict)
 
@@ -71,21 +64,24 @@ class StPeter:
         return json.loads(out.stdout)
 
     def start(self) -> None:
+        """Serves on the port it had (or one it picks), and waits for the ready file that
+        the server writes once its listener is bound."""
+        ready = self.database.with_name("st-peter.ready")
+        ready.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [self.binary, "--database-url", f"sqlite://{self.database}", "serve",
-             "--listen", f"127.0.0.1:{self.port}"],
+             "--listen", f"127.0.0.1:{self.port}", "--ready-file", str(ready)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"st-peter exited with {self.process.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            if ready.exists():
+                self.port = int(ready.read_text().strip().rsplit(":", 1)[1])
                 return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("st-peter did not start listening")
+            time.sleep(0.02)
+        raise RuntimeError("st-peter wrote no ready file within 30 s")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -127,7 +123,7 @@ class Bakery:
 def bakery(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("bakery")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ST_PETER_")}
-    st_peter = StPeter(st_peter_binary(), tmp / "st-peter.db", free_port(), env=env)
+    st_peter = StPeter(st_peter_binary(), tmp / "st-peter.db", env=env)
     user_ids = {}
     for handle, password in USERS.items():
         user = st_peter.admin("user", "add", "--handle", handle, "--email",
