@@ -254,7 +254,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let revoked = match user {
                 Some(identifier) => {
                     let user = app.find_user(&identifier).await?;
-                    app.revoke_all_sessions(&Caller::CLI, &user.id).await?
+                    app.revoke_all_sessions(&Caller::CLI, &user.owner.id)
+                        .await?
                 }
                 None => {
                     let token = read_secret(token_stdin, token_env.as_deref(), "token")?;

@@ -71,7 +71,7 @@ impl StPeter {
     pub async fn list_users(&self) -> Result<Vec<(UserView, Vec<String>)>> {
         let mut listed = Vec::new();
         for user in self.store.list_users().await? {
-            let roles = self.store.roles(&user.id).await?;
+            let roles = self.store.roles(&user.owner.id).await?;
             listed.push((UserView::from(&user), roles));
         }
         Ok(listed)
@@ -94,9 +94,9 @@ impl StPeter {
     pub async fn set_disabled(&self, identifier: &str, disabled: bool) -> Result<UserView> {
         let mut user = self.find_user(identifier).await?;
         self.store
-            .set_disabled(&user.id, disabled, self.now())
+            .set_disabled(&user.owner.id, disabled, self.now())
             .await?;
-        user.disabled = disabled;
+        user.owner.disabled = disabled;
         Ok(UserView::from(&user))
     }
 
@@ -104,14 +104,16 @@ impl StPeter {
     pub async fn grant_role(&self, identifier: &str, role: &str) -> Result<bool> {
         let role = check_role(role)?;
         let user = self.find_user(identifier).await?;
-        self.store.grant_role(&user.id, &role, self.now()).await
+        self.store
+            .grant_role(&user.owner.id, &role, self.now())
+            .await
     }
 
     /// Returns whether the user had the role.
     pub async fn revoke_role(&self, identifier: &str, role: &str) -> Result<bool> {
         let role = check_role(role)?;
         let user = self.find_user(identifier).await?;
-        self.store.revoke_role(&user.id, &role).await
+        self.store.revoke_role(&user.owner.id, &role).await
     }
 
     /// Resolves an identifier for an actor whose token must be valid and their own.

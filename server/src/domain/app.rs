@@ -105,14 +105,7 @@ pub struct UserView {
 
 impl From<&UserRecord> for UserView {
     fn from(user: &UserRecord) -> Self {
-        Self {
-            user_id: user.id.clone(),
-            handle: user.handle.clone(),
-            email: user.email.clone(),
-            phone: user.phone.clone(),
-            display_name: user.display_name.clone(),
-            disabled: user.disabled,
-        }
+        Self::from(user.owner.clone())
     }
 }
 

@@ -102,7 +102,7 @@ impl StPeter {
             .store
             .find_user(&identifier)
             .await?
-            .filter(|user| !user.disabled);
+            .filter(|user| !user.owner.disabled);
         let check = admitted
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
@@ -120,11 +120,16 @@ impl StPeter {
             self.upgrade_hash(&user, password).await;
         }
         if user.totp_secret.is_some() {
-            audit::record(Event::Login, "two_factor_required", Some(&user.id), caller);
+            audit::record(
+                Event::Login,
+                "two_factor_required",
+                Some(&user.owner.id),
+                caller,
+            );
             return self.start_two_factor(&user).await;
         }
         let session = self.issue_session(&user).await?;
-        audit::record(Event::Login, "success", Some(&user.id), caller);
+        audit::record(Event::Login, "success", Some(&user.owner.id), caller);
         Ok(LoginOutcome::Authenticated(session))
     }
 
@@ -188,7 +193,7 @@ impl StPeter {
         self.store
             .create_session(NewSession {
                 token_hash: &minted.hash,
-                user_id: &user.id,
+                user_id: &user.owner.id,
                 created_at: now,
                 expires_at,
             })
@@ -206,16 +211,16 @@ impl StPeter {
         let result = async {
             let hash = self.passwords.hash(password).await?;
             self.store
-                .set_password_hash(&user.id, &hash, self.now())
+                .set_password_hash(&user.owner.id, &hash, self.now())
                 .await
         }
         .await;
         match result {
             Ok(()) => {
-                tracing::info!(user_id = %user.id, "password hash upgraded to current parameters")
+                tracing::info!(user_id = %user.owner.id, "password hash upgraded to current parameters")
             }
             Err(error) => {
-                tracing::warn!(user_id = %user.id, %error, "password hash upgrade failed")
+                tracing::warn!(user_id = %user.owner.id, %error, "password hash upgrade failed")
             }
         }
     }

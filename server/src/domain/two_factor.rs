@@ -69,7 +69,7 @@ impl StPeter {
         let now = self.now();
         let expires_at = now.saturating_add(millis(self.settings.challenge_ttl));
         self.store
-            .create_challenge(&minted.hash, &user.id, now, expires_at)
+            .create_challenge(&minted.hash, &user.owner.id, now, expires_at)
             .await?;
         Ok(LoginOutcome::TwoFactor {
             two_factor_id: minted.secret,
@@ -116,25 +116,25 @@ impl StPeter {
             .store
             .find_user_by_id(&attempt.user_id)
             .await?
-            .filter(|user| !user.disabled);
+            .filter(|user| !user.owner.disabled);
         let Some((user, sealed)) =
             user.and_then(|u| u.totp_secret.clone().map(|sealed| (u, sealed)))
         else {
             // Disabled or un-enrolled since the password step: the challenge is void.
             return Ok(LoginOutcome::failed(FailureReason::ChallengeExpired));
         };
-        if let Some(wait) = throttles.two_factor_user.wait(&user.id, now) {
-            audit::record(Event::TwoFactor, "throttled", Some(&user.id), caller);
+        if let Some(wait) = throttles.two_factor_user.wait(&user.owner.id, now) {
+            audit::record(Event::TwoFactor, "throttled", Some(&user.owner.id), caller);
             return Ok(rate_limited(wait));
         }
         let recovery_hash;
         let factor = match &code {
             SecondFactorCode::Totp(code) => {
-                let secret = self.totp_key()?.open(&user.id, &sealed)?;
+                let secret = self.totp_key()?.open(&user.owner.id, &sealed)?;
                 totp::matching_step(&secret, code, now)?.map(|step| SecondFactor::Totp { step })
             }
             SecondFactorCode::RecoveryCode(normalized) => {
-                recovery_hash = recovery_codes::hash(&user.id, normalized);
+                recovery_hash = recovery_codes::hash(&user.owner.id, normalized);
                 Some(SecondFactor::RecoveryCode {
                     hash: &recovery_hash,
                 })
@@ -142,8 +142,8 @@ impl StPeter {
         };
         let Some(factor) = factor else {
             throttles.two_factor_challenge.fail(&challenge_hash, now);
-            throttles.two_factor_user.fail(&user.id, now);
-            audit::record(Event::TwoFactor, "failure", Some(&user.id), caller);
+            throttles.two_factor_user.fail(&user.owner.id, now);
+            audit::record(Event::TwoFactor, "failure", Some(&user.owner.id), caller);
             return Ok(LoginOutcome::failed(FailureReason::InvalidCode));
         };
 
@@ -156,7 +156,7 @@ impl StPeter {
                 factor,
                 NewSession {
                     token_hash: &session.hash,
-                    user_id: &user.id,
+                    user_id: &user.owner.id,
                     created_at: now,
                     expires_at,
                 },
@@ -173,11 +173,11 @@ impl StPeter {
             }
             (TwoFactorCompletion::ChallengeGone, _) => "challenge_gone",
         };
-        audit::record(Event::TwoFactor, outcome, Some(&user.id), caller);
+        audit::record(Event::TwoFactor, outcome, Some(&user.owner.id), caller);
         Ok(match completion {
             TwoFactorCompletion::Completed => {
                 throttles.two_factor_challenge.forgive(&challenge_hash);
-                throttles.two_factor_user.forgive(&user.id);
+                throttles.two_factor_user.forgive(&user.owner.id);
                 LoginOutcome::Authenticated(crate::domain::sessions::IssuedSession {
                     token: session.secret,
                     expires_at,
@@ -186,7 +186,7 @@ impl StPeter {
             }
             TwoFactorCompletion::Refused => {
                 throttles.two_factor_challenge.fail(&challenge_hash, now);
-                throttles.two_factor_user.fail(&user.id, now);
+                throttles.two_factor_user.fail(&user.owner.id, now);
                 LoginOutcome::failed(FailureReason::InvalidCode)
             }
             TwoFactorCompletion::ChallengeGone => {
@@ -200,14 +200,15 @@ impl StPeter {
     pub async fn enroll_totp(&self, identifier: &str) -> Result<TotpEnrollment> {
         let user = self.find_user(identifier).await?;
         let secret = totp::new_secret();
-        let otpauth_uri = totp::otpauth_uri(&secret, &self.settings.totp_issuer, &user.handle)?;
-        let sealed = self.totp_key()?.seal(&user.id, &secret)?;
-        let (codes, hashes) = recovery_codes::issue(&user.id);
+        let otpauth_uri =
+            totp::otpauth_uri(&secret, &self.settings.totp_issuer, &user.owner.handle)?;
+        let sealed = self.totp_key()?.seal(&user.owner.id, &secret)?;
+        let (codes, hashes) = recovery_codes::issue(&user.owner.id);
         self.store
-            .set_totp_secret(&user.id, Some(&sealed), &hashes, self.now())
+            .set_totp_secret(&user.owner.id, Some(&sealed), &hashes, self.now())
             .await?;
         Ok(TotpEnrollment {
-            user_id: user.id,
+            user_id: user.owner.id,
             otpauth_uri,
             recovery_codes: codes,
         })
@@ -225,13 +226,13 @@ impl StPeter {
         if user.totp_secret.is_none() {
             return Err(Error::Conflict(format!(
                 "{}: TOTP is not enrolled",
-                user.handle
+                user.owner.handle
             )));
         }
         self.store
-            .set_totp_secret(&user.id, None, &[], self.now())
+            .set_totp_secret(&user.owner.id, None, &[], self.now())
             .await?;
-        Ok(user.id)
+        Ok(user.owner.id)
     }
 }
 

@@ -1,6 +1,8 @@
-//! Persistence behind one trait, one implementation per backend. The store knows rows and
-//! transactions, nothing of gRPC or of the rules that decide a login.
+//! Persistence behind one trait, one implementation for both backends (`sql.rs`) with what
+//! differs per backend beside it. The store knows rows and transactions, nothing of gRPC or
+//! of the rules that decide a login.
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use postgres::PostgresStore;
@@ -18,12 +20,9 @@ use crate::secrets::token::SecretHash;
 /// A user row, secrets included: never leaves the server.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRecord {
-    pub id: String,
-    pub handle: String,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub display_name: String,
-    pub disabled: bool,
+    /// The columns the verify path reads too.
+    #[sqlx(flatten)]
+    pub owner: OwnerRecord,
     pub password_hash: String,
     pub totp_secret: Option<Vec<u8>>,
     pub created_at: i64,
@@ -212,6 +211,14 @@ pub async fn connect_with(database_url: &str, pool: &PoolSettings) -> Result<Arc
                 redact_url(database_url)
             ),
         })
+    }
+}
+
+/// A database URL its backend cannot parse.
+fn invalid_url(error: sqlx::Error) -> Error {
+    Error::InvalidArgument {
+        field: "database_url",
+        reason: error.to_string(),
     }
 }
 

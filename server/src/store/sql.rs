@@ -1,0 +1,445 @@
+//! The store's operations, written once for both backends: the statements, their binds,
+//! the transactions and the row mapping. sqlx binds `$1`-style parameters on SQLite as on
+//! PostgreSQL, so every statement both dialects spell alike lives here; what differs (the
+//! verify statement, how its roles column decodes, which faults are worth a retry, how a
+//! pool is opened) is the backend's, in `postgres.rs` and `sqlite.rs`.
+use async_trait::async_trait;
+use sqlx::pool::PoolOptions;
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Row, Type,
+};
+
+use super::{
+    ChallengeAttempt, NewSession, NewUser, OwnerRecord, PoolSettings, SecondFactor, SessionOwner,
+    Store, TwoFactorCompletion, UserRecord, unique_violation,
+};
+use crate::clock::UnixMillis;
+use crate::domain::identifier::Identifier;
+use crate::error::{Error, Result};
+use crate::secrets::token::SecretHash;
+
+/// What one backend adds to the shared store.
+pub trait Backend: Database {
+    /// The verify path in one statement: the owner's columns (`OwnerRecord`), the session's
+    /// `session_expires_at` and the user's `roles`, for token hash `$1` live at `$2`.
+    const SESSION_OWNER_SQL: &'static str;
+    /// The `roles` column of a `SESSION_OWNER_SQL` row, sorted.
+    fn roles(row: &Self::Row) -> std::result::Result<Vec<String>, sqlx::Error>;
+    /// A verify that failed with this error is retried once (on another connection).
+    fn retry_verify(error: &Error) -> bool;
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+/// A store on either backend: `PostgresStore` or `SqliteStore`.
+pub struct SqlStore<DB: Backend> {
+    pub(super) pool: Pool<DB>,
+}
+
+/// The pool of either backend. No ping before each use (sqlx's default): it doubled the
+/// cost of a token verification on both. A SQLite file does not drop connections; a
+/// PostgreSQL connection that died while idle fails its next statement instead, which the
+/// read-only verify path retries once (`Backend::retry_verify`).
+pub(super) fn pool_options<DB: Database>(settings: &PoolSettings) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .test_before_acquire(false)
+}
+
+const USER_COLUMNS: &str =
+    "id, handle, email, phone, display_name, disabled, password_hash, totp_secret, created_at";
+
+// The where clauses say what sqlx must do on a backend for these statements: run them on
+// a pool or in a transaction, bind and decode these types, map rows by column name. Both
+// backends can; the compiler checks each statement's binds against this list.
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    for<'r> OwnerRecord: FromRow<'r, DB::Row>,
+    for<'r> UserRecord: FromRow<'r, DB::Row>,
+{
+    async fn create_user(&self, user: &NewUser) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (id, handle, email, phone, display_name, password_hash, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(user.id.as_str())
+        .bind(user.handle.as_str())
+        .bind(user.email.as_deref())
+        .bind(user.phone.as_deref())
+        .bind(user.display_name.as_str())
+        .bind(user.password_hash.as_str())
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unique_violation)?;
+        Ok(())
+    }
+
+    async fn find_user(&self, identifier: &Identifier) -> Result<Option<UserRecord>> {
+        match identifier {
+            Identifier::Email(email) => self.user_where("email", email).await,
+            Identifier::Phone(phone) => self.user_where("phone", phone).await,
+            Identifier::Handle(handle) => self.user_where("handle", handle).await,
+        }
+    }
+
+    async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>> {
+        self.user_where("id", id).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY handle");
+        Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
+    }
+
+    async fn set_disabled(&self, user_id: &str, disabled: bool, now: UnixMillis) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
+            .bind(disabled)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if disabled {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(DB::rows_affected(&updated) == 1)
+    }
+
+    async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()> {
+        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(hash)
+            .bind(now)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn grant_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO user_roles (user_id, role, granted_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, role) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(role)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&inserted) == 1)
+    }
+
+    async fn revoke_role(&self, user_id: &str, role: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(user_id)
+            .bind(role)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&deleted) == 1)
+    }
+
+    async fn roles(&self, user_id: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_totp_secret(
+        &self,
+        user_id: &str,
+        sealed_secret: Option<&[u8]>,
+        recovery_code_hashes: &[SecretHash],
+        now: UnixMillis,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE users SET totp_secret = $1, totp_last_step = NULL, updated_at = $2 \
+             WHERE id = $3",
+        )
+        .bind(sealed_secret)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        for hash in recovery_code_hashes {
+            sqlx::query(
+                "INSERT INTO recovery_codes (user_id, code_hash, issued_at) VALUES ($1, $2, $3)",
+            )
+            .bind(user_id)
+            .bind(&hash[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unused_recovery_codes(&self, user_id: &str) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn create_session(&self, session: NewSession<'_>) -> Result<()> {
+        insert_session(&self.pool, session).await
+    }
+
+    async fn session_owner(
+        &self,
+        token_hash: &SecretHash,
+        now: UnixMillis,
+    ) -> Result<Option<SessionOwner>> {
+        match self.fetch_session_owner(token_hash, now).await {
+            Err(error) if DB::retry_verify(&error) => {
+                tracing::debug!(%error, "verify on a dead pooled connection; retrying once");
+                self.fetch_session_owner(token_hash, now).await
+            }
+            result => result,
+        }
+    }
+
+    async fn revoke_session(&self, token_hash: &SecretHash, now: UnixMillis) -> Result<bool> {
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&token_hash[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&revoked) == 1)
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str, now: UnixMillis) -> Result<u64> {
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&revoked))
+    }
+
+    async fn create_challenge(
+        &self,
+        id_hash: &SecretHash,
+        user_id: &str,
+        created_at: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO two_factor_challenges (id_hash, user_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id_hash[..])
+        .bind(user_id)
+        .bind(created_at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn attempt_challenge(
+        &self,
+        id_hash: &SecretHash,
+        now: UnixMillis,
+        max_attempts: u32,
+    ) -> Result<Option<ChallengeAttempt>> {
+        // On PostgreSQL the row lock serializes concurrent attempts (from any replica); each
+        // one re-checks the count after the previous one committed. SQLite has one writer.
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE two_factor_challenges SET attempts = attempts + 1 \
+             WHERE id_hash = $1 AND expires_at > $2 AND attempts < $3 \
+             RETURNING user_id, expires_at",
+        )
+        .bind(&id_hash[..])
+        .bind(now)
+        .bind(i64::from(max_attempts))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(user_id, expires_at)| ChallengeAttempt {
+            user_id,
+            expires_at,
+        }))
+    }
+
+    async fn complete_two_factor(
+        &self,
+        challenge_hash: &SecretHash,
+        factor: SecondFactor<'_>,
+        session: NewSession<'_>,
+    ) -> Result<TwoFactorCompletion> {
+        let mut tx = self.pool.begin().await?;
+        let consumed = sqlx::query("DELETE FROM two_factor_challenges WHERE id_hash = $1")
+            .bind(&challenge_hash[..])
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&consumed) != 1 {
+            tx.rollback().await?;
+            return Ok(TwoFactorCompletion::ChallengeGone);
+        }
+        // Under PostgreSQL's READ COMMITTED a concurrent claim of the same user row waits for
+        // this one and then re-evaluates its WHERE against the committed step: one of them
+        // wins. SQLite has one writer.
+        let claimed = match factor {
+            SecondFactor::Totp { step } => sqlx::query(
+                "UPDATE users SET totp_last_step = $1 \
+                 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
+            )
+            .bind(step)
+            .bind(session.user_id),
+            SecondFactor::RecoveryCode { hash } => sqlx::query(
+                "UPDATE recovery_codes SET used_at = $1 \
+                 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+            )
+            .bind(session.created_at)
+            .bind(session.user_id)
+            .bind(&hash[..]),
+        }
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&claimed) != 1 {
+            // Roll back: the challenge lives on (its attempt is already spent), so a user
+            // whose code was used by a double submit can send the next one.
+            tx.rollback().await?;
+            return Ok(TwoFactorCompletion::Refused);
+        }
+        insert_session(&mut *tx, session).await?;
+        tx.commit().await?;
+        Ok(TwoFactorCompletion::Completed)
+    }
+
+    async fn key_check_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        sqlx::query("INSERT INTO key_checks (name, sealed) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT sealed FROM key_checks WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn purge_expired(&self, before: UnixMillis) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let challenges = sqlx::query("DELETE FROM two_factor_challenges WHERE expires_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DB::rows_affected(&challenges) + DB::rows_affected(&sessions))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    for<'r> OwnerRecord: FromRow<'r, DB::Row>,
+    for<'r> UserRecord: FromRow<'r, DB::Row>,
+{
+    async fn user_where(&self, column: &str, value: &str) -> Result<Option<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
+        Ok(sqlx::query_as(&sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The verify path: one statement, one round trip.
+    async fn fetch_session_owner(
+        &self,
+        token_hash: &SecretHash,
+        now: UnixMillis,
+    ) -> Result<Option<SessionOwner>> {
+        let row = sqlx::query(DB::SESSION_OWNER_SQL)
+            .bind(&token_hash[..])
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(SessionOwner {
+            user: OwnerRecord::from_row(&row)?,
+            expires_at: row.try_get("session_expires_at")?,
+            roles: DB::roles(&row)?,
+        }))
+    }
+}
+
+async fn insert_session<'e, DB>(
+    executor: impl Executor<'e, Database = DB>,
+    session: NewSession<'_>,
+) -> Result<()>
+where
+    DB: Database,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&session.token_hash[..])
+    .bind(session.user_id)
+    .bind(session.created_at)
+    .bind(session.expires_at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
