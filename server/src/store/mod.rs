@@ -240,13 +240,22 @@ fn is_unreachable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::WorkerCrashed => true,
-        // PostgreSQL: connection_exception (class 08), admin_shutdown, crash_shutdown,
-        // cannot_connect_now (starting up or shutting down), too_many_connections.
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
-        }),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unreachable_code(&code)),
         _ => false,
     }
+}
+
+/// PostgreSQL SQLSTATEs that say the connection or the server went away, not that the
+/// statement was wrong: connection_exception (class 08), admin_shutdown, crash_shutdown,
+/// cannot_connect_now (starting up or shutting down), idle_session_timeout and
+/// idle_in_transaction_session_timeout (the server closed a connection that sat idle),
+/// too_many_connections.
+fn is_unreachable_code(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "57P05" | "25P03" | "53300"
+        )
 }
 
 /// A database URL with any password replaced, safe for logs and errors.
@@ -283,7 +292,20 @@ pub(crate) fn unique_violation(error: sqlx::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{is_unreachable_code, redact_url};
+
+    #[test]
+    fn connection_faults_are_unreachable_and_statement_faults_are_not() {
+        for gone in [
+            "08006", "08001", "57P01", "57P02", "57P03", "57P05", "25P03", "53300",
+        ] {
+            assert!(is_unreachable_code(gone), "{gone}");
+        }
+        // unique_violation, undefined_table, syntax_error, query_canceled
+        for wrong in ["23505", "42P01", "42601", "57014"] {
+            assert!(!is_unreachable_code(wrong), "{wrong}");
+        }
+    }
 
     #[test]
     fn passwords_are_redacted_from_urls() {

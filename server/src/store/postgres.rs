@@ -32,9 +32,10 @@ impl Backend for Postgres {
     fn retry_verify(error: &Error) -> bool {
         match error {
             Error::Unavailable(sqlx::Error::Io(_)) => true,
-            // admin_shutdown, crash_shutdown: sent on a connection as its server went away.
+            // admin_shutdown, crash_shutdown: sent on a connection as its server went away;
+            // idle_session_timeout: the server closed the connection while it sat idle.
             Error::Unavailable(sqlx::Error::Database(db)) => {
-                matches!(db.code().as_deref(), Some("57P01" | "57P02"))
+                matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P05"))
             }
             _ => false,
         }
