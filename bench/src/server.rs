@@ -1,20 +1,20 @@
-//! The real `st-peter` binary under test: started on a free port with its own database,
-//! watched for its resident memory, stopped at the end.
-use std::io::{BufRead, BufReader};
+//! The real `st-peter` binary under test: started on a free port with its own database
+//! (through `st-peter-testkit`, which learns the address from `--ready-file`), watched for
+//! its resident memory, stopped at the end.
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use st_peter_testkit::ServerProcess;
 
 pub struct Server {
-    child: Child,
+    process: ServerProcess,
     pub addr: SocketAddr,
     pub database_url: String,
-    binary: PathBuf,
     peak_rss_kib: Arc<AtomicU64>,
 }
 
@@ -22,44 +22,14 @@ impl Server {
     /// Starts `binary serve` on `database_url` with default settings (the figures are for
     /// what an operator gets without tuning), and samples its peak RSS.
     pub fn start(binary: &Path, database_url: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("ST_PETER_DATABASE_URL", database_url)
-            .env("ST_PETER_LOG", "warn,st_peter_server::cli=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+        let process = ServerProcess::builder(binary)
+            .database_url(database_url)
+            .log_filter("warn")
+            .on_stderr_line(|line| eprintln!("  server: {line}"))
+            .start()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let stderr = child.stderr.take().context("server stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(addr) = line
-                        .split("address=")
-                        .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next())
-                        .and_then(|addr| addr.parse::<SocketAddr>().ok())
-                    {
-                        let _ = tx.send(addr);
-                        sent = true;
-                        continue;
-                    }
-                }
-                eprintln!("  server: {line}");
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                bail!("the server did not report its address within 60 s");
-            }
-        };
+        let pid = process.pid().context("the server is not running")?;
         let peak_rss_kib = Arc::new(AtomicU64::new(0));
-        let pid = child.id();
         let peak = peak_rss_kib.clone();
         // VmHWM is the kernel's own high-water mark; sampling it keeps the last value seen
         // even after the process has exited.
@@ -70,27 +40,30 @@ impl Server {
             }
         });
         Ok(Self {
-            child,
-            addr,
+            addr: process.addr,
             database_url: database_url.to_owned(),
-            binary: binary.to_owned(),
+            process,
             peak_rss_kib,
         })
     }
 
     pub fn target(&self) -> String {
-        format!("http://{}", self.addr)
+        self.process.target()
     }
 
     pub fn peak_rss_mib(&self) -> f64 {
-        let now = high_water_mark_kib(self.child.id()).unwrap_or(0);
+        let now = self
+            .process
+            .pid()
+            .and_then(high_water_mark_kib)
+            .unwrap_or(0);
         self.peak_rss_kib.fetch_max(now, Ordering::Relaxed);
         self.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0
     }
 
     /// Runs an admin command of the same binary on the same database.
     pub fn admin(&self, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<String> {
-        let output = Command::new(&self.binary)
+        let output = Command::new(self.process.binary())
             .args(args)
             .env("ST_PETER_DATABASE_URL", &self.database_url)
             .envs(envs.iter().copied())
@@ -103,13 +76,6 @@ impl Server {
             );
         }
         Ok(String::from_utf8(output.stdout)?)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,14 +2,12 @@
 //! PostgreSQL when ST_PETER_TEST_POSTGRES_URL names a cluster (a fresh database is made).
 //! Production argon2 parameters, throttling off, clients on 127.0.0.1 sharing the machine.
 //! Run: `scripts/pg.sh run -- cargo bench -p st-peter-server --bench backends`
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use st_peter_proto::auth::v1 as pb;
-use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
-use st_peter_server::domain::accounts::NewAccount;
-use st_peter_server::domain::app::{Settings, StPeter};
+use st_peter_server::domain::app::Settings;
 use st_peter_server::domain::throttle::ThrottlePolicies;
+use st_peter_testkit::TestServer;
 
 /// Requests in flight at once.
 const CONCURRENCY: usize = 16;
@@ -54,25 +52,17 @@ async fn fresh_database(server: &str) -> anyhow::Result<String> {
 
 /// Requests per second of VerifyToken and of Login against a server on `url`.
 async fn measure(url: &str) -> anyhow::Result<(f64, f64)> {
-    let store = st_peter_server::store::connect(url).await?;
     let settings = Settings {
         throttle: ThrottlePolicies::unlimited(),
         ..Settings::default()
     };
-    let app = Arc::new(StPeter::new(store, StPeter::system_clock(), settings)?);
-    app.create_user(NewAccount {
-        handle: "lead-baker".into(),
-        password: "opensesame".into(),
-        ..NewAccount::default()
-    })
-    .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(st_peter_server::grpc::serve::run(listener, app, async {
-        let _ = stopped.await;
-    }));
-    let client = AuthServiceClient::connect(format!("http://{addr}")).await?;
+    let mut server = TestServer::builder()
+        .settings(settings)
+        .database_url(url)
+        .start()
+        .await;
+    server.add_user("lead-baker", "opensesame").await;
+    let client = server.grpc_client().await;
     let login = pb::LoginRequest {
         identifier: "lead-baker".into(),
         password: "opensesame".into(),
@@ -113,12 +103,11 @@ async fn measure(url: &str) -> anyhow::Result<(f64, f64)> {
         &client,
     )
     .await?;
-    let _ = stop.send(());
-    server.await??;
+    server.stop().await;
     Ok((verify_rate, login_rate))
 }
 
-type Client = AuthServiceClient<tonic::transport::Channel>;
+type Client = st_peter_testkit::AuthClient;
 
 /// Runs `call` from CONCURRENCY tasks for `duration`; successful calls per second.
 async fn rate<F, Fut>(duration: Duration, call: F, client: &Client) -> anyhow::Result<f64>

@@ -1,15 +1,13 @@
 //! Login latency against the real server beside the cost of one argon2id hash with the
 //! same (production) parameters, and the enumeration check: an unknown identifier must
 //! cost what a wrong password costs. Run: `cargo bench -p st-peter-server --bench login`.
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use st_peter_proto::auth::v1 as pb;
-use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
-use st_peter_server::domain::accounts::NewAccount;
-use st_peter_server::domain::app::{Settings, StPeter};
+use st_peter_server::domain::app::Settings;
 use st_peter_server::domain::throttle::ThrottlePolicies;
 use st_peter_server::secrets::password::{PasswordParams, Passwords};
+use st_peter_testkit::TestServer;
 
 const ROUNDS: usize = 60;
 
@@ -33,30 +31,15 @@ async fn main() -> anyhow::Result<()> {
         hash_times.push(start.elapsed());
     }
 
-    let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = st_peter_server::store::connect(&url).await?;
     // Throttling off: this measures the work of a login, not the backoff that would
     // otherwise answer the repeated failures below without hashing.
     let settings = Settings {
         throttle: ThrottlePolicies::unlimited(),
         ..Settings::default()
     };
-    let app = Arc::new(StPeter::new(store, StPeter::system_clock(), settings)?);
-    app.create_user(NewAccount {
-        handle: "lead-baker".into(),
-        password: "opensesame".into(),
-        ..NewAccount::default()
-    })
-    .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(st_peter_server::grpc::serve::run(
-        listener,
-        app,
-        std::future::pending(),
-    ));
-    let client = AuthServiceClient::connect(format!("http://{addr}")).await?;
+    let server = TestServer::builder().settings(settings).start().await;
+    server.add_user("lead-baker", "opensesame").await;
+    let client = server.grpc_client().await;
     let login = |identifier: &'static str, password: &'static str| {
         let mut client = client.clone();
         async move {

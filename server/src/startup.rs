@@ -118,9 +118,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `listen` (port 0 picks a free one: see [`Application::local_addr`]).
+    /// Binds `listen` (port 0 picks a free one: see [`Application::local_addr`]). `app`
+    /// may be shared (an `Arc`), so a test can serve one domain again after a stop.
     pub async fn bind(
-        app: StPeter,
+        app: impl Into<Arc<StPeter>>,
         listen: SocketAddr,
         options: ServeOptions,
     ) -> anyhow::Result<Self> {
@@ -128,7 +129,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {listen}"))?;
         Ok(Self {
-            app: Arc::new(app),
+            app: app.into(),
             listener,
             options,
         })

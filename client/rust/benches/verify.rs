@@ -1,40 +1,18 @@
 //! Cached `verify_token` cost and uncached calls per second against a local server.
 //! Run: `cargo bench -p st-peter-client --bench verify`.
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use st_peter_client::{Client, LoginOutcome};
-use st_peter_server::domain::accounts::NewAccount;
-use st_peter_server::domain::app::{Settings, StPeter};
-use st_peter_server::secrets::password::PasswordParams;
 
 const CACHED_CALLS: u32 = 1_000_000;
 const UNCACHED_SECONDS: u64 = 3;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = st_peter_server::store::connect(&url).await?;
-    // Hash cost does not matter here; only verification is measured.
-    let settings = Settings {
-        password_params: PasswordParams::INSECURE_FOR_TESTS,
-        ..Settings::default()
-    };
-    let app = Arc::new(StPeter::new(store, StPeter::system_clock(), settings)?);
-    app.create_user(NewAccount {
-        handle: "cashier".into(),
-        password: "knockknock".into(),
-        ..NewAccount::default()
-    })
-    .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let target = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(st_peter_server::grpc::serve::run(
-        listener,
-        app,
-        std::future::pending(),
-    ));
+    // The real serving path; hash cost does not matter here, only verification is measured.
+    let server = st_peter_testkit::TestServer::start().await;
+    server.add_user("cashier", "knockknock").await;
+    let target = server.target();
 
     let cached = Client::connect(target.clone())?;
     let LoginOutcome::Authenticated(session) = cached.login("cashier", "knockknock").await? else {

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -48,6 +49,20 @@ pub struct ServeOptions {
     pub tls: Option<ServerTlsConfig>,
     /// After the shutdown signal, how long calls in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// A hook for tests (the test kit counts and holds calls with it): wraps the served
+    /// routes, health and reflection included, before serving. `st-peter serve` sets none.
+    pub wrap_routes: Option<WrapRoutes>,
+}
+
+/// Wraps the routes [`run_with`] serves, e.g. in a tower layer through
+/// [`Routes::into_axum_router`] and `axum::Router::layer`.
+#[derive(Clone)]
+pub struct WrapRoutes(pub Arc<dyn Fn(Routes) -> Routes + Send + Sync>);
+
+impl std::fmt::Debug for WrapRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WrapRoutes(..)")
+    }
 }
 
 impl Default for ServeOptions {
@@ -55,6 +70,7 @@ impl Default for ServeOptions {
         Self {
             tls: None,
             shutdown_grace: Duration::from_secs(10),
+            wrap_routes: None,
         }
     }
 }
@@ -138,11 +154,16 @@ pub async fn run_with(
     if let Some(tls) = options.tls {
         builder = builder.tls_config(tls)?;
     }
-    let serving = builder
-        .add_service(health_service)
+    let routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(auth)
+        .add_service(auth);
+    let routes = match &options.wrap_routes {
+        Some(wrap) => (wrap.0)(routes),
+        None => routes,
+    };
+    let serving = builder
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown);
     let grace = options.shutdown_grace;
     let result = tokio::select! {

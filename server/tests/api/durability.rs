@@ -5,7 +5,7 @@
 //! the pool's connections by a unit test in `store::sqlite`.)
 use st_peter_proto::auth::v1 as pb;
 
-use crate::helpers::{ServerProcess, admin, sqlite_database_url};
+use crate::helpers::{admin, sqlite_database_url, start_server};
 
 #[tokio::test]
 async fn sessions_acknowledged_before_sigkill_survive_a_restart() {
@@ -17,8 +17,8 @@ async fn sessions_acknowledged_before_sigkill_survive_a_restart() {
         "knockknock\n",
     );
 
-    let server = ServerProcess::start(&url);
-    let mut client = server.client().await;
+    let mut server = start_server(&url);
+    let mut client = server.grpc_client().await;
     let mut tokens = Vec::new();
     for _ in 0..20 {
         let reply = client
@@ -37,8 +37,8 @@ async fn sessions_acknowledged_before_sigkill_survive_a_restart() {
     // Kill straight after the last acknowledgement: no graceful shutdown, no checkpoint.
     server.kill();
 
-    let restarted = ServerProcess::start(&url);
-    let mut client = restarted.client().await;
+    let restarted = start_server(&url);
+    let mut client = restarted.grpc_client().await;
     for token in &tokens {
         let verified = client
             .verify_token(pb::VerifyTokenRequest {

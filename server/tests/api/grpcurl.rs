@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::helpers::{ServerProcess, admin, database_url, go_tool};
+use crate::helpers::{admin, database_url, go_tool, start_server};
 
 fn grpcurl() -> PathBuf {
     go_tool("grpcurl")
@@ -54,7 +54,7 @@ async fn readme_walkthrough_with_grpcurl() {
     let user_id = created["user_id"].as_str().unwrap().to_owned();
     admin(&url, &["user", "role", "grant", "lead-baker", "admin"], "");
 
-    let server = ServerProcess::start(&url);
+    let server = start_server(&url);
     let addr = server.addr.to_string();
 
     let services = run(&["-plaintext", &addr, "list"], None);

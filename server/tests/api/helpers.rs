@@ -1,44 +1,46 @@
 //! `spawn_app()` starts the real server in-process (so tests can move its clock);
-//! `ServerProcess` runs the real `st-peter` binary for what needs a separate process.
+//! `start_server()` runs the real `st-peter` binary for what needs a separate process.
+//! Both come from `st-peter-testkit`; this module adds the suite's backends, admin
+//! commands and the logs and secrets it checks.
 //!
 //! The backend comes from the environment: with `ST_PETER_TEST_POSTGRES_URL` set (a
 //! superuser URL of a throwaway cluster, see `scripts/pg.sh run`) every test gets a fresh
 //! PostgreSQL database on that cluster, left to die with it; otherwise a temp SQLite file.
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
-use st_peter_server::clock::{Clock, ManualClock};
-use st_peter_server::domain::accounts::NewAccount;
-use st_peter_server::domain::app::{Settings, StPeter, UserView};
-use st_peter_server::secrets::password::PasswordParams;
+use st_peter_server::clock::Clock as _;
+use st_peter_server::domain::app::{Settings, UserView};
 use st_peter_server::store::Store;
-use tokio::sync::oneshot;
+pub use st_peter_testkit::ServerProcess;
+use st_peter_testkit::TestServer;
+pub use st_peter_testkit::test_settings;
 use tonic::transport::Channel;
 
 pub type Client = AuthServiceClient<Channel>;
 
+/// The in-process server (`st_peter_testkit::TestServer`: `addr`, `app`, `clock`, `store`)
+/// with a generated client and the suite's helpers that remember the secrets they use.
 pub struct TestApp {
-    pub addr: SocketAddr,
+    server: TestServer,
     pub client: Client,
-    pub app: Arc<StPeter>,
-    pub clock: ManualClock,
-    pub store: Arc<dyn Store>,
-    pub _dir: tempfile::TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-pub fn test_settings() -> Settings {
-    Settings {
-        password_params: PasswordParams::INSECURE_FOR_TESTS,
-        totp_key: Some(st_peter_server::secrets::totp_key::TotpKey::generate()),
-        ..Settings::default()
+impl Deref for TestApp {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+impl DerefMut for TestApp {
+    fn deref_mut(&mut self) -> &mut TestServer {
+        &mut self.server
     }
 }
 
@@ -48,34 +50,13 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     capture_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database_url(dir.path()).await;
-    let store = st_peter_server::store::connect(&url).await.unwrap();
-    let clock = ManualClock::new();
-    let app = Arc::new(StPeter::new(store.clone(), Arc::new(clock.clone()), settings).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(st_peter_server::grpc::serve::run(
-        listener,
-        app.clone(),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    let client = AuthServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    TestApp {
-        addr,
-        client,
-        app,
-        clock,
-        store,
-        _dir: dir,
-        shutdown: Some(tx),
-        server: Some(server),
+    let mut builder = TestServer::builder().settings(settings);
+    if let Some(server) = postgres_url() {
+        builder = builder.database_url(create_postgres_database(&server).await);
     }
+    let server = builder.start().await;
+    let client = server.grpc_client().await;
+    TestApp { server, client }
 }
 
 impl TestApp {
@@ -89,15 +70,7 @@ impl TestApp {
 
     pub async fn add_user(&self, handle: &str, password: &str) -> UserView {
         remember_secret(password);
-        self.app
-            .create_user(NewAccount {
-                handle: handle.into(),
-                email: Some(format!("{handle}@bakery.example")),
-                password: password.into(),
-                ..NewAccount::default()
-            })
-            .await
-            .unwrap()
+        self.server.add_user(handle, password).await
     }
 
     pub async fn login(&self, identifier: &str, password: &str) -> pb::login_response::Result {
@@ -153,12 +126,7 @@ impl TestApp {
     }
 
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.unwrap().unwrap();
-        }
+        self.server.stop().await;
     }
 }
 
@@ -167,14 +135,6 @@ pub fn failed_reason(result: &pb::login_response::Result) -> pb::FailureReason {
         pb::login_response::Result::Failed(failed) => failed.reason(),
         other => panic!("expected failed, got {other:?}"),
     }
-}
-
-/// The real `st-peter` binary serving a database, on a free port it reports through
-/// `--ready-file`.
-pub struct ServerProcess {
-    pub child: Child,
-    pub addr: SocketAddr,
-    _ready_dir: tempfile::TempDir,
 }
 
 pub fn binary() -> PathBuf {
@@ -195,13 +155,6 @@ pub fn database_url(dir: &Path) -> String {
         })
         .join()
         .unwrap(),
-        None => sqlite_database_url(dir),
-    }
-}
-
-pub async fn fresh_database_url(dir: &Path) -> String {
-    match postgres_url() {
-        Some(server) => create_postgres_database(&server).await,
         None => sqlite_database_url(dir),
     }
 }
@@ -270,72 +223,26 @@ pub fn backend_env(database_url: &str) -> Vec<(&'static str, String)> {
     }
 }
 
-impl ServerProcess {
-    pub fn start(database_url: &str) -> Self {
-        Self::start_with(database_url, &[])
-    }
-
-    /// `serve` with extra arguments, e.g. pool settings.
-    pub fn start_with(database_url: &str, extra_args: &[&str]) -> Self {
-        let ready_dir = tempfile::tempdir().unwrap();
-        let ready_file = ready_dir.path().join("address");
-        let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
-            .arg(&ready_file)
-            .args(extra_args)
-            .env("ST_PETER_DATABASE_URL", database_url)
-            .envs(backend_env(database_url))
-            // Everything the server says goes into the captured logs checked for secrets.
-            .env("ST_PETER_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                append_log(&line);
-            }
-        });
-        let started = std::time::Instant::now();
-        let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready_file) {
-                break text.trim().parse::<SocketAddr>().unwrap();
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("st-peter serve exited before listening: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "st-peter serve wrote no ready file within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Self {
-            child,
-            addr,
-            _ready_dir: ready_dir,
-        }
-    }
-
-    pub async fn client(&self) -> Client {
-        AuthServiceClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-    }
-
-    pub fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix: no chance to flush anything
-        self.child.wait().unwrap();
-    }
+/// The real binary serving `database_url`; everything it says goes into the captured
+/// logs checked for secrets.
+pub fn start_server(database_url: &str) -> ServerProcess {
+    start_server_with(database_url, &[])
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `serve` with extra arguments, e.g. pool settings.
+pub fn start_server_with(database_url: &str, extra_args: &[&str]) -> ServerProcess {
+    backend_env(database_url)
+        .into_iter()
+        .fold(
+            ServerProcess::builder(binary())
+                .database_url(database_url)
+                .args(extra_args)
+                .log_filter("debug")
+                .on_stderr_line(append_log),
+            |builder, (key, value)| builder.env(key, value),
+        )
+        .start()
+        .unwrap()
 }
 
 /// A stock tool from PATH or `go install`'s directory (grpcurl, ghz); `scripts/test.sh`

@@ -8,7 +8,7 @@ use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 
 use crate::helpers::{
-    ServerProcess, admin, database_url, logs, remember_secret, secrets, spawn_app,
+    admin, database_url, logs, remember_secret, secrets, spawn_app, start_server,
 };
 
 #[tokio::test]
@@ -106,8 +106,8 @@ async fn secrets_never_reach_the_logs() {
         &["user", "add", "--handle", "cashier", "--password-stdin"],
         "knockknock\n",
     );
-    let server = ServerProcess::start(&url);
-    let mut remote = server.client().await;
+    let mut server = start_server(&url);
+    let mut remote = server.grpc_client().await;
     let reply = remote
         .login(pb::LoginRequest {
             identifier: "cashier".into(),

@@ -16,7 +16,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{
     ServerProcess, admin, binary, create_postgres_database, logs, remember_secret,
-    required_postgres_url, with_database,
+    required_postgres_url, start_server, start_server_with, with_database,
 };
 use crate::replicas::postgres_database;
 
@@ -97,7 +97,7 @@ async fn replicas_starting_at_once_migrate_an_empty_database_once() {
     let servers: Vec<_> = (0..2)
         .map(|_| {
             let url = url.clone();
-            std::thread::spawn(move || ServerProcess::start(&url))
+            std::thread::spawn(move || start_server(&url))
         })
         .collect();
     let stores: Vec<_> = (0..4)
@@ -127,7 +127,7 @@ async fn replicas_starting_at_once_migrate_an_empty_database_once() {
     );
     for server in &servers {
         let reply = server
-            .client()
+            .grpc_client()
             .await
             .login(pb::LoginRequest {
                 identifier: "cashier".into(),
@@ -265,9 +265,9 @@ async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_
         "knockknock\n",
     );
     let pool_args = ["--db-acquire-timeout", "1s", "--db-max-connections", "4"];
-    let mut a = ServerProcess::start_with(&url, &pool_args);
-    let mut b = ServerProcess::start_with(&url, &pool_args);
-    let mut on_a = a.client().await;
+    let mut a = start_server_with(&url, &pool_args);
+    let mut b = start_server_with(&url, &pool_args);
+    let mut on_a = a.grpc_client().await;
     let reply = on_a
         .login(pb::LoginRequest {
             identifier: "cashier".into(),
@@ -283,7 +283,7 @@ async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_
 
     let running = Arc::new(AtomicBool::new(true));
     // Two loops, each alternating between the replicas.
-    let on_b = b.client().await;
+    let on_b = b.grpc_client().await;
     let loads = [
         tokio::spawn(traffic(
             vec![on_a.clone(), on_b.clone()],
@@ -314,8 +314,8 @@ async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_
     samples.sort_by_key(|s| s.started);
 
     // Neither process died or was restarted.
-    assert!(a.child.try_wait().unwrap().is_none(), "replica A exited");
-    assert!(b.child.try_wait().unwrap().is_none(), "replica B exited");
+    assert!(a.try_wait().is_none(), "replica A exited");
+    assert!(b.try_wait().is_none(), "replica B exited");
 
     for sample in &samples {
         assert!(
@@ -405,7 +405,7 @@ async fn health_is_not_serving_while_postgres_is_down_and_serving_when_it_is_bac
     required_postgres_url();
     let cluster = OwnCluster::start();
     let url = create_postgres_database(&cluster.url).await;
-    let server = ServerProcess::start_with(&url, &["--db-acquire-timeout", "1s"]);
+    let server = start_server_with(&url, &["--db-acquire-timeout", "1s"]);
     let mut health = HealthClient::new(
         tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
             .unwrap()

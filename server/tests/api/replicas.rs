@@ -6,7 +6,7 @@ use st_peter_proto::auth::v1 as pb;
 use tonic::Code;
 
 use crate::helpers::{
-    Client, ServerProcess, admin, create_postgres_database, remember_secret, required_postgres_url,
+    Client, admin, create_postgres_database, remember_secret, required_postgres_url, start_server,
 };
 
 use pb::login_response::Result as Outcome;
@@ -74,8 +74,8 @@ async fn a_session_from_one_replica_is_honoured_and_revoked_on_the_other() {
     let url = postgres_database().await;
     add_user(&url, "cashier", "knockknock");
     admin(&url, &["user", "role", "grant", "cashier", "till"], "");
-    let (a, b) = (ServerProcess::start(&url), ServerProcess::start(&url));
-    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+    let (a, b) = (start_server(&url), start_server(&url));
+    let (mut on_a, mut on_b) = (a.grpc_client().await, b.grpc_client().await);
 
     // A login on A verifies on B, with the roles the database holds.
     let Outcome::Authenticated(session) = login(&mut on_a, "cashier", "knockknock").await else {
@@ -131,8 +131,8 @@ async fn two_factor_logins_span_replicas_and_a_code_is_accepted_once_across_them
     remember_secret(&code);
     remember_secret(&next_code);
 
-    let (a, b) = (ServerProcess::start(&url), ServerProcess::start(&url));
-    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+    let (a, b) = (start_server(&url), start_server(&url));
+    let (mut on_a, mut on_b) = (a.grpc_client().await, b.grpc_client().await);
 
     // A code accepted on A...
     let Outcome::TwoFactor(first) = login(&mut on_a, "lead-baker", "opensesame").await else {

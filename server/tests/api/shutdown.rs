@@ -1,22 +1,13 @@
 //! Graceful shutdown of the real binary under load: on SIGTERM, logins already in flight
 //! finish with their real answer, new calls get UNAVAILABLE, the process exits cleanly, and
 //! every session it handed out is there after a restart on the same database.
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 
-use crate::helpers::{ServerProcess, admin, database_url, remember_secret};
-
-fn sigterm(server: &ServerProcess) {
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use crate::helpers::{admin, database_url, remember_secret, start_server, start_server_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_calls_in_flight_and_refuses_new_ones() {
@@ -29,8 +20,8 @@ async fn sigterm_finishes_calls_in_flight_and_refuses_new_ones() {
     );
     // Production argon2 parameters on one hashing thread: a burst of logins queues for
     // a good fraction of a second, so some are in flight when the signal comes.
-    let mut server = ServerProcess::start_with(&url, &["--shutdown-grace", "20s"]);
-    let client = server.client().await;
+    let mut server = start_server_with(&url, &["--shutdown-grace", "20s"]);
+    let client = server.grpc_client().await;
 
     let burst: Vec<_> = (0..12)
         .map(|_| {
@@ -46,7 +37,7 @@ async fn sigterm_finishes_calls_in_flight_and_refuses_new_ones() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    sigterm(&server);
+    server.send_sigterm();
     let signalled = Instant::now();
 
     // A new connection made after the signal is refused.
@@ -82,7 +73,7 @@ async fn sigterm_finishes_calls_in_flight_and_refuses_new_ones() {
 
     // The process exits by itself, cleanly, once the calls are done.
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.try_wait() {
             break status;
         }
         assert!(
@@ -94,8 +85,8 @@ async fn sigterm_finishes_calls_in_flight_and_refuses_new_ones() {
     assert!(status.success(), "exit status {status:?}");
 
     // Nothing half-written: every session handed out is valid on the next start.
-    let restarted = ServerProcess::start(&url);
-    let mut client = restarted.client().await;
+    let restarted = start_server(&url);
+    let mut client = restarted.grpc_client().await;
     for token in tokens {
         client
             .verify_token(pb::VerifyTokenRequest { token })

@@ -3,12 +3,12 @@
 //! delayed ACK, 20-40 ms a call from grpc-go; the bound here sits far from both.
 use std::process::Command;
 
-use crate::helpers::{ServerProcess, database_url, go_tool};
+use crate::helpers::{database_url, go_tool, start_server};
 
 #[tokio::test]
 async fn grpc_go_callers_get_answers_without_waiting_for_delayed_acks() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&database_url(dir.path()));
+    let server = start_server(&database_url(dir.path()));
     let output = Command::new(go_tool("ghz"))
         .args(["--insecure", "--call", "grpc.health.v1.Health/Check"])
         .args(["--concurrency", "1", "--connections", "1", "--total", "300"])

@@ -1,7 +1,6 @@
 //! The client against the real st-peter server on an ephemeral port (no mocked st-peter).
 //! RPCs are counted by a layer on the test server, never inferred from timing.
 mod helpers;
-mod server_process;
 
 mod cache;
 mod conformance;

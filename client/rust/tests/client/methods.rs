@@ -5,7 +5,7 @@ use crate::helpers::TestServer;
 #[tokio::test]
 async fn login_verify_lookup_and_logout() {
     let server = TestServer::start().await;
-    let baker_id = server.add_user("lead-baker", "opensesame").await;
+    let baker_id = server.add_user("lead-baker", "opensesame").await.user_id;
     server.app.grant_role("lead-baker", "admin").await.unwrap();
     let client = server.client();
 
@@ -33,7 +33,7 @@ async fn login_verify_lookup_and_logout() {
     assert!(verified.has_role("admin"));
     assert_eq!(verified.expires_at, session.expires_at);
 
-    let cashier_id = server.add_user("cashier", "knockknock").await;
+    let cashier_id = server.add_user("cashier", "knockknock").await.user_id;
     let found = client
         .lookup_user(&baker_id, &session.token, "cashier@bakery.example")
         .await

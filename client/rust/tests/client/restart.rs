@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use st_peter_client::{Client, Error, LoginOutcome};
 
-use crate::server_process::ServerProcess;
+use st_peter_testkit::{ServerProcess, st_peter_binary};
 
 const RESTARTS: usize = 3;
 /// How long each outage lasts, so calls land in it.
@@ -32,6 +32,36 @@ async fn login(client: &Client) -> String {
     }
 }
 
+/// The real binary on a free port with a fresh SQLite file; stopped with SIGTERM and
+/// started again on the same port and file, as an operator restarting it would.
+async fn start() -> ServerProcess {
+    ServerProcess::builder(st_peter_binary())
+        .start_async()
+        .await
+        .unwrap()
+}
+
+/// Creates a user with the admin CLI on the server's database.
+fn add_user(server: &ServerProcess, handle: &str, password: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut admin = Command::new(server.binary())
+        .args(["user", "add", "--handle", handle, "--password-stdin"])
+        .args(["--database-url", server.database_url(), "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(admin.stdin.take().unwrap(), "{password}").unwrap();
+    let output = admin.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "st-peter user add: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[derive(Default)]
 struct Tally {
     answered: AtomicU64,
@@ -40,8 +70,8 @@ struct Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_across_restarts_are_unavailable_or_right_and_succeed_once_back() {
-    let mut server = ServerProcess::start().await;
-    server.add_user("cashier", "knockknock");
+    let mut server = start().await;
+    add_user(&server, "cashier", "knockknock");
     let client = uncached_client(&server);
     let token = login(&client).await;
     let bogus = format!("stp_{}", "A".repeat(43));
@@ -97,7 +127,7 @@ async fn calls_across_restarts_are_unavailable_or_right_and_succeed_once_back() 
         let status = server.terminate().await;
         assert!(status.success(), "st-peter on SIGTERM: {status}");
         tokio::time::sleep(OUTAGE).await;
-        server.resume().await;
+        server.restart().await;
         answered_since(tally.answered.load(Ordering::Relaxed)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -120,8 +150,8 @@ async fn calls_across_restarts_are_unavailable_or_right_and_succeed_once_back() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_call_on_an_idle_connection_after_a_restart_succeeds() {
-    let mut server = ServerProcess::start().await;
-    server.add_user("cashier", "knockknock");
+    let mut server = start().await;
+    add_user(&server, "cashier", "knockknock");
     let client = uncached_client(&server);
     let token = login(&client).await;
     client.verify_token(&token).await.unwrap();
@@ -129,7 +159,7 @@ async fn the_first_call_on_an_idle_connection_after_a_restart_succeeds() {
     for restart in 1..=RESTARTS {
         // A graceful stop sends GOAWAY on the idle connection, then closes it.
         server.terminate().await;
-        server.resume().await;
+        server.restart().await;
         match client.verify_token(&token).await {
             Ok(verified) => assert_eq!(verified.user.handle, "cashier"),
             Err(err) => panic!("first call after restart {restart}: {err:?}"),

@@ -1,11 +1,8 @@
 //! The client over TLS to the real server, with certificates generated here (rcgen).
-use std::sync::Arc;
-
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use st_peter_client::{Client, ClientTlsConfig, Error, LoginOutcome};
-use st_peter_server::domain::accounts::NewAccount;
-use st_peter_server::domain::app::StPeter;
 use st_peter_server::grpc::serve::ServeOptions;
+use st_peter_testkit::TestServer;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::helpers::settings;
@@ -35,43 +32,18 @@ fn pki() -> Pki {
     }
 }
 
-async fn start(
-    tls: ServerTlsConfig,
-) -> (String, tokio::sync::oneshot::Sender<()>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("st-peter.db").display());
-    let store = st_peter_server::store::connect(&url).await.unwrap();
-    let app = Arc::new(
-        StPeter::new(
-            store,
-            StPeter::system_clock(),
-            settings(std::time::Duration::from_secs(3600)),
-        )
-        .unwrap(),
-    );
-    app.create_user(NewAccount {
-        handle: "cashier".into(),
-        password: "knockknock".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let options = ServeOptions {
-        tls: Some(tls),
-        ..ServeOptions::default()
-    };
-    tokio::spawn(st_peter_server::grpc::serve::run_with(
-        listener,
-        app,
-        options,
-        async {
-            let _ = rx.await;
-        },
-    ));
-    (format!("https://localhost:{port}"), tx, dir)
+/// The real server serving TLS; the target names `localhost`, as the certificate does.
+async fn start(tls: ServerTlsConfig) -> (String, TestServer) {
+    let server = TestServer::builder()
+        .settings(settings(std::time::Duration::from_secs(3600)))
+        .serve_options(ServeOptions {
+            tls: Some(tls),
+            ..ServeOptions::default()
+        })
+        .start()
+        .await;
+    server.add_user("cashier", "knockknock").await;
+    (server.target(), server)
 }
 
 async fn login_and_verify(client: &Client) -> Result<(), Error> {
@@ -88,7 +60,7 @@ async fn login_and_verify(client: &Client) -> Result<(), Error> {
 #[tokio::test]
 async fn the_client_talks_tls_to_a_server_with_a_generated_certificate() {
     let pki = pki();
-    let (target, _stop, _dir) =
+    let (target, _server) =
         start(ServerTlsConfig::new().identity(Identity::from_pem(&pki.server.0, &pki.server.1)))
             .await;
 
@@ -111,7 +83,7 @@ async fn the_client_talks_tls_to_a_server_with_a_generated_certificate() {
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let pki = pki();
-    let (target, _stop, _dir) = start(
+    let (target, _server) = start(
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&pki.server.0, &pki.server.1))
             .client_ca_root(Certificate::from_pem(&pki.ca_pem)),

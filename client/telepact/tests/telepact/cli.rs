@@ -46,8 +46,8 @@ fn json_out(output: &Output) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn login_grant_list_revoke() {
     let server = TestServer::start().await;
-    let admin = server.add_user("owner", "owner-password").await;
-    let baker = server.add_user("lead-baker", "opensesame").await;
+    let admin = server.add_user("owner", "owner-password").await.user_id;
+    let baker = server.add_user("lead-baker", "opensesame").await.user_id;
 
     let login = json_out(
         &run(

@@ -8,8 +8,8 @@ use crate::helpers::{TestServer, headers, password, request, session};
 /// lead-baker with a full row, cashier with a row, stranger with none.
 async fn bakery() -> (TestServer, String, String) {
     let server = TestServer::start().await;
-    let baker = server.add_user("lead-baker", "opensesame").await;
-    let cashier = server.add_user("cashier", "knockknock").await;
+    let baker = server.add_user("lead-baker", "opensesame").await.user_id;
+    let cashier = server.add_user("cashier", "knockknock").await.user_id;
     server.add_user("stranger", "letmein123").await;
     let roles = server.roles().await;
     roles

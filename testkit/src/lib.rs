@@ -1,0 +1,26 @@
+//! The one way Rust suites (and the bench) start st-peter.
+//!
+//! - [`TestServer`]: the real server in-process, through `st_peter_server::startup`'s
+//!   [`Application`](st_peter_server::startup::Application) (the path `st-peter serve`
+//!   takes: health, reflection, the request size limit and the purge task included), on
+//!   `127.0.0.1:0` with a temp SQLite file or a given database URL, a manual clock, and
+//!   stop / resume on the same port. [`Calls`] is an optional tower layer for it that
+//!   counts calls by method and holds one at a chosen point.
+//! - [`ServerProcess`]: a given `st-peter` binary with `--ready-file` (its address comes
+//!   from that file), stderr captured, kill / SIGTERM / restart on the same port.
+mod calls;
+mod in_process;
+mod process;
+
+pub use calls::{Calls, Hold, HoldPoint, RpcCounts};
+pub use in_process::{TestServer, TestServerBuilder, test_settings};
+pub use process::{ProcessBuilder, ServerProcess, st_peter_binary};
+
+/// The generated gRPC client on a plaintext channel.
+pub type AuthClient =
+    st_peter_proto::auth::v1::auth_service_client::AuthServiceClient<tonic::transport::Channel>;
+
+/// A gRPC client connected to `addr` (plaintext).
+pub async fn connect(addr: std::net::SocketAddr) -> AuthClient {
+    AuthClient::connect(format!("http://{addr}")).await.unwrap()
+}
