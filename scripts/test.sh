@@ -20,12 +20,12 @@ step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings || step_failed
 
 step "Rust tests (server, proto, clients)"
-run_cargo_tests cargo test --workspace --locked || step_failed
+run_cargo_tests cargo test --workspace --locked --no-fail-fast || step_failed
 
 # The PostgreSQL-only tests are ignored in the SQLite pass above and asked for here, where
 # they fail if the cluster is missing.
 step "server integration suite again, on PostgreSQL 15 (scripts/pg.sh)"
-run_cargo_tests scripts/pg.sh run -- cargo test -p st-peter-server --test api --locked -- --include-ignored || step_failed
+run_cargo_tests scripts/pg.sh run -- cargo test -p st-peter-server --test api --locked --no-fail-fast -- --include-ignored || step_failed
 
 step "versions agree (VERSION, Cargo.toml, npm package, Go client)"
 scripts/check-version.sh || step_failed

@@ -41,9 +41,11 @@ impl Error {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 Error::Unavailable(transport_detail(&status))
             }
-            // A status made on this side from a failed connection (a refused TLS client
-            // certificate, a reset stream) carries its cause; one sent by a server does not.
-            Code::Unknown if std::error::Error::source(&status).is_some() => {
+            // A status made on this side from a failed connection carries its cause; one sent
+            // by a server does not. tonic gives such a status whichever code fits the cause:
+            // UNKNOWN for a refused TLS client certificate, INTERNAL ("h2 protocol error")
+            // for a stream reset as the server restarts. None says anything about the token.
+            _ if std::error::Error::source(&status).is_some() => {
                 Error::Unavailable(transport_detail(&status))
             }
             code => Error::Status { code, message },
@@ -61,4 +63,35 @@ fn transport_detail(status: &tonic::Status) -> String {
         source = cause.source();
     }
     detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_status_made_here_from_a_broken_connection_is_unavailable_whatever_its_code() {
+        for code in [Code::Internal, Code::Unknown, Code::Unavailable] {
+            let mut status = tonic::Status::new(code, "h2 protocol error: http2 error");
+            status.set_source(Arc::new(std::io::Error::other("stream reset")));
+            let error = Error::from_status(status);
+            assert!(error.is_unavailable(), "{code:?}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn an_internal_error_sent_by_the_server_stays_a_status() {
+        let error = Error::from_status(tonic::Status::internal("internal error"));
+        assert!(
+            matches!(
+                error,
+                Error::Status {
+                    code: Code::Internal,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
 }
