@@ -4,8 +4,8 @@
 //! command line.
 pub mod accounts;
 pub mod app;
-pub mod audit;
-pub mod identifier;
+pub(crate) mod audit;
+pub(crate) mod identifier;
 pub mod sessions;
 pub mod throttle;
 pub mod two_factor;

@@ -3,7 +3,7 @@
 //! the rule for its secret (stored as a hash or sealed, compared in constant time), so the
 //! domain never handles the raw material itself.
 pub mod password;
-pub mod recovery_codes;
+pub(crate) mod recovery_codes;
 pub mod token;
-pub mod totp;
+pub(crate) mod totp;
 pub mod totp_key;
