@@ -120,20 +120,6 @@ async fn two_factor_challenge(app: &TestApp) -> String {
     }
 }
 
-async fn answer(app: &TestApp, id: &str, code: &str) -> Outcome {
-    app.client
-        .clone()
-        .verify_two_factor(pb::VerifyTwoFactorRequest {
-            two_factor_id: id.into(),
-            code: code.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap()
-}
-
 #[tokio::test]
 async fn brute_forcing_a_challenge_is_throttled_then_the_challenge_dies() {
     let app = spawn_app().await;
@@ -148,7 +134,7 @@ async fn brute_forcing_a_challenge_is_throttled_then_the_challenge_dies() {
     // Guessing as fast as possible: two free failures, the third starts the backoff.
     let mut reasons = Vec::new();
     for guess in guesses.clone().take(10) {
-        reasons.push(failed_reason(&answer(&app, &id, &guess).await));
+        reasons.push(failed_reason(&app.second_factor(&id, &guess).await));
     }
     assert_eq!(reasons[..3], [pb::FailureReason::InvalidCode; 3]);
     assert!(
@@ -162,10 +148,10 @@ async fn brute_forcing_a_challenge_is_throttled_then_the_challenge_dies() {
     let mut last = pb::FailureReason::InvalidCode;
     for guess in guesses.skip(10).take(20) {
         app.clock.advance(Duration::from_secs(5 * 60 / 20 - 1));
-        last = failed_reason(&answer(&app, &id, &guess).await);
+        last = failed_reason(&app.second_factor(&id, &guess).await);
     }
     assert_eq!(last, pb::FailureReason::ChallengeExpired);
-    let reply = answer(&app, &id, &app.totp_code(&uri, 0)).await;
+    let reply = app.second_factor(&id, &app.totp_code(&uri, 0)).await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::ChallengeExpired);
     app.stop().await;
 }
@@ -178,13 +164,13 @@ async fn a_replayed_totp_code_is_refused() {
     let code = app.totp_code(&uri, 0);
     let first = two_factor_challenge(&app).await;
     assert!(matches!(
-        answer(&app, &first, &code).await,
+        app.second_factor(&first, &code).await,
         Outcome::Authenticated(_)
     ));
     // An attacker who saw the code uses it on a challenge of their own.
     let stolen = two_factor_challenge(&app).await;
     assert_eq!(
-        failed_reason(&answer(&app, &stolen, &code).await),
+        failed_reason(&app.second_factor(&stolen, &code).await),
         pb::FailureReason::InvalidCode
     );
     app.stop().await;

@@ -5,17 +5,13 @@
 //! the pool's connections by a unit test in `store::sqlite`.)
 use st_peter_proto::auth::v1 as pb;
 
-use crate::helpers::{admin, sqlite_database_url, start_server};
+use crate::helpers::{add_user_with_cli, sqlite_database_url, start_server};
 
 #[tokio::test]
 async fn sessions_acknowledged_before_sigkill_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_database_url(dir.path());
-    admin(
-        &url,
-        &["user", "add", "--handle", "cashier", "--password-stdin"],
-        "knockknock\n",
-    );
+    add_user_with_cli(&url, "cashier", "knockknock");
 
     let mut server = start_server(&url);
     let mut client = server.grpc_client().await;

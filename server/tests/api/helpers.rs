@@ -74,27 +74,16 @@ impl TestApp {
     }
 
     pub async fn login(&self, identifier: &str, password: &str) -> pb::login_response::Result {
-        remember_secret(password);
-        let result = self
-            .client
-            .clone()
-            .login(pb::LoginRequest {
-                identifier: identifier.into(),
-                password: password.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .result
-            .unwrap();
-        match &result {
-            pb::login_response::Result::Authenticated(auth) => remember_secret(&auth.token),
-            pb::login_response::Result::TwoFactor(two_factor) => {
-                remember_secret(&two_factor.two_factor_id)
-            }
-            pb::login_response::Result::Failed(_) => {}
-        }
-        result
+        login(&mut self.client.clone(), identifier, password).await
+    }
+
+    /// Answers a two-factor challenge with a TOTP or recovery code.
+    pub async fn second_factor(
+        &self,
+        two_factor_id: &str,
+        code: &str,
+    ) -> pb::login_response::Result {
+        second_factor(&mut self.client.clone(), two_factor_id, code).await
     }
 
     /// Logs in a user without a second factor and returns the token.
@@ -106,13 +95,7 @@ impl TestApp {
     }
 
     pub async fn verify(&self, token: &str) -> Result<pb::VerifyTokenResponse, tonic::Status> {
-        self.client
-            .clone()
-            .verify_token(pb::VerifyTokenRequest {
-                token: token.into(),
-            })
-            .await
-            .map(tonic::Response::into_inner)
+        verify(&mut self.client.clone(), token).await
     }
 
     /// The TOTP code for the app's clock, computed from the enrollment URI with totp-rs.
@@ -128,6 +111,64 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.server.stop().await;
     }
+}
+
+/// Logs in over `client`; the password and whatever the answer holds are remembered as
+/// secrets that no log line may contain.
+pub async fn login(
+    client: &mut Client,
+    identifier: &str,
+    password: &str,
+) -> pb::login_response::Result {
+    remember_secret(password);
+    let result = client
+        .login(pb::LoginRequest {
+            identifier: identifier.into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    match &result {
+        pb::login_response::Result::Authenticated(auth) => remember_secret(&auth.token),
+        pb::login_response::Result::TwoFactor(two_factor) => {
+            remember_secret(&two_factor.two_factor_id)
+        }
+        pb::login_response::Result::Failed(_) => {}
+    }
+    result
+}
+
+pub async fn verify(
+    client: &mut Client,
+    token: &str,
+) -> Result<pb::VerifyTokenResponse, tonic::Status> {
+    client
+        .verify_token(pb::VerifyTokenRequest {
+            token: token.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Answers a two-factor challenge over `client`.
+pub async fn second_factor(
+    client: &mut Client,
+    two_factor_id: &str,
+    code: &str,
+) -> pb::login_response::Result {
+    client
+        .verify_two_factor(pb::VerifyTwoFactorRequest {
+            two_factor_id: two_factor_id.into(),
+            code: code.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap()
 }
 
 pub fn failed_reason(result: &pb::login_response::Result) -> pb::FailureReason {
@@ -265,6 +306,15 @@ pub fn go_tool(name: &str) -> PathBuf {
 }
 
 /// Runs an admin command of the real binary with `stdin` piped in; returns stdout.
+/// `st-peter user add` on the database, the password given on stdin.
+pub fn add_user_with_cli(database_url: &str, handle: &str, password: &str) {
+    admin(
+        database_url,
+        &["user", "add", "--handle", handle, "--password-stdin"],
+        &format!("{password}\n"),
+    );
+}
+
 pub fn admin(database_url: &str, args: &[&str], stdin: &str) -> String {
     stdin.lines().for_each(remember_secret);
     use std::io::Write;

@@ -8,7 +8,7 @@ use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 
 use crate::helpers::{
-    admin, database_url, logs, remember_secret, secrets, spawn_app, start_server,
+    add_user_with_cli, admin, database_url, logs, remember_secret, secrets, spawn_app, start_server,
 };
 
 #[tokio::test]
@@ -101,11 +101,7 @@ async fn secrets_never_reach_the_logs() {
     // The real binary: admin commands and a server at debug level.
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(dir.path());
-    admin(
-        &url,
-        &["user", "add", "--handle", "cashier", "--password-stdin"],
-        "knockknock\n",
-    );
+    add_user_with_cli(&url, "cashier", "knockknock");
     let mut server = start_server(&url);
     let mut remote = server.grpc_client().await;
     let reply = remote

@@ -15,7 +15,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{
-    ServerProcess, admin, binary, create_postgres_database, logs, remember_secret,
+    ServerProcess, add_user_with_cli, binary, create_postgres_database, logs, remember_secret,
     required_postgres_url, start_server, start_server_with, with_database,
 };
 use crate::replicas::postgres_database;
@@ -120,11 +120,7 @@ async fn replicas_starting_at_once_migrate_an_empty_database_once() {
             .unwrap();
     assert_eq!(applied, [1, 2]);
 
-    admin(
-        &url,
-        &["user", "add", "--handle", "cashier", "--password-stdin"],
-        "knockknock\n",
-    );
+    add_user_with_cli(&url, "cashier", "knockknock");
     for server in &servers {
         let reply = server
             .grpc_client()
@@ -259,11 +255,7 @@ async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_
     required_postgres_url();
     let cluster = OwnCluster::start();
     let url = create_postgres_database(&cluster.url).await;
-    admin(
-        &url,
-        &["user", "add", "--handle", "cashier", "--password-stdin"],
-        "knockknock\n",
-    );
+    add_user_with_cli(&url, "cashier", "knockknock");
     let pool_args = ["--db-acquire-timeout", "1s", "--db-max-connections", "4"];
     let mut a = start_server_with(&url, &pool_args);
     let mut b = start_server_with(&url, &pool_args);

@@ -6,7 +6,8 @@ use st_peter_proto::auth::v1 as pb;
 use tonic::Code;
 
 use crate::helpers::{
-    Client, admin, create_postgres_database, remember_secret, required_postgres_url, start_server,
+    add_user_with_cli, admin, create_postgres_database, login, remember_secret,
+    required_postgres_url, second_factor, start_server, verify,
 };
 
 use pb::login_response::Result as Outcome;
@@ -16,63 +17,11 @@ pub async fn postgres_database() -> String {
     create_postgres_database(&required_postgres_url()).await
 }
 
-async fn login(client: &mut Client, identifier: &str, password: &str) -> Outcome {
-    let outcome = client
-        .login(pb::LoginRequest {
-            identifier: identifier.into(),
-            password: password.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap();
-    match &outcome {
-        Outcome::Authenticated(auth) => remember_secret(&auth.token),
-        Outcome::TwoFactor(challenge) => remember_secret(&challenge.two_factor_id),
-        Outcome::Failed(_) => {}
-    }
-    outcome
-}
-
-async fn verify(
-    client: &mut Client,
-    token: &str,
-) -> Result<pb::VerifyTokenResponse, tonic::Status> {
-    client
-        .verify_token(pb::VerifyTokenRequest {
-            token: token.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn second_factor(client: &mut Client, two_factor_id: &str, code: &str) -> Outcome {
-    client
-        .verify_two_factor(pb::VerifyTwoFactorRequest {
-            two_factor_id: two_factor_id.into(),
-            code: code.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap()
-}
-
-fn add_user(url: &str, handle: &str, password: &str) {
-    admin(
-        url,
-        &["user", "add", "--handle", handle, "--password-stdin"],
-        &format!("{password}\n"),
-    );
-}
-
 #[tokio::test]
 #[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn a_session_from_one_replica_is_honoured_and_revoked_on_the_other() {
     let url = postgres_database().await;
-    add_user(&url, "cashier", "knockknock");
+    add_user_with_cli(&url, "cashier", "knockknock");
     admin(&url, &["user", "role", "grant", "cashier", "till"], "");
     let (a, b) = (start_server(&url), start_server(&url));
     let (mut on_a, mut on_b) = (a.grpc_client().await, b.grpc_client().await);
@@ -111,7 +60,7 @@ async fn a_session_from_one_replica_is_honoured_and_revoked_on_the_other() {
 #[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn two_factor_logins_span_replicas_and_a_code_is_accepted_once_across_them() {
     let url = postgres_database().await;
-    add_user(&url, "lead-baker", "opensesame");
+    add_user_with_cli(&url, "lead-baker", "opensesame");
     let enrollment: serde_json::Value = serde_json::from_str(&admin(
         &url,
         &["--json", "user", "totp", "enroll", "lead-baker"],

@@ -7,17 +7,15 @@ use tonic::Code;
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 
-use crate::helpers::{admin, database_url, remember_secret, start_server, start_server_with};
+use crate::helpers::{
+    add_user_with_cli, database_url, remember_secret, start_server, start_server_with,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_calls_in_flight_and_refuses_new_ones() {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(dir.path());
-    admin(
-        &url,
-        &["user", "add", "--handle", "baker", "--password-stdin"],
-        "sourdough-starter\n",
-    );
+    add_user_with_cli(&url, "baker", "sourdough-starter");
     // Production argon2 parameters on one hashing thread: a burst of logins queues for
     // a good fraction of a second, so some are in flight when the signal comes.
     let mut server = start_server_with(&url, &["--shutdown-grace", "20s"]);

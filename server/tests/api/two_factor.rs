@@ -42,33 +42,19 @@ async fn challenge(app: &TestApp) -> String {
     }
 }
 
-async fn answer(app: &TestApp, two_factor_id: &str, code: &str) -> Outcome {
-    app.client
-        .clone()
-        .verify_two_factor(pb::VerifyTwoFactorRequest {
-            two_factor_id: two_factor_id.into(),
-            code: code.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_code_computed_from_the_enrollment_uri_completes_the_login() {
     let (app, uri) = enrolled_app().await;
     let id = challenge(&app).await;
     let code = app.totp_code(&uri, 0);
-    let Outcome::Authenticated(auth) = answer(&app, &id, &code).await else {
+    let Outcome::Authenticated(auth) = app.second_factor(&id, &code).await else {
         panic!("expected authenticated");
     };
     assert_eq!(auth.user.unwrap().handle, "lead-baker");
     app.verify(&auth.token).await.unwrap();
 
     // The challenge is spent: it cannot mint a second session.
-    let again = answer(&app, &id, &app.totp_code(&uri, 1)).await;
+    let again = app.second_factor(&id, &app.totp_code(&uri, 1)).await;
     assert_eq!(failed_reason(&again), pb::FailureReason::ChallengeExpired);
     app.stop().await;
 }
@@ -79,19 +65,19 @@ async fn a_code_is_never_accepted_twice() {
     let code = app.totp_code(&uri, 0);
     let first = challenge(&app).await;
     assert!(matches!(
-        answer(&app, &first, &code).await,
+        app.second_factor(&first, &code).await,
         Outcome::Authenticated(_)
     ));
 
     let second = challenge(&app).await;
-    let replay = answer(&app, &second, &code).await;
+    let replay = app.second_factor(&second, &code).await;
     assert_eq!(failed_reason(&replay), pb::FailureReason::InvalidCode);
     // An older code from inside the skew window is refused too once a newer one was used.
-    let older = answer(&app, &second, &app.totp_code(&uri, -1)).await;
+    let older = app.second_factor(&second, &app.totp_code(&uri, -1)).await;
     assert_eq!(failed_reason(&older), pb::FailureReason::InvalidCode);
     // The next step's code is fresh and still works on the same challenge.
     app.clock.advance(Duration::from_secs(30));
-    let next = answer(&app, &second, &app.totp_code(&uri, 0)).await;
+    let next = app.second_factor(&second, &app.totp_code(&uri, 0)).await;
     assert!(matches!(next, Outcome::Authenticated(_)), "{next:?}");
     app.stop().await;
 }
@@ -102,13 +88,13 @@ async fn a_wrong_code_is_rejected_and_attempts_run_out() {
     let id = challenge(&app).await;
     for _ in 0..5 {
         let wrong = wrong_code(&app, &uri);
-        let reply = answer(&app, &id, &wrong).await;
+        let reply = app.second_factor(&id, &wrong).await;
         assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCode);
         // Step past the per-challenge backoff: this test is about the attempt limit.
         app.clock.advance(Duration::from_secs(10));
     }
     // Five attempts spent: even the right code cannot revive the challenge.
-    let reply = answer(&app, &id, &app.totp_code(&uri, 0)).await;
+    let reply = app.second_factor(&id, &app.totp_code(&uri, 0)).await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::ChallengeExpired);
     app.stop().await;
 }
@@ -127,7 +113,7 @@ async fn an_expired_challenge_is_rejected() {
     let (app, uri) = enrolled_app().await;
     let id = challenge(&app).await;
     app.clock.advance(Duration::from_secs(5 * 60));
-    let reply = answer(&app, &id, &app.totp_code(&uri, 0)).await;
+    let reply = app.second_factor(&id, &app.totp_code(&uri, 0)).await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::ChallengeExpired);
     app.stop().await;
 }
@@ -137,14 +123,14 @@ async fn codes_outside_the_skew_window_are_rejected() {
     let (app, uri) = enrolled_app().await;
     let id = challenge(&app).await;
     for offset in [-2, 2] {
-        let reply = answer(&app, &id, &app.totp_code(&uri, offset)).await;
+        let reply = app.second_factor(&id, &app.totp_code(&uri, offset)).await;
         assert_eq!(
             failed_reason(&reply),
             pb::FailureReason::InvalidCode,
             "offset {offset}"
         );
     }
-    let reply = answer(&app, &id, &app.totp_code(&uri, 1)).await;
+    let reply = app.second_factor(&id, &app.totp_code(&uri, 1)).await;
     assert!(matches!(reply, Outcome::Authenticated(_)), "{reply:?}");
     app.stop().await;
 }
@@ -154,7 +140,7 @@ async fn removing_totp_voids_open_challenges_and_restores_password_login() {
     let (app, uri) = enrolled_app().await;
     let id = challenge(&app).await;
     app.app.disable_totp("lead-baker").await.unwrap();
-    let reply = answer(&app, &id, &app.totp_code(&uri, 0)).await;
+    let reply = app.second_factor(&id, &app.totp_code(&uri, 0)).await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::ChallengeExpired);
     app.token_for("lead-baker", "opensesame").await;
     app.stop().await;
@@ -199,18 +185,18 @@ async fn a_recovery_code_completes_a_login_once() {
     // Typed in capitals and without dashes, it still counts.
     let id = challenge(&app).await;
     let typed = code.replace('-', "").to_uppercase();
-    let Outcome::Authenticated(auth) = answer(&app, &id, &typed).await else {
+    let Outcome::Authenticated(auth) = app.second_factor(&id, &typed).await else {
         panic!("expected authenticated");
     };
     app.verify(&auth.token).await.unwrap();
 
     // Used once, it is refused on a fresh challenge, which stays alive for another code.
     let id = challenge(&app).await;
-    let reply = answer(&app, &id, &code).await;
+    let reply = app.second_factor(&id, &code).await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCode);
     let other = &enrollment.recovery_codes[4];
     assert!(matches!(
-        answer(&app, &id, other).await,
+        app.second_factor(&id, other).await,
         Outcome::Authenticated(_)
     ));
     assert_eq!(
@@ -233,10 +219,10 @@ async fn re_enrolling_replaces_the_recovery_codes_and_removing_totp_drops_them()
         .for_each(|c| remember_secret(c));
 
     let id = challenge(&app).await;
-    let reply = answer(&app, &id, &first.recovery_codes[0]).await;
+    let reply = app.second_factor(&id, &first.recovery_codes[0]).await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCode);
     assert!(matches!(
-        answer(&app, &id, &second.recovery_codes[0]).await,
+        app.second_factor(&id, &second.recovery_codes[0]).await,
         Outcome::Authenticated(_)
     ));
 
@@ -262,10 +248,10 @@ async fn a_recovery_code_of_another_user_is_refused() {
         .for_each(|c| remember_secret(c));
 
     let id = challenge(&app).await;
-    let reply = answer(&app, &id, &cashier.recovery_codes[0]).await;
+    let reply = app.second_factor(&id, &cashier.recovery_codes[0]).await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCode);
     assert!(matches!(
-        answer(&app, &id, &baker.recovery_codes[0]).await,
+        app.second_factor(&id, &baker.recovery_codes[0]).await,
         Outcome::Authenticated(_)
     ));
     app.stop().await;
