@@ -5,7 +5,7 @@
 //! the pool's connections by a unit test in `store::sqlite`.)
 use st_peter_proto::auth::v1 as pb;
 
-use crate::helpers::{add_user_with_cli, sqlite_database_url, start_server};
+use crate::helpers::{add_user_with_cli, sqlite_database_url, start_server, token};
 
 #[tokio::test]
 async fn sessions_acknowledged_before_sigkill_survive_a_restart() {
@@ -17,18 +17,7 @@ async fn sessions_acknowledged_before_sigkill_survive_a_restart() {
     let mut client = server.grpc_client().await;
     let mut tokens = Vec::new();
     for _ in 0..20 {
-        let reply = client
-            .login(pb::LoginRequest {
-                identifier: "cashier".into(),
-                password: "knockknock".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        match reply.result.unwrap() {
-            pb::login_response::Result::Authenticated(auth) => tokens.push(auth.token),
-            other => panic!("expected authenticated, got {other:?}"),
-        }
+        tokens.push(token(&mut client, "cashier", "knockknock").await);
     }
     // Kill straight after the last acknowledgement: no graceful shutdown, no checkpoint.
     server.kill();

@@ -88,10 +88,7 @@ impl TestApp {
 
     /// Logs in a user without a second factor and returns the token.
     pub async fn token_for(&self, identifier: &str, password: &str) -> String {
-        match self.login(identifier, password).await {
-            pb::login_response::Result::Authenticated(auth) => auth.token,
-            other => panic!("expected authenticated, got {other:?}"),
-        }
+        token(&mut self.client.clone(), identifier, password).await
     }
 
     pub async fn verify(&self, token: &str) -> Result<pb::VerifyTokenResponse, tonic::Status> {
@@ -139,6 +136,14 @@ pub async fn login(
         pb::login_response::Result::Failed(_) => {}
     }
     result
+}
+
+/// Logs in a user without a second factor over `client`; answers the token.
+pub async fn token(client: &mut Client, identifier: &str, password: &str) -> String {
+    match login(client, identifier, password).await {
+        pb::login_response::Result::Authenticated(auth) => auth.token,
+        other => panic!("expected authenticated, got {other:?}"),
+    }
 }
 
 pub async fn verify(

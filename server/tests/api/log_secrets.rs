@@ -8,7 +8,8 @@ use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 
 use crate::helpers::{
-    add_user_with_cli, admin, database_url, logs, remember_secret, secrets, spawn_app, start_server,
+    add_user_with_cli, admin, database_url, logs, remember_secret, secrets, spawn_app,
+    start_server, token, verify,
 };
 
 #[tokio::test]
@@ -104,28 +105,12 @@ async fn secrets_never_reach_the_logs() {
     add_user_with_cli(&url, "cashier", "knockknock");
     let mut server = start_server(&url);
     let mut remote = server.grpc_client().await;
-    let reply = remote
-        .login(pb::LoginRequest {
-            identifier: "cashier".into(),
-            password: "knockknock".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(Outcome::Authenticated(remote_session)) = reply.result else {
-        panic!("expected authenticated");
-    };
-    remember_secret(&remote_session.token);
-    remote
-        .verify_token(pb::VerifyTokenRequest {
-            token: remote_session.token.clone(),
-        })
-        .await
-        .unwrap();
+    let remote_token = token(&mut remote, "cashier", "knockknock").await;
+    verify(&mut remote, &remote_token).await.unwrap();
     admin(
         &url,
         &["session", "revoke", "--token-stdin"],
-        &format!("{}\n", remote_session.token),
+        &format!("{}\n", remote_token),
     );
     server.kill();
 

@@ -15,8 +15,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{
-    ServerProcess, add_user_with_cli, binary, create_postgres_database, logs, remember_secret,
-    required_postgres_url, start_server, start_server_with, with_database,
+    ServerProcess, add_user_with_cli, binary, create_postgres_database, logs,
+    required_postgres_url, start_server, start_server_with, token, with_database,
 };
 use crate::replicas::postgres_database;
 
@@ -122,20 +122,7 @@ async fn replicas_starting_at_once_migrate_an_empty_database_once() {
 
     add_user_with_cli(&url, "cashier", "knockknock");
     for server in &servers {
-        let reply = server
-            .grpc_client()
-            .await
-            .login(pb::LoginRequest {
-                identifier: "cashier".into(),
-                password: "knockknock".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(matches!(
-            reply.result,
-            Some(pb::login_response::Result::Authenticated(_))
-        ));
+        token(&mut server.grpc_client().await, "cashier", "knockknock").await;
     }
 }
 
@@ -260,18 +247,7 @@ async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_
     let mut a = start_server_with(&url, &pool_args);
     let mut b = start_server_with(&url, &pool_args);
     let mut on_a = a.grpc_client().await;
-    let reply = on_a
-        .login(pb::LoginRequest {
-            identifier: "cashier".into(),
-            password: "knockknock".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(pb::login_response::Result::Authenticated(session)) = reply.result else {
-        panic!("expected authenticated");
-    };
-    remember_secret(&session.token);
+    let session_token = token(&mut on_a, "cashier", "knockknock").await;
 
     let running = Arc::new(AtomicBool::new(true));
     // Two loops, each alternating between the replicas.
@@ -279,12 +255,12 @@ async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_
     let loads = [
         tokio::spawn(traffic(
             vec![on_a.clone(), on_b.clone()],
-            session.token.clone(),
+            session_token.clone(),
             running.clone(),
         )),
         tokio::spawn(traffic(
             vec![on_b, on_a],
-            session.token.clone(),
+            session_token.clone(),
             running.clone(),
         )),
     ];
