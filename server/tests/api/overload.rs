@@ -8,7 +8,7 @@ use tonic::Code;
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 use st_peter_server::domain::throttle::ThrottlePolicies;
-use st_peter_server::secrets::password::PasswordParams;
+use st_peter_server::secrets::password::{AdmissionSettings, PasswordParams};
 
 use crate::helpers::{Client, TestApp, spawn_app_with, test_settings};
 
@@ -71,12 +71,13 @@ async fn login(mut client: Client, identifier: &str, deadline: Duration) -> Answ
 }
 
 /// One hashing thread with [`SLOW`] parameters, no throttles (the flood comes from one
-/// address), and the user `night-baker`.
-async fn slow_app_with_a_user() -> TestApp {
+/// address), and the user `night-baker`. Callers without a deadline wait at most `max_wait`.
+async fn slow_app_with_a_user(max_wait: Duration) -> TestApp {
     let app = spawn_app_with(st_peter_server::Settings {
         password_params: SLOW,
         hash_concurrency: 1,
         throttle: ThrottlePolicies::unlimited(),
+        admission: AdmissionSettings { max_wait },
         ..test_settings()
     })
     .await;
@@ -86,7 +87,7 @@ async fn slow_app_with_a_user() -> TestApp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_is_shed_at_once_and_logins_work_right_after() {
-    let app = slow_app_with_a_user().await;
+    let app = slow_app_with_a_user(AdmissionSettings::default().max_wait).await;
     let token = app.token_for("night-baker", "flour-and-water").await;
     let hash_time = app.app.hashing_queue().hash_time;
 
@@ -164,7 +165,9 @@ async fn a_login_flood_is_shed_at_once_and_logins_work_right_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_whose_caller_gave_up_is_never_hashed() {
-    let app = slow_app_with_a_user().await;
+    // Nothing is shed, however slow this machine hashes: all 30 are queued, and every
+    // caller leaves after 5 ms (the shed ones would answer in time and not count).
+    let app = slow_app_with_a_user(Duration::from_secs(600)).await;
     let hashed_before = app.app.hashing_queue().hashed;
     // Callers that stop waiting (their futures dropped, so the server sees the stream
     // reset) long before a queue of 30 logins could drain.
