@@ -1,15 +1,20 @@
 # Shared helpers for the scripts in this folder. Source it; do not run it.
 
-# grpcurl, built from source with the Go toolchain (no prebuilt download), into GOBIN.
-GRPCURL_VERSION=v1.9.3
-ensure_grpcurl() {
-  local gobin
+# A Go tool built from source with the Go toolchain (no prebuilt download) into GOBIN,
+# which goes on PATH: ensure_go_tool NAME MODULE/PATH@VERSION.
+ensure_go_tool() {
+  local name=$1 package=$2 gobin
   gobin="$(go env GOPATH)/bin"
   export PATH="$gobin:$PATH"
-  if ! command -v grpcurl >/dev/null 2>&1; then
-    echo "installing grpcurl $GRPCURL_VERSION with go install"
-    go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+  if ! command -v "$name" >/dev/null 2>&1; then
+    echo "installing $name with go install $package"
+    go install "$package"
   fi
+}
+
+# grpcurl, for the reflection tests.
+ensure_grpcurl() {
+  ensure_go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
   grpcurl -version 2>&1 | head -n 1
 }
 
@@ -156,16 +161,9 @@ ensure_buf() {
   fi
 }
 
-# ghz (a grpc-go load tool), built from source with the Go toolchain, into GOBIN.
-GHZ_VERSION=v0.120.0
+# ghz (a grpc-go load tool), for the stock-client tests and the bench.
 ensure_ghz() {
-  local gobin
-  gobin="$(go env GOPATH)/bin"
-  export PATH="$gobin:$PATH"
-  if ! command -v ghz >/dev/null 2>&1; then
-    echo "installing ghz $GHZ_VERSION with go install"
-    go install "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"
-  fi
+  ensure_go_tool ghz github.com/bojand/ghz/cmd/ghz@v0.120.0
 }
 
 # h2load (nghttp2's HTTP/2 load tool), from the Debian package nghttp2-client.
