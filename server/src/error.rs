@@ -29,6 +29,10 @@ pub enum Error {
     /// Any other database fault: a bug or a broken database, not the caller's doing.
     #[error("storage: {0}")]
     Storage(#[source] sqlx::Error),
+    /// This server lost the revocation feed and is catching up: it cannot serve a
+    /// subscriber yet.
+    #[error("the revocation feed is catching up: retry shortly")]
+    FeedResyncing,
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// The server's configuration is unusable (a missing or wrong key, say): a start-up

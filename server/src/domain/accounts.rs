@@ -93,9 +93,13 @@ impl StPeter {
     /// Disabling revokes the user's sessions at once; enabling does not bring them back.
     pub async fn set_disabled(&self, identifier: &str, disabled: bool) -> Result<UserView> {
         let mut user = self.find_user(identifier).await?;
-        self.store
+        let changed = self
+            .store
             .set_disabled(&user.owner.id, disabled, self.now())
             .await?;
+        if changed && disabled {
+            self.changed_user(&user.owner.id);
+        }
         user.owner.disabled = disabled;
         Ok(UserView::from(&user))
     }
@@ -104,16 +108,28 @@ impl StPeter {
     pub async fn grant_role(&self, identifier: &str, role: &str) -> Result<bool> {
         let role = check_role(role)?;
         let user = self.find_user(identifier).await?;
-        self.store
+        let granted = self
+            .store
             .grant_role(&user.owner.id, &role, self.now())
-            .await
+            .await?;
+        if granted {
+            self.changed_user(&user.owner.id);
+        }
+        Ok(granted)
     }
 
     /// Returns whether the user had the role.
     pub async fn revoke_role(&self, identifier: &str, role: &str) -> Result<bool> {
         let role = check_role(role)?;
         let user = self.find_user(identifier).await?;
-        self.store.revoke_role(&user.owner.id, &role).await
+        let revoked = self
+            .store
+            .revoke_role(&user.owner.id, &role, self.now())
+            .await?;
+        if revoked {
+            self.changed_user(&user.owner.id);
+        }
+        Ok(revoked)
     }
 
     /// Resolves an identifier for an actor whose token must be valid and their own.

@@ -4,9 +4,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::clock::{Clock, SystemClock, UnixMillis, millis};
 use crate::domain::throttle::{ThrottlePolicies, Throttles};
 use crate::error::Result;
+use crate::revocation::cache::VerifyCacheSettings;
+use crate::revocation::{LOG_RETENTION, Revocations};
 use crate::secrets::password::{AdmissionSettings, PasswordParams, Passwords};
 use crate::secrets::totp_key::TotpKey;
 use crate::store::{OwnerRecord, Store, UserRecord};
@@ -74,6 +76,8 @@ pub struct Settings {
     pub throttle: ThrottlePolicies,
     /// Seals TOTP secrets at rest. `None` refuses TOTP enrollment and TOTP logins.
     pub totp_key: Option<TotpKey>,
+    /// The server's verification cache (used while the revocation feed is followed).
+    pub verify_cache: VerifyCacheSettings,
 }
 
 impl Default for Settings {
@@ -88,6 +92,7 @@ impl Default for Settings {
             admission: AdmissionSettings::default(),
             throttle: ThrottlePolicies::default(),
             totp_key: None,
+            verify_cache: VerifyCacheSettings::default(),
         }
     }
 }
@@ -128,6 +133,7 @@ pub struct StPeter {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: Settings,
     pub(crate) throttles: Throttles,
+    pub(crate) revocations: Arc<Revocations>,
 }
 
 impl StPeter {
@@ -141,6 +147,7 @@ impl StPeter {
             store,
             passwords,
             throttles: Throttles::new(&settings.throttle, clock.clone()),
+            revocations: Arc::new(Revocations::new(settings.verify_cache)),
             clock,
             settings,
         })
@@ -165,10 +172,19 @@ impl StPeter {
         self.clock.now_millis()
     }
 
-    /// Deletes expired sessions and challenges; run now and then by the server.
+    /// Deletes expired sessions and challenges, and revocation log rows past their
+    /// retention; run now and then by the server.
     pub async fn purge_expired(&self) -> Result<u64> {
         // Keep a day of ended sessions around for forensics before deleting them.
         let grace = 24 * 60 * 60 * 1000;
-        self.store.purge_expired(self.now() - grace).await
+        let now = self.now();
+        self.store
+            .purge_expired(now - grace, now - millis(LOG_RETENTION))
+            .await
+    }
+
+    /// The revocation feed this server follows (its verification cache, its subscribers).
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 }

@@ -8,7 +8,7 @@ use crate::domain::identifier;
 use crate::error::{Error, Result, invalid};
 use crate::secrets::password;
 use crate::secrets::token::{self, SESSION_PREFIX};
-use crate::store::{NewSession, UserRecord};
+use crate::store::{Change, NewSession, UserRecord};
 
 /// Longest token accepted on the wire; real ones are 47 bytes.
 pub const MAX_TOKEN_BYTES: usize = 256;
@@ -140,11 +140,25 @@ impl StPeter {
         if !token::is_well_formed(SESSION_PREFIX, token) {
             return Err(Error::Unauthenticated("token is not valid"));
         }
-        let owner = self
-            .store
-            .session_owner(&token::hash(token), self.now())
-            .await?
-            .ok_or(Error::Unauthenticated("token is not valid"))?;
+        let hash = token::hash(token);
+        let now = self.now();
+        let cache = &self.revocations.cache;
+        let owner = match cache.get(&hash, now) {
+            Some(owner) => owner,
+            None => {
+                // Before the query: a revocation that lands while it runs voids the fill.
+                let ticket = cache.ticket();
+                let owner = self
+                    .store
+                    .session_owner(&hash, now)
+                    .await?
+                    .ok_or(Error::Unauthenticated("token is not valid"))?;
+                if let Some(ticket) = ticket {
+                    cache.fill(hash, &owner, ticket, now);
+                }
+                owner
+            }
+        };
         Ok(VerifiedToken {
             user: UserView::from(owner.user),
             roles: owner.roles,
@@ -165,11 +179,12 @@ impl StPeter {
 
     async fn end_session(&self, event: Event, caller: &Caller, token: &str) -> Result<bool> {
         check_token_size("token", token)?;
+        let hash = token::hash(token);
         let revoked = token::is_well_formed(SESSION_PREFIX, token)
-            && self
-                .store
-                .revoke_session(&token::hash(token), self.now())
-                .await?;
+            && self.store.revoke_session(&hash, self.now()).await?;
+        if revoked {
+            self.revocations.changed_here(&Change::Token(hash));
+        }
         let outcome = if revoked {
             "revoked"
         } else {
@@ -182,8 +197,17 @@ impl StPeter {
     /// Revokes every live session of a user; returns how many.
     pub async fn revoke_all_sessions(&self, caller: &Caller, user_id: &str) -> Result<u64> {
         let revoked = self.store.revoke_user_sessions(user_id, self.now()).await?;
+        if revoked > 0 {
+            self.changed_user(user_id);
+        }
         audit::record(Event::Revoke, "revoked_all", Some(user_id), caller);
         Ok(revoked)
+    }
+
+    /// Every cached answer for this user just became stale (the change is committed).
+    pub(crate) fn changed_user(&self, user_id: &str) {
+        self.revocations
+            .changed_here(&Change::User(user_id.to_owned()));
     }
 
     pub(crate) async fn issue_session(&self, user: &UserRecord) -> Result<IssuedSession> {

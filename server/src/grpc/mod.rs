@@ -2,6 +2,7 @@
 //! place where domain errors become `tonic::Status`. [`serve`] puts it on a listener beside
 //! health and reflection.
 pub mod serve;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ impl AuthGrpc {
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
+    type WatchRevocationsStream = watch::EventStream;
+
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,
@@ -103,6 +106,14 @@ impl AuthService for AuthGrpc {
             .map_err(status)?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let stream = watch::watch(&self.app, request.get_ref().after_sequence).await?;
+        Ok(Response::new(stream))
+    }
 }
 
 fn caller<T>(request: &Request<T>) -> Caller {
@@ -169,6 +180,7 @@ fn status(error: Error) -> Status {
             tracing::error!(%error, "database unavailable");
             Status::unavailable("database unavailable")
         }
+        Error::FeedResyncing => Status::unavailable(error.to_string()),
         Error::Storage(_) | Error::Migration(_) | Error::Config(_) | Error::Internal(_) => {
             tracing::error!(%error, "request failed");
             Status::internal("internal error")

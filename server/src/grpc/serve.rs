@@ -128,6 +128,12 @@ pub async fn run_with(
         .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let purger = tokio::spawn(purge_periodically(app.clone()));
+    let revocations = app.revocations().clone();
+    revocations.set_closing(false);
+    let follower = tokio::spawn(crate::revocation::follow(
+        app.store.clone(),
+        revocations.clone(),
+    ));
 
     // Nagle's algorithm holds small responses back until the peer's delayed ACK (up to
     // 40 ms per call from grpc-go callers); the options apply under TLS too, which wraps
@@ -143,10 +149,14 @@ pub async fn run_with(
         stopped.clone(),
     ));
     let draining = health_reporter.clone();
+    let closing = revocations.clone();
     let shutdown = async move {
         shutdown.await;
         // Readiness first, so load balancers stop sending before the drain begins.
         set_health(&draining, ServingStatus::NotServing).await;
+        // Revocation streams never finish on their own: end them, so the drain does not
+        // wait out its grace for them.
+        closing.set_closing(true);
         let _ = stopping.send(true);
     };
 
@@ -178,6 +188,9 @@ pub async fn run_with(
     };
     purger.abort();
     prober.abort();
+    follower.abort();
+    // Not following any more: the cache must not answer if this domain serves again.
+    revocations.stopped_following();
     result
 }
 

@@ -96,6 +96,38 @@ pub enum TwoFactorCompletion {
     Refused,
 }
 
+/// One row of the revocation log: what became stale, at which sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Strictly increasing in commit order; gaps are possible (PostgreSQL).
+    pub sequence: i64,
+    pub change: Change,
+}
+
+/// What a revocation makes stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The answer for one session token, by its hash.
+    Token(SecretHash),
+    /// Every answer for this user.
+    User(String),
+}
+
+/// The oldest and newest sequence the revocation log still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    pub oldest: i64,
+    pub newest: i64,
+}
+
+/// Wakes a follower of the revocation log when another process appended to it.
+#[async_trait]
+pub trait LogNotices: Send {
+    /// Waits until the log may have grown. An error means notices may have been lost (the
+    /// listening connection dropped): read the log again before trusting a cache.
+    async fn next(&mut self) -> Result<()>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts a user with no roles. A taken handle, email or phone is `Error::Conflict`.
@@ -105,12 +137,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self) -> Result<Vec<UserRecord>>;
     /// Disabling also revokes every live session of the user, in the same transaction.
     /// Returns false when no such user exists.
+    ///
+    /// This and every other change that can make a verified answer wrong (disable, role
+    /// grant and revoke, session revokes) appends to the revocation log in its own
+    /// transaction, as its last statement.
     async fn set_disabled(&self, user_id: &str, disabled: bool, now: UnixMillis) -> Result<bool>;
     async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()>;
     /// Returns false when the user already had the role.
     async fn grant_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool>;
     /// Returns false when the user did not have the role.
-    async fn revoke_role(&self, user_id: &str, role: &str) -> Result<bool>;
+    async fn revoke_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool>;
     async fn roles(&self, user_id: &str) -> Result<Vec<String>>;
     /// In one transaction: sets or clears the (sealed) TOTP secret, forgets the last
     /// accepted step, and replaces the user's recovery codes with these hashes.
@@ -165,8 +201,17 @@ pub trait Store: Send + Sync + 'static {
     /// (the first server to start with a key decides it; concurrent starts agree).
     async fn key_check_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>>;
 
-    /// Deletes challenges and sessions that ended before `before`.
-    async fn purge_expired(&self, before: UnixMillis) -> Result<u64>;
+    /// The log rows after `sequence`, oldest first, at most `limit`.
+    async fn revocations_after(&self, sequence: i64, limit: u32) -> Result<Vec<Revocation>>;
+    /// `None` while the log has never had a row.
+    async fn revocation_log_bounds(&self) -> Result<Option<LogBounds>>;
+    /// Notices of appends by any process: PostgreSQL's `LISTEN`. `None` where the backend
+    /// has none (SQLite), so the follower polls.
+    async fn log_notices(&self) -> Result<Option<Box<dyn LogNotices>>>;
+
+    /// Deletes challenges and sessions that ended before `before`, and revocation log
+    /// rows older than `log_before` (always keeping the newest, which holds the head).
+    async fn purge_expired(&self, before: UnixMillis, log_before: UnixMillis) -> Result<u64>;
 
     /// One trivial statement: succeeds while the database can be reached.
     async fn ping(&self) -> Result<()>;

@@ -2,16 +2,17 @@
 //! same transactions as the SQLite store (`sql.rs` holds them); row locks taken by
 //! UPDATE/DELETE make the single-use steps (a challenge attempt, a TOTP step, a recovery
 //! code) safe across replicas, not only across tasks of one process.
-use sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow};
-use sqlx::{ConnectOptions, Connection, Postgres, Row};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::{ConnectOptions, Connection, Pool, Postgres, Row};
 use std::str::FromStr;
 
 use super::sql::{Backend, SqlStore, pool_options};
-use super::{PoolSettings, invalid_url};
+use super::{LogNotices, PoolSettings, invalid_url};
 use crate::error::{Error, Result};
 
 pub type PostgresStore = SqlStore<Postgres>;
 
+#[async_trait::async_trait]
 impl Backend for Postgres {
     /// An indexed lookup by token hash joined to its user, with the user's roles as an array.
     const SESSION_OWNER_SQL: &'static str = "SELECT u.id, u.handle, u.email, u.phone, \
@@ -43,6 +44,43 @@ impl Backend for Postgres {
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    /// `LISTEN` on a connection of its own (a pool of one, so a dead connection is never
+    /// handed back to the request pool), for the NOTIFY the log's trigger sends at commit.
+    async fn log_notices(pool: &Pool<Postgres>) -> Result<Option<Box<dyn LogNotices>>> {
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own).await?;
+        listener.listen(REVOCATIONS_CHANNEL).await?;
+        Ok(Some(Box::new(Listening { listener })))
+    }
+}
+
+/// The channel migration 0003's trigger notifies.
+const REVOCATIONS_CHANNEL: &str = "st_peter_revocations";
+
+struct Listening {
+    listener: PgListener,
+}
+
+#[async_trait::async_trait]
+impl LogNotices for Listening {
+    async fn next(&mut self) -> Result<()> {
+        // `try_recv` answers `None` when the connection dropped (and reconnects, but what
+        // was notified meanwhile is gone): the caller must treat that as lost notices.
+        match self.listener.try_recv().await? {
+            Some(_) => {
+                // Several commits may have notified: one read of the log serves them all.
+                while self.listener.next_buffered().is_some() {}
+                Ok(())
+            }
+            None => Err(Error::Unavailable(sqlx::Error::Protocol(
+                "the LISTEN connection dropped".into(),
+            ))),
+        }
     }
 }
 

@@ -10,8 +10,9 @@ use sqlx::{
 };
 
 use super::{
-    ChallengeAttempt, NewSession, NewUser, OwnerRecord, PoolSettings, SecondFactor, SessionOwner,
-    Store, TwoFactorCompletion, UserRecord, unique_violation,
+    ChallengeAttempt, Change, LogBounds, LogNotices, NewSession, NewUser, OwnerRecord,
+    PoolSettings, Revocation, SecondFactor, SessionOwner, Store, TwoFactorCompletion, UserRecord,
+    unique_violation,
 };
 use crate::clock::UnixMillis;
 use crate::domain::identifier::Identifier;
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::secrets::token::SecretHash;
 
 /// What one backend adds to the shared store.
+#[async_trait]
 pub trait Backend: Database {
     /// The verify path in one statement: the owner's columns (`OwnerRecord`), the session's
     /// `session_expires_at` and the user's `roles`, for token hash `$1` live at `$2`.
@@ -28,6 +30,8 @@ pub trait Backend: Database {
     /// A verify that failed with this error is retried once (on another connection).
     fn retry_verify(error: &Error) -> bool;
     fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// Notices of appends to the revocation log by other processes, if the backend has them.
+    async fn log_notices(pool: &Pool<Self>) -> Result<Option<Box<dyn LogNotices>>>;
 }
 
 /// A store on either backend: `PostgresStore` or `SqliteStore`.
@@ -66,6 +70,9 @@ where
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<Vec<u8>>: Decode<'r, DB>,
+    for<'r> Option<String>: Decode<'r, DB>,
+    for<'r> Option<i64>: Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     for<'r> OwnerRecord: FromRow<'r, DB::Row>,
@@ -114,7 +121,8 @@ where
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        if disabled {
+        let found = DB::rows_affected(&updated) == 1;
+        if disabled && found {
             sqlx::query(
                 "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
             )
@@ -122,9 +130,10 @@ where
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+            append_revocation(&mut *tx, &Change::User(user_id.to_owned()), now).await?;
         }
         tx.commit().await?;
-        Ok(DB::rows_affected(&updated) == 1)
+        Ok(found)
     }
 
     async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()> {
@@ -138,6 +147,7 @@ where
     }
 
     async fn grant_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO user_roles (user_id, role, granted_at) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id, role) DO NOTHING",
@@ -145,18 +155,29 @@ where
         .bind(user_id)
         .bind(role)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(DB::rows_affected(&inserted) == 1)
+        let granted = DB::rows_affected(&inserted) == 1;
+        if granted {
+            append_revocation(&mut *tx, &Change::User(user_id.to_owned()), now).await?;
+        }
+        tx.commit().await?;
+        Ok(granted)
     }
 
-    async fn revoke_role(&self, user_id: &str, role: &str) -> Result<bool> {
+    async fn revoke_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
             .bind(user_id)
             .bind(role)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(DB::rows_affected(&deleted) == 1)
+        let revoked = DB::rows_affected(&deleted) == 1;
+        if revoked {
+            append_revocation(&mut *tx, &Change::User(user_id.to_owned()), now).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn roles(&self, user_id: &str) -> Result<Vec<String>> {
@@ -232,26 +253,38 @@ where
     }
 
     async fn revoke_session(&self, token_hash: &SecretHash, now: UnixMillis) -> Result<bool> {
-        let revoked = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
             "UPDATE sessions SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(&token_hash[..])
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(DB::rows_affected(&revoked) == 1)
+        let revoked = DB::rows_affected(&updated) == 1;
+        if revoked {
+            append_revocation(&mut *tx, &Change::Token(*token_hash), now).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn revoke_user_sessions(&self, user_id: &str, now: UnixMillis) -> Result<u64> {
-        let revoked = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
             "UPDATE sessions SET revoked_at = $1 \
              WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1",
         )
         .bind(now)
         .bind(user_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(DB::rows_affected(&revoked))
+        let revoked = DB::rows_affected(&updated);
+        if revoked > 0 {
+            append_revocation(&mut *tx, &Change::User(user_id.to_owned()), now).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn create_challenge(
@@ -358,7 +391,33 @@ where
         )
     }
 
-    async fn purge_expired(&self, before: UnixMillis) -> Result<u64> {
+    async fn revocations_after(&self, sequence: i64, limit: u32) -> Result<Vec<Revocation>> {
+        let rows = sqlx::query(
+            "SELECT sequence, token_hash, user_id FROM revocations WHERE sequence > $1 \
+             ORDER BY sequence LIMIT $2",
+        )
+        .bind(sequence)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revocation_from_row::<DB>).collect()
+    }
+
+    async fn revocation_log_bounds(&self) -> Result<Option<LogBounds>> {
+        let (oldest, newest): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT MIN(sequence), MAX(sequence) FROM revocations")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(oldest
+            .zip(newest)
+            .map(|(oldest, newest)| LogBounds { oldest, newest }))
+    }
+
+    async fn log_notices(&self) -> Result<Option<Box<dyn LogNotices>>> {
+        DB::log_notices(&self.pool).await
+    }
+
+    async fn purge_expired(&self, before: UnixMillis, log_before: UnixMillis) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let challenges = sqlx::query("DELETE FROM two_factor_challenges WHERE expires_at < $1")
             .bind(before)
@@ -368,8 +427,17 @@ where
             .bind(before)
             .execute(&mut *tx)
             .await?;
+        // The newest row stays: it tells a resubscribing client whether its sequence is
+        // from this log at all.
+        let log = sqlx::query(
+            "DELETE FROM revocations WHERE created_at < $1 \
+             AND sequence < (SELECT MAX(sequence) FROM revocations)",
+        )
+        .bind(log_before)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(DB::rows_affected(&challenges) + DB::rows_affected(&sessions))
+        Ok(DB::rows_affected(&challenges) + DB::rows_affected(&sessions) + DB::rows_affected(&log))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -442,4 +510,61 @@ where
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// Appends one row to the revocation log. It must be the last statement of its transaction:
+/// on PostgreSQL it takes the log's lock (see migration 0003), held until commit.
+async fn append_revocation<'e, DB>(
+    executor: impl Executor<'e, Database = DB>,
+    change: &Change,
+    now: UnixMillis,
+) -> Result<()>
+where
+    DB: Database,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let (token_hash, user_id) = match change {
+        Change::Token(hash) => (Some(&hash[..]), None),
+        Change::User(user_id) => (None, Some(user_id.as_str())),
+    };
+    sqlx::query("INSERT INTO revocations (token_hash, user_id, created_at) VALUES ($1, $2, $3)")
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+fn revocation_from_row<DB>(row: &DB::Row) -> Result<Revocation>
+where
+    DB: Database,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<Vec<u8>>: Decode<'r, DB>,
+    for<'r> Vec<u8>: Type<DB>,
+    for<'r> Option<String>: Decode<'r, DB>,
+    for<'r> String: Type<DB>,
+{
+    let sequence: i64 = row.try_get("sequence")?;
+    let token_hash: Option<Vec<u8>> = row.try_get("token_hash")?;
+    let user_id: Option<String> = row.try_get("user_id")?;
+    let change = match (token_hash, user_id) {
+        (Some(hash), None) => Change::Token(hash.try_into().map_err(|hash: Vec<u8>| {
+            Error::Internal(format!(
+                "revocation {sequence}: token hash of {} bytes",
+                hash.len()
+            ))
+        })?),
+        (None, Some(user_id)) => Change::User(user_id),
+        _ => {
+            return Err(Error::Internal(format!(
+                "revocation {sequence}: neither or both of token hash and user id"
+            )));
+        }
+    };
+    Ok(Revocation { sequence, change })
 }

@@ -4,16 +4,17 @@
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite};
+use sqlx::{Pool, Row, Sqlite};
 use std::str::FromStr;
 use std::time::Duration;
 
 use super::sql::{Backend, SqlStore, pool_options};
-use super::{PoolSettings, invalid_url};
+use super::{LogNotices, PoolSettings, invalid_url};
 use crate::error::{Error, Result};
 
 pub type SqliteStore = SqlStore<Sqlite>;
 
+#[async_trait::async_trait]
 impl Backend for Sqlite {
     /// An indexed lookup by token hash joined to its user, with the roles folded in (role
     /// names hold no commas), so a verification costs one round trip to the connection's
@@ -43,6 +44,12 @@ impl Backend for Sqlite {
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    /// SQLite has no notices: the admin CLI writes the file from another process, so the
+    /// follower polls the log.
+    async fn log_notices(_: &Pool<Sqlite>) -> Result<Option<Box<dyn LogNotices>>> {
+        Ok(None)
     }
 }
 

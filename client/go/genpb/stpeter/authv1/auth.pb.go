@@ -940,6 +940,169 @@ func (*LogoutResponse) Descriptor() ([]byte, []int) {
 	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{12}
 }
 
+// Subscribe to the revocation feed.
+type WatchRevocationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last `sequence` the caller has seen; 0 starts from now.
+	AfterSequence uint64 `protobuf:"varint,1,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRevocationsRequest) Reset() {
+	*x = WatchRevocationsRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRevocationsRequest) ProtoMessage() {}
+
+func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchRevocationsRequest) GetAfterSequence() uint64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+// One change to the answers VerifyToken gives, or a checkpoint.
+type RevocationEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Strictly increasing in commit order (gaps are allowed). A checkpoint carries the
+	// newest sequence the server has applied.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// What is now stale. None set: a checkpoint; the caller is caught up to `sequence`.
+	//
+	// Types that are valid to be assigned to Change:
+	//
+	//	*RevocationEvent_TokenHash
+	//	*RevocationEvent_UserId
+	//	*RevocationEvent_Reset_
+	Change        isRevocationEvent_Change `protobuf_oneof:"change"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevocationEvent) Reset() {
+	*x = RevocationEvent{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevocationEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevocationEvent) ProtoMessage() {}
+
+func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
+func (*RevocationEvent) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RevocationEvent) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *RevocationEvent) GetChange() isRevocationEvent_Change {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *RevocationEvent) GetTokenHash() []byte {
+	if x != nil {
+		if x, ok := x.Change.(*RevocationEvent_TokenHash); ok {
+			return x.TokenHash
+		}
+	}
+	return nil
+}
+
+func (x *RevocationEvent) GetUserId() string {
+	if x != nil {
+		if x, ok := x.Change.(*RevocationEvent_UserId); ok {
+			return x.UserId
+		}
+	}
+	return ""
+}
+
+func (x *RevocationEvent) GetReset_() bool {
+	if x != nil {
+		if x, ok := x.Change.(*RevocationEvent_Reset_); ok {
+			return x.Reset_
+		}
+	}
+	return false
+}
+
+type isRevocationEvent_Change interface {
+	isRevocationEvent_Change()
+}
+
+type RevocationEvent_TokenHash struct {
+	// The SHA-256 of a revoked session token (the hash the store keeps, never the token):
+	// drop the cached answer for that token.
+	TokenHash []byte `protobuf:"bytes,2,opt,name=token_hash,json=tokenHash,proto3,oneof"`
+}
+
+type RevocationEvent_UserId struct {
+	// Every cached answer for this user is stale (disabled, roles changed, all sessions
+	// revoked).
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3,oneof"`
+}
+
+type RevocationEvent_Reset_ struct {
+	// Always true when set: the server cannot replay from `after_sequence`; drop the
+	// whole cache.
+	Reset_ bool `protobuf:"varint,4,opt,name=reset,proto3,oneof"`
+}
+
+func (*RevocationEvent_TokenHash) isRevocationEvent_Change() {}
+
+func (*RevocationEvent_UserId) isRevocationEvent_Change() {}
+
+func (*RevocationEvent_Reset_) isRevocationEvent_Change() {}
+
 var File_st_peter_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
@@ -998,7 +1161,16 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\v2\x16.st_peter.auth.v1.UserR\x04user\"%\n" +
 	"\rLogoutRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x10\n" +
-	"\x0eLogoutResponse*u\n" +
+	"\x0eLogoutResponse\"@\n" +
+	"\x17WatchRevocationsRequest\x12%\n" +
+	"\x0eafter_sequence\x18\x01 \x01(\x04R\rafterSequence\"\x8b\x01\n" +
+	"\x0fRevocationEvent\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1f\n" +
+	"\n" +
+	"token_hash\x18\x02 \x01(\fH\x00R\ttokenHash\x12\x19\n" +
+	"\auser_id\x18\x03 \x01(\tH\x00R\x06userId\x12\x16\n" +
+	"\x05reset\x18\x04 \x01(\bH\x00R\x05resetB\b\n" +
+	"\x06change*u\n" +
 	"\x0fTwoFactorMethod\x12!\n" +
 	"\x1dTWO_FACTOR_METHOD_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TWO_FACTOR_METHOD_TOTP\x10\x01\x12#\n" +
@@ -1008,14 +1180,15 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\"FAILURE_REASON_INVALID_CREDENTIALS\x10\x01\x12\x1f\n" +
 	"\x1bFAILURE_REASON_RATE_LIMITED\x10\x02\x12\x1f\n" +
 	"\x1bFAILURE_REASON_INVALID_CODE\x10\x03\x12$\n" +
-	" FAILURE_REASON_CHALLENGE_EXPIRED\x10\x042\xb7\x03\n" +
+	" FAILURE_REASON_CHALLENGE_EXPIRED\x10\x042\x9b\x04\n" +
 	"\vAuthService\x12H\n" +
 	"\x05Login\x12\x1e.st_peter.auth.v1.LoginRequest\x1a\x1f.st_peter.auth.v1.LoginResponse\x12\\\n" +
 	"\x0fVerifyTwoFactor\x12(.st_peter.auth.v1.VerifyTwoFactorRequest\x1a\x1f.st_peter.auth.v1.LoginResponse\x12Z\n" +
 	"\vVerifyToken\x12$.st_peter.auth.v1.VerifyTokenRequest\x1a%.st_peter.auth.v1.VerifyTokenResponse\x12W\n" +
 	"\n" +
 	"LookupUser\x12#.st_peter.auth.v1.LookupUserRequest\x1a$.st_peter.auth.v1.LookupUserResponse\x12K\n" +
-	"\x06Logout\x12\x1f.st_peter.auth.v1.LogoutRequest\x1a .st_peter.auth.v1.LogoutResponseBDZBgithub.com/st-peter/st-peter/client/go/genpb/stpeter/authv1;authv1b\x06proto3"
+	"\x06Logout\x12\x1f.st_peter.auth.v1.LogoutRequest\x1a .st_peter.auth.v1.LogoutResponse\x12b\n" +
+	"\x10WatchRevocations\x12).st_peter.auth.v1.WatchRevocationsRequest\x1a!.st_peter.auth.v1.RevocationEvent0\x01BDZBgithub.com/st-peter/st-peter/client/go/genpb/stpeter/authv1;authv1b\x06proto3"
 
 var (
 	file_st_peter_auth_v1_auth_proto_rawDescOnce sync.Once
@@ -1030,51 +1203,55 @@ func file_st_peter_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_st_peter_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_st_peter_auth_v1_auth_proto_goTypes = []any{
-	(TwoFactorMethod)(0),           // 0: st_peter.auth.v1.TwoFactorMethod
-	(FailureReason)(0),             // 1: st_peter.auth.v1.FailureReason
-	(*User)(nil),                   // 2: st_peter.auth.v1.User
-	(*LoginRequest)(nil),           // 3: st_peter.auth.v1.LoginRequest
-	(*LoginResponse)(nil),          // 4: st_peter.auth.v1.LoginResponse
-	(*Authenticated)(nil),          // 5: st_peter.auth.v1.Authenticated
-	(*TwoFactorRequired)(nil),      // 6: st_peter.auth.v1.TwoFactorRequired
-	(*Failed)(nil),                 // 7: st_peter.auth.v1.Failed
-	(*VerifyTwoFactorRequest)(nil), // 8: st_peter.auth.v1.VerifyTwoFactorRequest
-	(*VerifyTokenRequest)(nil),     // 9: st_peter.auth.v1.VerifyTokenRequest
-	(*VerifyTokenResponse)(nil),    // 10: st_peter.auth.v1.VerifyTokenResponse
-	(*LookupUserRequest)(nil),      // 11: st_peter.auth.v1.LookupUserRequest
-	(*LookupUserResponse)(nil),     // 12: st_peter.auth.v1.LookupUserResponse
-	(*LogoutRequest)(nil),          // 13: st_peter.auth.v1.LogoutRequest
-	(*LogoutResponse)(nil),         // 14: st_peter.auth.v1.LogoutResponse
-	(*timestamppb.Timestamp)(nil),  // 15: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 16: google.protobuf.Duration
+	(TwoFactorMethod)(0),            // 0: st_peter.auth.v1.TwoFactorMethod
+	(FailureReason)(0),              // 1: st_peter.auth.v1.FailureReason
+	(*User)(nil),                    // 2: st_peter.auth.v1.User
+	(*LoginRequest)(nil),            // 3: st_peter.auth.v1.LoginRequest
+	(*LoginResponse)(nil),           // 4: st_peter.auth.v1.LoginResponse
+	(*Authenticated)(nil),           // 5: st_peter.auth.v1.Authenticated
+	(*TwoFactorRequired)(nil),       // 6: st_peter.auth.v1.TwoFactorRequired
+	(*Failed)(nil),                  // 7: st_peter.auth.v1.Failed
+	(*VerifyTwoFactorRequest)(nil),  // 8: st_peter.auth.v1.VerifyTwoFactorRequest
+	(*VerifyTokenRequest)(nil),      // 9: st_peter.auth.v1.VerifyTokenRequest
+	(*VerifyTokenResponse)(nil),     // 10: st_peter.auth.v1.VerifyTokenResponse
+	(*LookupUserRequest)(nil),       // 11: st_peter.auth.v1.LookupUserRequest
+	(*LookupUserResponse)(nil),      // 12: st_peter.auth.v1.LookupUserResponse
+	(*LogoutRequest)(nil),           // 13: st_peter.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),          // 14: st_peter.auth.v1.LogoutResponse
+	(*WatchRevocationsRequest)(nil), // 15: st_peter.auth.v1.WatchRevocationsRequest
+	(*RevocationEvent)(nil),         // 16: st_peter.auth.v1.RevocationEvent
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 18: google.protobuf.Duration
 }
 var file_st_peter_auth_v1_auth_proto_depIdxs = []int32{
 	5,  // 0: st_peter.auth.v1.LoginResponse.authenticated:type_name -> st_peter.auth.v1.Authenticated
 	6,  // 1: st_peter.auth.v1.LoginResponse.two_factor:type_name -> st_peter.auth.v1.TwoFactorRequired
 	7,  // 2: st_peter.auth.v1.LoginResponse.failed:type_name -> st_peter.auth.v1.Failed
-	15, // 3: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 3: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: st_peter.auth.v1.Authenticated.user:type_name -> st_peter.auth.v1.User
-	15, // 5: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 5: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 6: st_peter.auth.v1.TwoFactorRequired.methods:type_name -> st_peter.auth.v1.TwoFactorMethod
 	1,  // 7: st_peter.auth.v1.Failed.reason:type_name -> st_peter.auth.v1.FailureReason
-	16, // 8: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
+	18, // 8: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
 	2,  // 9: st_peter.auth.v1.VerifyTokenResponse.user:type_name -> st_peter.auth.v1.User
-	15, // 10: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 10: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 11: st_peter.auth.v1.LookupUserResponse.user:type_name -> st_peter.auth.v1.User
 	3,  // 12: st_peter.auth.v1.AuthService.Login:input_type -> st_peter.auth.v1.LoginRequest
 	8,  // 13: st_peter.auth.v1.AuthService.VerifyTwoFactor:input_type -> st_peter.auth.v1.VerifyTwoFactorRequest
 	9,  // 14: st_peter.auth.v1.AuthService.VerifyToken:input_type -> st_peter.auth.v1.VerifyTokenRequest
 	11, // 15: st_peter.auth.v1.AuthService.LookupUser:input_type -> st_peter.auth.v1.LookupUserRequest
 	13, // 16: st_peter.auth.v1.AuthService.Logout:input_type -> st_peter.auth.v1.LogoutRequest
-	4,  // 17: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
-	4,  // 18: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
-	10, // 19: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
-	12, // 20: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
-	14, // 21: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
+	15, // 17: st_peter.auth.v1.AuthService.WatchRevocations:input_type -> st_peter.auth.v1.WatchRevocationsRequest
+	4,  // 18: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
+	4,  // 19: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
+	10, // 20: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
+	12, // 21: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
+	14, // 22: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
+	16, // 23: st_peter.auth.v1.AuthService.WatchRevocations:output_type -> st_peter.auth.v1.RevocationEvent
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -1090,13 +1267,18 @@ func file_st_peter_auth_v1_auth_proto_init() {
 		(*LoginResponse_TwoFactor)(nil),
 		(*LoginResponse_Failed)(nil),
 	}
+	file_st_peter_auth_v1_auth_proto_msgTypes[14].OneofWrappers = []any{
+		(*RevocationEvent_TokenHash)(nil),
+		(*RevocationEvent_UserId)(nil),
+		(*RevocationEvent_Reset_)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_st_peter_auth_v1_auth_proto_rawDesc), len(file_st_peter_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,11 +27,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Login_FullMethodName           = "/st_peter.auth.v1.AuthService/Login"
-	AuthService_VerifyTwoFactor_FullMethodName = "/st_peter.auth.v1.AuthService/VerifyTwoFactor"
-	AuthService_VerifyToken_FullMethodName     = "/st_peter.auth.v1.AuthService/VerifyToken"
-	AuthService_LookupUser_FullMethodName      = "/st_peter.auth.v1.AuthService/LookupUser"
-	AuthService_Logout_FullMethodName          = "/st_peter.auth.v1.AuthService/Logout"
+	AuthService_Login_FullMethodName            = "/st_peter.auth.v1.AuthService/Login"
+	AuthService_VerifyTwoFactor_FullMethodName  = "/st_peter.auth.v1.AuthService/VerifyTwoFactor"
+	AuthService_VerifyToken_FullMethodName      = "/st_peter.auth.v1.AuthService/VerifyToken"
+	AuthService_LookupUser_FullMethodName       = "/st_peter.auth.v1.AuthService/LookupUser"
+	AuthService_Logout_FullMethodName           = "/st_peter.auth.v1.AuthService/Logout"
+	AuthService_WatchRevocations_FullMethodName = "/st_peter.auth.v1.AuthService/WatchRevocations"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -57,6 +58,15 @@ type AuthServiceClient interface {
 	LookupUser(ctx context.Context, in *LookupUserRequest, opts ...grpc.CallOption) (*LookupUserResponse, error)
 	// Revoke a session token. Revoking an unknown or already revoked token succeeds.
 	Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error)
+	// The revocation feed: every change that can make a verified answer wrong (logout,
+	// session revoke, user disabled, role granted or revoked), in commit order, for
+	// clients that cache VerifyToken answers. The stream first replays the events after
+	// `after_sequence` from the server's log (or sends `reset` when the log no longer
+	// holds them), then a checkpoint (an event with none of `change` set, `sequence` the
+	// newest event the server has applied), then live events, with a checkpoint every
+	// 15 s while there are none. It ends with UNAVAILABLE when the server itself lost the
+	// feed or is shutting down: resubscribe with the last `sequence` seen.
+	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationEvent], error)
 }
 
 type authServiceClient struct {
@@ -117,6 +127,25 @@ func (c *authServiceClient) Logout(ctx context.Context, in *LogoutRequest, opts 
 	return out, nil
 }
 
+func (c *authServiceClient) WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuthService_ServiceDesc.Streams[0], AuthService_WatchRevocations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRevocationsRequest, RevocationEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WatchRevocationsClient = grpc.ServerStreamingClient[RevocationEvent]
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -140,6 +169,15 @@ type AuthServiceServer interface {
 	LookupUser(context.Context, *LookupUserRequest) (*LookupUserResponse, error)
 	// Revoke a session token. Revoking an unknown or already revoked token succeeds.
 	Logout(context.Context, *LogoutRequest) (*LogoutResponse, error)
+	// The revocation feed: every change that can make a verified answer wrong (logout,
+	// session revoke, user disabled, role granted or revoked), in commit order, for
+	// clients that cache VerifyToken answers. The stream first replays the events after
+	// `after_sequence` from the server's log (or sends `reset` when the log no longer
+	// holds them), then a checkpoint (an event with none of `change` set, `sequence` the
+	// newest event the server has applied), then live events, with a checkpoint every
+	// 15 s while there are none. It ends with UNAVAILABLE when the server itself lost the
+	// feed or is shutting down: resubscribe with the last `sequence` seen.
+	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -164,6 +202,9 @@ func (UnimplementedAuthServiceServer) LookupUser(context.Context, *LookupUserReq
 }
 func (UnimplementedAuthServiceServer) Logout(context.Context, *LogoutRequest) (*LogoutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Logout not implemented")
+}
+func (UnimplementedAuthServiceServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -276,6 +317,17 @@ func _AuthService_Logout_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_WatchRevocations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRevocationsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuthServiceServer).WatchRevocations(m, &grpc.GenericServerStream[WatchRevocationsRequest, RevocationEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WatchRevocationsServer = grpc.ServerStreamingServer[RevocationEvent]
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -304,6 +356,12 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AuthService_Logout_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchRevocations",
+			Handler:       _AuthService_WatchRevocations_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "st_peter/auth/v1/auth.proto",
 }

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file st_peter/auth/v1/auth.proto.
  */
 export const file_st_peter_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEibQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEg4KBmhhbmRsZRgCIAEoCRINCgVlbWFpbBgDIAEoCRINCgVwaG9uZRgEIAEoCRIUCgxkaXNwbGF5X25hbWUYBSABKAkSEAoIZGlzYWJsZWQYBiABKAgiNAoMTG9naW5SZXF1ZXN0EhIKCmlkZW50aWZpZXIYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiugEKDUxvZ2luUmVzcG9uc2USOAoNYXV0aGVudGljYXRlZBgBIAEoCzIfLnN0X3BldGVyLmF1dGgudjEuQXV0aGVudGljYXRlZEgAEjkKCnR3b19mYWN0b3IYAiABKAsyIy5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3RvclJlcXVpcmVkSAASKgoGZmFpbGVkGAMgASgLMhguc3RfcGV0ZXIuYXV0aC52MS5GYWlsZWRIAEIICgZyZXN1bHQidAoNQXV0aGVudGljYXRlZBINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgR1c2VyGAMgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyIo4BChFUd29GYWN0b3JSZXF1aXJlZBIVCg10d29fZmFjdG9yX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKB21ldGhvZHMYAyADKA4yIS5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3Rvck1ldGhvZCJpCgZGYWlsZWQSLwoGcmVhc29uGAEgASgOMh8uc3RfcGV0ZXIuYXV0aC52MS5GYWlsdXJlUmVhc29uEi4KC3JldHJ5X2FmdGVyGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIj0KFlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJIiMKElZlcmlmeVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCSJ6ChNWZXJpZnlUb2tlblJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXISDQoFcm9sZXMYAiADKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoRTG9va3VwVXNlclJlcXVlc3QSEAoIYWN0b3JfaWQYASABKAkSEwoLYWN0b3JfdG9rZW4YAiABKAkSEgoKaWRlbnRpZmllchgDIAEoCSI6ChJMb29rdXBVc2VyUmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciIeCg1Mb2dvdXRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlKnUKD1R3b0ZhY3Rvck1ldGhvZBIhCh1UV09fRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEhoKFlRXT19GQUNUT1JfTUVUSE9EX1RPVFAQARIjCh9UV09fRkFDVE9SX01FVEhPRF9SRUNPVkVSWV9DT0RFEAIqvwEKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABImCiJGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAISHwobRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DT0RFEAMSJAogRkFJTFVSRV9SRUFTT05fQ0hBTExFTkdFX0VYUElSRUQQBDK3AwoLQXV0aFNlcnZpY2USSAoFTG9naW4SHi5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJcCg9WZXJpZnlUd29GYWN0b3ISKC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVzcG9uc2USWgoLVmVyaWZ5VG9rZW4SJC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVRva2VuUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXNwb25zZRJXCgpMb29rdXBVc2VyEiMuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuTG9va3VwVXNlclJlc3BvbnNlEksKBkxvZ291dBIfLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVxdWVzdBogLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVzcG9uc2VCRFpCZ2l0aHViLmNvbS9zdC1wZXRlci9zdC1wZXRlci9jbGllbnQvZ28vZ2VucGIvc3RwZXRlci9hdXRodjE7YXV0aHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEibQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEg4KBmhhbmRsZRgCIAEoCRINCgVlbWFpbBgDIAEoCRINCgVwaG9uZRgEIAEoCRIUCgxkaXNwbGF5X25hbWUYBSABKAkSEAoIZGlzYWJsZWQYBiABKAgiNAoMTG9naW5SZXF1ZXN0EhIKCmlkZW50aWZpZXIYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiugEKDUxvZ2luUmVzcG9uc2USOAoNYXV0aGVudGljYXRlZBgBIAEoCzIfLnN0X3BldGVyLmF1dGgudjEuQXV0aGVudGljYXRlZEgAEjkKCnR3b19mYWN0b3IYAiABKAsyIy5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3RvclJlcXVpcmVkSAASKgoGZmFpbGVkGAMgASgLMhguc3RfcGV0ZXIuYXV0aC52MS5GYWlsZWRIAEIICgZyZXN1bHQidAoNQXV0aGVudGljYXRlZBINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgR1c2VyGAMgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyIo4BChFUd29GYWN0b3JSZXF1aXJlZBIVCg10d29fZmFjdG9yX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKB21ldGhvZHMYAyADKA4yIS5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3Rvck1ldGhvZCJpCgZGYWlsZWQSLwoGcmVhc29uGAEgASgOMh8uc3RfcGV0ZXIuYXV0aC52MS5GYWlsdXJlUmVhc29uEi4KC3JldHJ5X2FmdGVyGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIj0KFlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJIiMKElZlcmlmeVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCSJ6ChNWZXJpZnlUb2tlblJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXISDQoFcm9sZXMYAiADKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoRTG9va3VwVXNlclJlcXVlc3QSEAoIYWN0b3JfaWQYASABKAkSEwoLYWN0b3JfdG9rZW4YAiABKAkSEgoKaWRlbnRpZmllchgDIAEoCSI6ChJMb29rdXBVc2VyUmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciIeCg1Mb2dvdXRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlIjEKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgEImcKD1Jldm9jYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoBBIUCgp0b2tlbl9oYXNoGAIgASgMSAASEQoHdXNlcl9pZBgDIAEoCUgAEg8KBXJlc2V0GAQgASgISABCCAoGY2hhbmdlKnUKD1R3b0ZhY3Rvck1ldGhvZBIhCh1UV09fRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEhoKFlRXT19GQUNUT1JfTUVUSE9EX1RPVFAQARIjCh9UV09fRkFDVE9SX01FVEhPRF9SRUNPVkVSWV9DT0RFEAIqvwEKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABImCiJGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAISHwobRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DT0RFEAMSJAogRkFJTFVSRV9SRUFTT05fQ0hBTExFTkdFX0VYUElSRUQQBDKbBAoLQXV0aFNlcnZpY2USSAoFTG9naW4SHi5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJcCg9WZXJpZnlUd29GYWN0b3ISKC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVzcG9uc2USWgoLVmVyaWZ5VG9rZW4SJC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVRva2VuUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXNwb25zZRJXCgpMb29rdXBVc2VyEiMuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuTG9va3VwVXNlclJlc3BvbnNlEksKBkxvZ291dBIfLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVxdWVzdBogLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USYgoQV2F0Y2hSZXZvY2F0aW9ucxIpLnN0X3BldGVyLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIS5zdF9wZXRlci5hdXRoLnYxLlJldm9jYXRpb25FdmVudDABQkRaQmdpdGh1Yi5jb20vc3QtcGV0ZXIvc3QtcGV0ZXIvY2xpZW50L2dvL2dlbnBiL3N0cGV0ZXIvYXV0aHYxO2F1dGh2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A user as st-peter knows them. Consuming services key their own roles on `user_id`.
@@ -428,6 +428,83 @@ export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
   messageDesc(file_st_peter_auth_v1_auth, 12);
 
 /**
+ * Subscribe to the revocation feed.
+ *
+ * @generated from message st_peter.auth.v1.WatchRevocationsRequest
+ */
+export type WatchRevocationsRequest = Message<"st_peter.auth.v1.WatchRevocationsRequest"> & {
+  /**
+   * The last `sequence` the caller has seen; 0 starts from now.
+   *
+   * @generated from field: uint64 after_sequence = 1;
+   */
+  afterSequence: bigint;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.WatchRevocationsRequest.
+ * Use `create(WatchRevocationsRequestSchema)` to create a new message.
+ */
+export const WatchRevocationsRequestSchema: GenMessage<WatchRevocationsRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 13);
+
+/**
+ * One change to the answers VerifyToken gives, or a checkpoint.
+ *
+ * @generated from message st_peter.auth.v1.RevocationEvent
+ */
+export type RevocationEvent = Message<"st_peter.auth.v1.RevocationEvent"> & {
+  /**
+   * Strictly increasing in commit order (gaps are allowed). A checkpoint carries the
+   * newest sequence the server has applied.
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * What is now stale. None set: a checkpoint; the caller is caught up to `sequence`.
+   *
+   * @generated from oneof st_peter.auth.v1.RevocationEvent.change
+   */
+  change: {
+    /**
+     * The SHA-256 of a revoked session token (the hash the store keeps, never the token):
+     * drop the cached answer for that token.
+     *
+     * @generated from field: bytes token_hash = 2;
+     */
+    value: Uint8Array;
+    case: "tokenHash";
+  } | {
+    /**
+     * Every cached answer for this user is stale (disabled, roles changed, all sessions
+     * revoked).
+     *
+     * @generated from field: string user_id = 3;
+     */
+    value: string;
+    case: "userId";
+  } | {
+    /**
+     * Always true when set: the server cannot replay from `after_sequence`; drop the
+     * whole cache.
+     *
+     * @generated from field: bool reset = 4;
+     */
+    value: boolean;
+    case: "reset";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message st_peter.auth.v1.RevocationEvent.
+ * Use `create(RevocationEventSchema)` to create a new message.
+ */
+export const RevocationEventSchema: GenMessage<RevocationEvent> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 14);
+
+/**
  * A second factor.
  *
  * @generated from enum st_peter.auth.v1.TwoFactorMethod
@@ -573,6 +650,23 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof LogoutRequestSchema;
     output: typeof LogoutResponseSchema;
+  },
+  /**
+   * The revocation feed: every change that can make a verified answer wrong (logout,
+   * session revoke, user disabled, role granted or revoked), in commit order, for
+   * clients that cache VerifyToken answers. The stream first replays the events after
+   * `after_sequence` from the server's log (or sends `reset` when the log no longer
+   * holds them), then a checkpoint (an event with none of `change` set, `sequence` the
+   * newest event the server has applied), then live events, with a checkpoint every
+   * 15 s while there are none. It ends with UNAVAILABLE when the server itself lost the
+   * feed or is shutting down: resubscribe with the last `sequence` seen.
+   *
+   * @generated from rpc st_peter.auth.v1.AuthService.WatchRevocations
+   */
+  watchRevocations: {
+    methodKind: "server_streaming";
+    input: typeof WatchRevocationsRequestSchema;
+    output: typeof RevocationEventSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_st_peter_auth_v1_auth, 0);
