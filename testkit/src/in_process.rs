@@ -12,6 +12,8 @@ use st_peter_server::secrets::totp_key::TotpKey;
 use st_peter_server::startup::Application;
 use st_peter_server::store::Store;
 use tokio::sync::oneshot;
+
+use crate::ObservedStore;
 use tonic::service::Routes;
 
 /// Fast password hashing and a fresh TOTP key; everything else as `Settings::default()`.
@@ -28,6 +30,7 @@ pub struct TestServerBuilder {
     settings: Settings,
     database_url: Option<String>,
     options: ServeOptions,
+    observe_store: bool,
 }
 
 impl TestServerBuilder {
@@ -69,14 +72,26 @@ impl TestServerBuilder {
         self
     }
 
+    /// Serve through an [`ObservedStore`] (see [`TestServer::observed`]).
+    pub fn observe_store(mut self) -> Self {
+        self.observe_store = true;
+        self
+    }
+
     pub async fn start(self) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let database_url = self
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("st-peter.db").display()));
-        let store = st_peter_server::store::connect(&database_url)
+        let mut store = st_peter_server::store::connect(&database_url)
             .await
             .unwrap();
+        let observed = self
+            .observe_store
+            .then(|| ObservedStore::wrap(store.clone()));
+        if let Some(observed) = &observed {
+            store = observed.clone();
+        }
         let clock = ManualClock::new();
         let app =
             Arc::new(StPeter::new(store.clone(), Arc::new(clock.clone()), self.settings).unwrap());
@@ -86,6 +101,7 @@ impl TestServerBuilder {
             app,
             clock,
             store,
+            observed,
             database_url,
             dir,
             options: self.options,
@@ -103,6 +119,8 @@ pub struct TestServer {
     /// The domain's clock: move it with `advance`.
     pub clock: ManualClock,
     pub store: Arc<dyn Store>,
+    /// The store's observer, when built with [`TestServerBuilder::observe_store`].
+    pub observed: Option<Arc<ObservedStore>>,
     pub database_url: String,
     /// Holds the SQLite file; free for the suite's own files.
     pub dir: tempfile::TempDir,
@@ -122,6 +140,7 @@ impl TestServer {
             settings: test_settings(),
             database_url: None,
             options: ServeOptions::default(),
+            observe_store: false,
         }
     }
 

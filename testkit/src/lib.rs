@@ -5,15 +5,18 @@
 //!   takes: health, reflection, the request size limit and the purge task included), on
 //!   `127.0.0.1:0` with a temp SQLite file or a given database URL, a manual clock, and
 //!   stop / resume on the same port. [`Calls`] is an optional tower layer for it that
-//!   counts calls by method and holds one at a chosen point.
+//!   counts calls by method and holds one at a chosen point; [`ObservedStore`] wraps its
+//!   store to count the verify lookups that reach the database and hold one mid-way.
 //! - [`ServerProcess`]: a given `st-peter` binary with `--ready-file` (its address comes
 //!   from that file), stderr captured, kill / SIGTERM / restart on the same port.
 mod calls;
 mod in_process;
+mod observed_store;
 mod process;
 
 pub use calls::{Calls, Hold, HoldPoint, RpcCounts};
 pub use in_process::{TestServer, TestServerBuilder, test_settings};
+pub use observed_store::{HeldLookup, ObservedStore};
 pub use process::{ProcessBuilder, ServerProcess, st_peter_binary};
 
 /// The generated gRPC client on a plaintext channel.

@@ -170,7 +170,7 @@ impl Revocations {
     pub async fn subscribe(&self, store: &dyn Store, after: u64) -> Result<Subscription> {
         // Live events first, so nothing falls between the replay and them.
         let live = self.events.subscribe();
-        if !self.cache.is_trusted() {
+        if !self.is_caught_up() {
             return Err(Error::FeedResyncing);
         }
         let applied = self.applied().unwrap_or(0);
@@ -211,6 +211,11 @@ impl Revocations {
             caught_up,
             live,
         })
+    }
+
+    /// Whether the server follows the log and is caught up with it (its cache answers).
+    pub fn is_caught_up(&self) -> bool {
+        self.cache.is_trusted()
     }
 
     /// Streams end while this is true (a shutdown began).

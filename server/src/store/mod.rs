@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::UnixMillis;
-use crate::domain::identifier::Identifier;
+pub use crate::domain::identifier::Identifier;
 use crate::error::{Error, Result};
 use crate::secrets::token::SecretHash;
 

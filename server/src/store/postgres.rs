@@ -54,6 +54,10 @@ impl Backend for Postgres {
             .acquire_timeout(pool.options().get_acquire_timeout())
             .connect_lazy_with((*pool.connect_options()).clone());
         let mut listener = PgListener::connect_with(&own).await?;
+        // Report a dropped connection at once: the follower distrusts its cache and then
+        // reconnects itself. (Eagerly, the listener would first wait out a reconnection
+        // while the cache went on answering.)
+        listener.eager_reconnect(false);
         listener.listen(REVOCATIONS_CHANNEL).await?;
         Ok(Some(Box::new(Listening { listener })))
     }

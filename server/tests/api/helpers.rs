@@ -146,6 +146,29 @@ pub async fn token(client: &mut Client, identifier: &str, password: &str) -> Str
     }
 }
 
+/// The revocation contract: a change made anywhere is refused by every replica (and every
+/// subscribed client cache) within this.
+pub const REVOCATION_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Polls VerifyToken on `client` until it refuses `token` (UNAUTHENTICATED); fails past
+/// `bound`. Answers how long the refusal took.
+pub async fn refused_within(
+    client: &mut Client,
+    token: &str,
+    bound: std::time::Duration,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        match verify(client, token).await {
+            Err(status) if status.code() == tonic::Code::Unauthenticated => return start.elapsed(),
+            Ok(_) if start.elapsed() <= bound => {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await
+            }
+            other => panic!("not refused within {bound:?}: {other:?}"),
+        }
+    }
+}
+
 pub async fn verify(
     client: &mut Client,
     token: &str,
@@ -387,7 +410,7 @@ impl std::io::Write for LogSink {
     }
 }
 
-fn capture_logs() {
+pub fn capture_logs() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let subscriber = tracing_subscriber::fmt()

@@ -14,6 +14,7 @@ mod lookup;
 mod overload;
 mod postgres;
 mod replicas;
+mod revocations;
 mod secrets_at_rest;
 mod shutdown;
 mod stock_clients;
