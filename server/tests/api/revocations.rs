@@ -499,3 +499,39 @@ async fn a_server_that_lost_its_listen_connection_verifies_from_the_store_until_
     assert_eq!(status.code(), Code::Unauthenticated);
     remember_secret(&kept);
 }
+
+/// Revocation streams never finish by themselves: a shutdown ends them (UNAVAILABLE, so
+/// clients resubscribe elsewhere or later) instead of waiting out its grace for them.
+#[tokio::test]
+async fn a_shutdown_ends_open_revocation_streams_instead_of_waiting_out_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path());
+    let mut server = crate::helpers::start_server_with(&url, &["--shutdown-grace", "60s"]);
+    let mut client = server.grpc_client().await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut events = watch(&mut client, 0).await;
+        next(&mut events).await;
+        streams.push(events);
+    }
+    server.send_sigterm();
+    let signalled = Instant::now();
+    for mut events in streams {
+        let ended = tokio::time::timeout(Duration::from_secs(30), events.message())
+            .await
+            .expect("a stream outlived the shutdown");
+        assert_eq!(ended.unwrap_err().code(), Code::Unavailable);
+    }
+    let status = loop {
+        if let Some(status) = server.try_wait() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(30),
+            "still running: waiting out the grace for the streams"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    println!("exited {:?} after SIGTERM with 3 streams open", signalled.elapsed());
+}
