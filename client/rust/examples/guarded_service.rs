@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Without a valid token the service answers 401; with st-peter down, 503 (fail closed),
-//! except for tokens it verified within the last minute.
+//! except for tokens it verified within the fallback TTL (5 s).
 use axum::{Extension, Json, Router, routing::get};
 use st_peter_client::{Client, GuardLayer, VerifiedUser};
 

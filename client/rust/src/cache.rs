@@ -1,5 +1,6 @@
-//! The verification cache: answers kept about a minute, never past the token's own expiry,
-//! keyed by a SHA-256 of the token so raw tokens are not kept as keys.
+//! The verification cache: answers kept up to five minutes while the revocation feed is
+//! subscribed (five seconds while it is not), never past the token's own expiry, keyed by a
+//! SHA-256 of the token so raw tokens are not kept as keys.
 //!
 //! An answer fetched while an eviction touched its token is handed to the callers who
 //! asked but never stored: otherwise a verify in flight during `logout` would put the
@@ -11,6 +12,7 @@ use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,13 +29,6 @@ pub(crate) type TokenKey = [u8; 32];
 const STRIPES: usize = 1024;
 
 /// What to forget. The revocation feed names tokens by hash, users by id, or everything.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "users and everything are evicted by the revocation feed"
-    )
-)]
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Eviction<'a> {
     Token(&'a TokenKey),
@@ -54,6 +49,9 @@ struct Cached {
     answer: Answer,
     /// Read with the client's clock: past this the entry is not served.
     fresh_until: SystemTime,
+    /// Past this (and before `fresh_until`) the entry is served only while the revocation
+    /// feed is subscribed, since nothing else would tell this client it went stale.
+    unsubscribed_until: SystemTime,
     /// For moka's own eviction (which runs on real time).
     lifetime: Duration,
 }
@@ -74,8 +72,15 @@ impl Expiry<TokenKey, Cached> for ByLifetime {
 /// Cache settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheSettings {
-    /// How long a valid answer is served (capped by the token's expiry). Default 60 s.
+    /// How long a valid answer is served (capped by the token's expiry) while the
+    /// revocation feed is subscribed. Default 5 minutes: the feed evicts what a revocation
+    /// makes stale, so this only bounds the memory idle tokens hold and the exposure to a
+    /// feed fault nobody noticed.
     pub ttl: Duration,
+    /// How long a valid answer is served while the feed is not subscribed (not yet, between
+    /// streams, or turned off): a token revoked elsewhere can pass for up to this long.
+    /// Default 5 s.
+    pub fallback_ttl: Duration,
     /// How long an UNAUTHENTICATED answer is served. Default 5 s; zero disables it.
     pub invalid_ttl: Duration,
     /// Most entries held. Default 10 000.
@@ -85,7 +90,8 @@ pub struct CacheSettings {
 impl Default for CacheSettings {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_secs(60),
+            ttl: Duration::from_secs(5 * 60),
+            fallback_ttl: Duration::from_secs(5),
             invalid_ttl: Duration::from_secs(5),
             capacity: 10_000,
         }
@@ -120,6 +126,8 @@ impl State {
 pub(crate) struct VerifyCache {
     entries: Cache<TokenKey, Cached>,
     state: Mutex<State>,
+    /// The revocation feed is caught up and streaming: answers get the long TTL.
+    subscribed: AtomicBool,
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
 }
@@ -153,6 +161,7 @@ impl VerifyCache {
                 user_evictions: 0,
                 flights: HashMap::new(),
             }),
+            subscribed: AtomicBool::new(false),
             settings,
             clock,
         }
@@ -216,6 +225,17 @@ impl VerifyCache {
         }
     }
 
+    /// Whether answers past their fallback TTL may be served: the feed sets it once a
+    /// stream has caught up (after evicting what that stream replayed) and clears it the
+    /// moment a stream ends.
+    pub(crate) fn set_subscribed(&self, subscribed: bool) {
+        self.subscribed.store(subscribed, Ordering::Release);
+    }
+
+    pub(crate) fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
     pub(crate) fn evict_token(&self, token: &str) {
         self.evict(Eviction::Token(&key(token)));
     }
@@ -228,7 +248,8 @@ impl VerifyCache {
     /// A cached answer still fresh by the client's clock; a stale one is dropped.
     fn fresh(&self, key: &TokenKey) -> Option<Answer> {
         let cached = self.entries.get(key)?;
-        if self.clock.now() < cached.fresh_until {
+        let now = self.clock.now();
+        if now < cached.fresh_until && (now < cached.unsubscribed_until || self.is_subscribed()) {
             return Some(cached.answer);
         }
         self.entries.invalidate(key);
@@ -260,17 +281,22 @@ impl VerifyCache {
 
     fn entry(&self, answer: Answer) -> Option<Cached> {
         let now = self.clock.now();
-        let lifetime = match &answer {
-            Answer::Valid(user) => self.settings.ttl.min(
-                user.expires_at
-                    .duration_since(now)
-                    .unwrap_or(Duration::ZERO),
-            ),
-            Answer::Invalid => self.settings.invalid_ttl,
+        let (lifetime, unsubscribed) = match &answer {
+            Answer::Valid(user) => {
+                let lifetime = self.settings.ttl.min(
+                    user.expires_at
+                        .duration_since(now)
+                        .unwrap_or(Duration::ZERO),
+                );
+                (lifetime, self.settings.fallback_ttl.min(lifetime))
+            }
+            // The feed carries what makes a "valid" answer wrong; "not valid" keeps its TTL.
+            Answer::Invalid => (self.settings.invalid_ttl, self.settings.invalid_ttl),
         };
         (!lifetime.is_zero()).then(|| Cached {
             answer,
             fresh_until: now + lifetime,
+            unsubscribed_until: now + unsubscribed,
             lifetime,
         })
     }
@@ -466,6 +492,45 @@ mod tests {
         verify(&cache, "stp_b", "u2", &fetches).await;
         cache.evict(Eviction::All);
         assert_eq!(cache.len(), 0);
+    }
+
+    struct StillClock(Mutex<SystemTime>);
+
+    impl Clock for StillClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn past_its_fallback_ttl_an_answer_is_served_only_while_subscribed() {
+        let clock = Arc::new(StillClock(Mutex::new(SystemTime::now())));
+        let settings = CacheSettings {
+            ttl: Duration::from_secs(300),
+            fallback_ttl: Duration::from_secs(5),
+            ..CacheSettings::default()
+        };
+        let cache = VerifyCache::new(settings, clock.clone());
+        let fetches = AtomicUsize::new(0);
+        verify(&cache, "stp_a", "u1", &fetches).await;
+        *clock.0.lock().unwrap() += Duration::from_secs(5);
+        cache.set_subscribed(true);
+        verify(&cache, "stp_a", "u1", &fetches).await;
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "subscribed: the long TTL"
+        );
+        cache.set_subscribed(false);
+        verify(&cache, "stp_a", "u1", &fetches).await;
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "not subscribed: the fallback TTL"
+        );
+        // The new answer is young again.
+        verify(&cache, "stp_a", "u1", &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

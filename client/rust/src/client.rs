@@ -8,13 +8,17 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use crate::cache::{CacheSettings, VerifyCache};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
+use crate::feed::{Feed, FeedStatus};
 use crate::model::{LoginOutcome, User, VerifiedUser};
 
-/// A client of st-peter. Cheap to clone: clones share one connection and one cache.
+/// A client of st-peter. Cheap to clone: clones share one connection, one cache and one
+/// revocation feed subscription, which stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct Client {
     grpc: AuthServiceClient<Channel>,
     cache: Arc<VerifyCache>,
+    /// `None` when turned off, or when nothing valid is cached for it to keep honest.
+    feed: Option<Arc<Feed>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -27,6 +31,7 @@ impl std::fmt::Debug for Client {
 pub struct ClientBuilder {
     target: String,
     cache: CacheSettings,
+    revocation_feed: bool,
     request_timeout: Duration,
     connect_timeout: Duration,
     tls: Option<ClientTlsConfig>,
@@ -46,6 +51,7 @@ impl Client {
         ClientBuilder {
             target: target.into(),
             cache: CacheSettings::default(),
+            revocation_feed: true,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             tls: None,
@@ -54,8 +60,12 @@ impl Client {
     }
 
     /// Who is this token? Answers from the cache when it can (see [`CacheSettings`]);
-    /// concurrent misses for one token make a single RPC.
+    /// concurrent misses for one token make a single RPC. The first call starts the
+    /// client's revocation feed subscription.
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedUser, Error> {
+        if let Some(feed) = &self.feed {
+            feed.start();
+        }
         self.cache
             .get_or_fetch(token, async {
                 let mut grpc = self.grpc.clone();
@@ -73,6 +83,15 @@ impl Client {
     /// How many answers the cache holds now (after settling pending evictions).
     pub async fn cached_answers(&self) -> u64 {
         self.cache.len()
+    }
+
+    /// What the revocation feed is doing: subscribed or not, the last sequence it saw, and
+    /// how many streams it has opened. All zero while it is off or not started yet.
+    pub fn feed_status(&self) -> FeedStatus {
+        self.feed
+            .as_ref()
+            .map(|feed| feed.status())
+            .unwrap_or_default()
     }
 
     /// Logs in with an email, phone or handle and a password. A refused login is
@@ -131,8 +150,9 @@ impl Client {
 
     /// Revokes the token at st-peter and drops it from this client's cache. Once it has
     /// returned, this client does not answer the token as valid from its cache, even if a
-    /// `verify_token` of it was in flight. Other clients may still serve it from their
-    /// caches until their TTL runs out.
+    /// `verify_token` of it was in flight. Other clients drop it when their revocation feed
+    /// brings the change (within about a second), or after their fallback TTL where they
+    /// are not subscribed.
     pub async fn logout(&self, token: &str) -> Result<(), Error> {
         self.cache.evict_token(token);
         let revoked = self
@@ -151,10 +171,27 @@ impl Client {
 }
 
 impl ClientBuilder {
-    /// How long a valid answer is cached (never past the token's expiry). Default 60 s.
-    /// Shorter means a token revoked elsewhere stops passing here sooner.
+    /// How long a valid answer is cached while the revocation feed is subscribed (never
+    /// past the token's expiry). Default 5 minutes. Zero caches no valid answer (and then
+    /// the client does not subscribe).
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache.ttl = ttl;
+        self
+    }
+
+    /// How long a valid answer is served while the feed is not subscribed: before its first
+    /// stream has caught up, between streams, with st-peter unreachable, or with the feed
+    /// off. A token revoked elsewhere can pass here for up to this long. Default 5 s.
+    pub fn fallback_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.fallback_ttl = ttl;
+        self
+    }
+
+    /// Subscribe to st-peter's revocation feed (default `true`): one stream per client,
+    /// opened by the first `verify_token`, that evicts what every logout, revocation, role
+    /// change or disabled user makes stale. Off, answers are cached for `fallback_ttl`.
+    pub fn revocation_feed(mut self, subscribe: bool) -> Self {
+        self.revocation_feed = subscribe;
         self
     }
 
@@ -219,9 +256,10 @@ impl ClientBuilder {
                 .tls_config(tls)
                 .map_err(|e| invalid(e.to_string()))?;
         }
-        Ok(Client {
-            grpc: AuthServiceClient::new(endpoint.connect_lazy()),
-            cache: Arc::new(VerifyCache::new(self.cache, self.clock)),
-        })
+        let grpc = AuthServiceClient::new(endpoint.connect_lazy());
+        let cache = Arc::new(VerifyCache::new(self.cache, self.clock));
+        let feed = (self.revocation_feed && !self.cache.ttl.is_zero())
+            .then(|| Arc::new(Feed::new(grpc.clone(), cache.clone())));
+        Ok(Client { grpc, cache, feed })
     }
 }

@@ -1,11 +1,12 @@
 //! The suite's server: `st_peter_testkit::TestServer` (the real serving path on a free
 //! port) with the testkit's `Calls` layer, so RPCs are counted and can be held, plus
-//! clients whose cache clock moves with the server's.
+//! clients whose cache clock moves with the server's; and for the real binary, its admin
+//! CLI and a clock that moves only when told.
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use st_peter_client::{Client, LoginOutcome};
+use st_peter_client::{Client, Error, LoginOutcome};
 use st_peter_server::clock::{Clock as _, ManualClock};
 use st_peter_server::domain::app::Settings;
 use st_peter_testkit::{Calls, Hold};
@@ -18,6 +19,74 @@ impl st_peter_client::Clock for SharedClock {
     fn now(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0.now_millis() as u64)
     }
+}
+
+/// A client clock that stands still until advanced: a cached answer's age is then what
+/// the test says, however slow the machine.
+pub struct StillClock(Mutex<SystemTime>);
+
+impl StillClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(SystemTime::now())))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl st_peter_client::Clock for StillClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Generous: the contract is 1 s, a loaded machine may take longer to schedule anything.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `condition` every 10 ms until it holds; panics naming `what` after `PATIENCE`.
+/// Returns how long it took.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !condition().await {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: not within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+/// Starts the client's revocation feed (the first verify does; this one is of a token that
+/// never exists) and waits until its stream has caught up, so that its first checkpoint
+/// (which clears the cache) has come and gone.
+pub async fn subscribe(client: &Client) {
+    let never = format!("stp_{}", "N".repeat(43));
+    assert_eq!(
+        client.verify_token(&never).await.unwrap_err(),
+        Error::InvalidToken
+    );
+    eventually("the revocation feed subscribed", || async {
+        client.feed_status().subscribed
+    })
+    .await;
+}
+
+/// Until `token` reads as invalid through `client`; how long that took.
+pub async fn refused(client: &Client, token: &str) -> Duration {
+    eventually("the token refused", || async {
+        match client.verify_token(token).await {
+            Err(Error::InvalidToken) => true,
+            Ok(_) => false,
+            Err(other) => panic!("verify: {other:?}"),
+        }
+    })
+    .await
 }
 
 pub fn settings(session_ttl: Duration) -> Settings {
@@ -84,9 +153,54 @@ impl TestServer {
     }
 
     pub async fn token(&self, client: &Client, handle: &str, password: &str) -> String {
-        match client.login(handle, password).await.unwrap() {
-            LoginOutcome::Authenticated(session) => session.token,
-            other => panic!("expected authenticated, got {other:?}"),
-        }
+        login(client, handle, password).await
     }
+
+    /// VerifyToken RPCs the server received so far.
+    pub fn verifies(&self) -> usize {
+        self.counts.get("VerifyToken")
+    }
+}
+
+pub async fn login(client: &Client, handle: &str, password: &str) -> String {
+    match client.login(handle, password).await.unwrap() {
+        LoginOutcome::Authenticated(session) => session.token,
+        other => panic!("expected authenticated, got {other:?}"),
+    }
+}
+
+/// `st-peter ARGS --database-url URL` (the admin CLI, on the server's database), with
+/// `stdin`; panics with its stderr unless it succeeds.
+pub fn admin(server: &st_peter_testkit::ServerProcess, args: &[&str], stdin: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut admin = Command::new(server.binary())
+        .args(args)
+        .args(["--database-url", server.database_url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    admin
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = admin.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "st-peter {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Creates a user with the admin CLI on the server's database.
+pub fn add_user(server: &st_peter_testkit::ServerProcess, handle: &str, password: &str) {
+    admin(
+        server,
+        &["user", "add", "--handle", handle, "--password-stdin"],
+        &format!("{password}\n"),
+    );
 }

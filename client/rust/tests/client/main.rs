@@ -3,7 +3,9 @@
 mod helpers;
 
 mod cache;
+mod churn;
 mod conformance;
+mod feed;
 mod guard;
 mod logout_race;
 mod methods;

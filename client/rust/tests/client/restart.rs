@@ -8,6 +8,8 @@ use st_peter_client::{Client, Error, LoginOutcome};
 
 use st_peter_testkit::{ServerProcess, st_peter_binary};
 
+use crate::helpers::add_user;
+
 const RESTARTS: usize = 3;
 /// How long each outage lasts, so calls land in it.
 const OUTAGE: Duration = Duration::from_millis(400);
@@ -39,27 +41,6 @@ async fn start() -> ServerProcess {
         .start_async()
         .await
         .unwrap()
-}
-
-/// Creates a user with the admin CLI on the server's database.
-fn add_user(server: &ServerProcess, handle: &str, password: &str) {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let mut admin = Command::new(server.binary())
-        .args(["user", "add", "--handle", handle, "--password-stdin"])
-        .args(["--database-url", server.database_url(), "--json"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(admin.stdin.take().unwrap(), "{password}").unwrap();
-    let output = admin.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "st-peter user add: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 #[derive(Default)]
