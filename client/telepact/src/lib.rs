@@ -27,7 +27,16 @@
 //! ## Refusals
 //! Missing or malformed `@auth_`, a refused login, a two-factor login, an invalid token, no
 //! local row, a forged owned header, and st-peter being unreachable (fail closed; an answer
-//! the client cached within its TTL is still honoured) are all [`Error`]s.
+//! the client cached within its fallback TTL is still honoured) are all [`Error`]s.
+//!
+//! ## The verification cache
+//! Session tokens are verified through the [`st_peter_client::Client`] the adapter is given,
+//! whose cache follows st-peter's revocation feed: a logout, revoked session or disabled user
+//! made anywhere stops passing here within about a second. Its options are the client's:
+//! [`OnAuth::new`] takes a client built with `Client::builder(target)` and its
+//! `cache_ttl` (kept while the feed is subscribed, default 5 minutes), `fallback_ttl` (kept
+//! while it is not, default 5 s) and `revocation_feed` (default on); [`OnAuth::connect`]
+//! uses the defaults. `adapter.client().feed_status()` shows the feed's state.
 //!
 //! [Telepact]: https://github.com/Telepact/telepact
 mod error;

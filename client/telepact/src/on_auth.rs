@@ -42,8 +42,9 @@ impl OnAuth {
         }
     }
 
-    /// A client for `target` with default settings and the roles file at `roles_db`.
-    /// Must be called inside a Tokio runtime.
+    /// A client for `target` with default settings (the revocation feed on, 5 minutes
+    /// subscribed, 5 s not) and the roles file at `roles_db`; for other cache settings give
+    /// [`OnAuth::new`] a client of your own. Must be called inside a Tokio runtime.
     pub async fn connect(target: &str, roles_db: impl AsRef<Path>) -> Result<Self> {
         let client = Client::builder(target).build()?;
         Ok(Self::new(client, RolesStore::open(roles_db).await?))
@@ -83,7 +84,7 @@ impl OnAuth {
 
     /// Verifies the request's `@auth_` with st-peter and returns the identity headers of
     /// the user, or refuses. Refuses when st-peter cannot be asked (a verification cached
-    /// by the client within its TTL is still honoured).
+    /// by the client within its fallback TTL is still honoured).
     pub async fn on_auth(&self, headers: &Headers) -> Result<Headers> {
         let credentials = Credentials::parse(headers.get(AUTH_HEADER).ok_or(Error::MissingAuth)?)?;
         let owned = self.owned();

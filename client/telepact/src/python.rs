@@ -81,7 +81,19 @@ impl Pending {
 #[pymethods]
 impl NativeOnAuth {
     #[new]
-    #[pyo3(signature = (target, roles_db, owned_headers = Vec::new(), cache_ttl = None, request_timeout = None))]
+    #[pyo3(signature = (
+        target,
+        roles_db,
+        owned_headers = Vec::new(),
+        cache_ttl = None,
+        request_timeout = None,
+        fallback_ttl = None,
+        revocation_feed = true,
+    ))]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "Python keyword arguments, one per option"
+    )]
     fn new(
         py: Python<'_>,
         target: String,
@@ -89,13 +101,19 @@ impl NativeOnAuth {
         owned_headers: Vec<String>,
         cache_ttl: Option<f64>,
         request_timeout: Option<f64>,
+        fallback_ttl: Option<f64>,
+        revocation_feed: bool,
     ) -> PyResult<Self> {
         let runtime = runtime()?;
         let inner = py.detach(|| {
             runtime.block_on(async {
-                let mut builder = st_peter_client::Client::builder(target);
+                let mut builder =
+                    st_peter_client::Client::builder(target).revocation_feed(revocation_feed);
                 if let Some(seconds) = cache_ttl {
                     builder = builder.cache_ttl(seconds_arg("cache_ttl", seconds)?);
+                }
+                if let Some(seconds) = fallback_ttl {
+                    builder = builder.fallback_ttl(seconds_arg("fallback_ttl", seconds)?);
                 }
                 if let Some(seconds) = request_timeout {
                     builder = builder.request_timeout(seconds_arg("request_timeout", seconds)?);
@@ -151,6 +169,17 @@ impl NativeOnAuth {
     /// The header keys the adapter owns, sorted. From memory: never waits on anything.
     fn owned_headers(&self) -> Vec<String> {
         self.inner.owned().into_iter().collect()
+    }
+
+    /// The revocation feed's state: (subscribed, last sequence, streams opened). From
+    /// memory.
+    fn feed_status(&self) -> (bool, u64, u64) {
+        let status = self.inner.client().feed_status();
+        (
+            status.subscribed,
+            status.last_sequence,
+            status.subscriptions,
+        )
     }
 }
 

@@ -49,12 +49,16 @@ class OnAuth:
     """An async ``on_auth`` hook for a Telepact ``Server``.
 
     Safe to share across threads and event loops: calls run on one process-wide Tokio
-    runtime, sharing one st-peter connection and one verification cache (``cache_ttl``
-    seconds, default 60; a token revoked elsewhere can pass for up to that long). Awaiting
-    the hook never blocks the event loop and takes no thread from it: the answer comes back
-    through ``loop.call_soon_threadsafe``. st-peter unreachable means refused, except for
-    answers still cached; ``request_timeout`` (seconds, default 5) bounds each call to
-    st-peter.
+    runtime, sharing one st-peter connection and one verification cache. The cache follows
+    st-peter's revocation feed (one stream, opened by the first verification): a logout,
+    revoked session, disabled user or role change made anywhere evicts what it makes stale
+    within about a second. While the feed is subscribed answers are kept ``cache_ttl``
+    seconds (default 300); while it is not (st-peter unreachable, between streams, or
+    ``revocation_feed=False``) only ``fallback_ttl`` seconds (default 5), which is then how
+    long a token revoked elsewhere can still pass. Awaiting the hook never blocks the event
+    loop and takes no thread from it: the answer comes back through
+    ``loop.call_soon_threadsafe``. st-peter unreachable means refused, except for answers
+    still cached; ``request_timeout`` (seconds, default 5) bounds each call to st-peter.
 
     The constructor opens the roles file and blocks while it does: build the hook once, at
     start-up, not per request.
@@ -68,9 +72,17 @@ class OnAuth:
         owned_headers: Iterable[str] = (),
         cache_ttl: Optional[float] = None,
         request_timeout: Optional[float] = None,
+        fallback_ttl: Optional[float] = None,
+        revocation_feed: bool = True,
     ) -> None:
         self._native = _native.OnAuth(
-            target, str(roles_db), list(owned_headers), cache_ttl, request_timeout
+            target,
+            str(roles_db),
+            list(owned_headers),
+            cache_ttl,
+            request_timeout,
+            fallback_ttl,
+            revocation_feed,
         )
 
     async def __call__(self, headers: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +114,17 @@ class OnAuth:
         from memory, so it is cheap enough for every request on the loop's thread; a key
         granted by another process (the ``grant`` CLI) is seen within about 250 ms."""
         return self._native.owned_headers()
+
+    def feed_status(self) -> dict[str, Any]:
+        """The revocation feed, for operators and tests: ``subscribed`` (a stream is caught
+        up, so answers get the full ``cache_ttl``), ``last_sequence`` (the last one it saw)
+        and ``subscriptions`` (streams opened so far). Read from memory."""
+        subscribed, last_sequence, subscriptions = self._native.feed_status()
+        return {
+            "subscribed": subscribed,
+            "last_sequence": last_sequence,
+            "subscriptions": subscriptions,
+        }
 
     def middleware(
         self,

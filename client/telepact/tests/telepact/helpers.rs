@@ -68,6 +68,21 @@ impl TestServer {
     }
 }
 
+/// Waits until the adapter's client has a caught-up revocation feed stream (the first
+/// verification opens it). Its first checkpoint clears the cache, so answers a test wants
+/// cached are cached after this.
+pub async fn subscribed(adapter: &OnAuth) {
+    let patience = Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + patience;
+    while !adapter.client().feed_status().subscribed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revocation feed did not subscribe within {patience:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub fn headers(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()

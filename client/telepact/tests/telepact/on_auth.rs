@@ -1,9 +1,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use st_peter_telepact::{Error, OWNED_HEADERS_POLL};
+use st_peter_client::Client;
+use st_peter_telepact::{Error, OWNED_HEADERS_POLL, OnAuth};
 
-use crate::helpers::{TestServer, headers, password, request, session};
+use crate::helpers::{TestServer, headers, password, request, session, subscribed};
 
 /// lead-baker with a full row, cashier with a row, stranger with none.
 async fn bakery() -> (TestServer, String, String) {
@@ -169,6 +170,10 @@ async fn st_peter_unreachable_fails_closed_but_cached_answers_still_count() {
     let cached = server.token("lead-baker", "opensesame").await;
     let uncached = server.token("cashier", "knockknock").await;
     adapter.on_auth(&session(&cached)).await.unwrap();
+    // Cached again once subscribed (the feed's first checkpoint clears the cache); with
+    // st-peter stopped it then serves for the fallback TTL (5 s).
+    subscribed(&adapter).await;
+    adapter.on_auth(&session(&cached)).await.unwrap();
     server.stop().await;
 
     let got = adapter.on_auth(&session(&cached)).await.unwrap();
@@ -242,4 +247,49 @@ async fn keys_granted_through_another_connection_become_owned_without_a_query_pe
         .await
         .unwrap();
     assert_eq!(got["@till"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_logged_out_elsewhere_is_refused_without_waiting_for_a_ttl() {
+    let (server, _, _) = bakery().await;
+    // Both TTLs far longer than the test: only the revocation feed can evict the answer.
+    let long = Duration::from_secs(10 * 60);
+    let client = Client::builder(server.target())
+        .cache_ttl(long)
+        .fallback_ttl(long)
+        .build()
+        .unwrap();
+    let adapter = OnAuth::new(client, server.roles().await);
+    let token = server.token("lead-baker", "opensesame").await;
+    // The first verification opens the feed; its first checkpoint clears the cache, so the
+    // answer that counts is cached after that.
+    adapter.on_auth(&session(&token)).await.unwrap();
+    subscribed(&adapter).await;
+    let got = adapter.on_auth(&session(&token)).await.unwrap();
+    assert_eq!(got["@employeeId"], json!("baker-001"));
+
+    // Logged out through another client, which caches nothing: this adapter's client
+    // hears of it from the feed only.
+    let other = Client::builder(server.target())
+        .cache_ttl(Duration::ZERO)
+        .build()
+        .unwrap();
+    other.logout(&token).await.unwrap();
+    let logged_out = Instant::now();
+    let patience = Duration::from_secs(10);
+    loop {
+        match adapter.on_auth(&session(&token)).await {
+            Err(Error::InvalidToken) => break,
+            Ok(_) => assert!(
+                logged_out.elapsed() < patience,
+                "still accepted {patience:?} after the logout"
+            ),
+            Err(other) => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "a session logged out elsewhere was refused by on_auth after {:?}",
+        logged_out.elapsed()
+    );
 }
