@@ -1,12 +1,17 @@
-// The verification cache: answers kept about a minute, never past the token's own expiry,
-// keyed by a SHA-256 of the token so raw tokens are not kept as keys.
+// The verification cache, keyed by a SHA-256 of the token so raw tokens are not kept as
+// keys (the revocation feed names revoked tokens by the same hash). Answers are served for
+// the long TTL while the feed is subscribed and for the short fallback TTL while it is
+// not, never past the token's own expiry.
 import { createHash } from "node:crypto";
 
 import type { VerifiedUser } from "./model.js";
 
 export interface CacheSettings {
-  /** How long a valid answer is served (capped by the token's expiry), in ms. */
+  /** How long a valid answer is served while subscribed to the feed (capped by the
+   * token's expiry), in ms. */
   ttlMs: number;
+  /** How long a valid answer is served while not subscribed, in ms. */
+  fallbackTtlMs: number;
   /** How long an UNAUTHENTICATED answer is served, in ms; 0 disables it. */
   invalidTtlMs: number;
   /** Most answers held; the least recently used go first. */
@@ -20,6 +25,9 @@ export type Answer = VerifiedUser | null;
 
 interface Cached {
   answer: Answer;
+  /** When the fetch that got the answer began. */
+  filledAt: number;
+  /** The TTL (or the token's expiry) ends here, subscribed or not. */
   freshUntil: number;
 }
 
@@ -27,12 +35,21 @@ export function tokenKey(token: string): string {
   return createHash("sha256").update(token, "utf8").digest("base64");
 }
 
+/** The cache key of a token the feed names by its SHA-256. */
+export function hashKey(sha256: Uint8Array): string {
+  return Buffer.from(sha256.buffer, sha256.byteOffset, sha256.byteLength).toString("base64");
+}
+
 export class VerifyCache {
   private readonly entries = new Map<string, Cached>();
+  /** The keys of each user's cached answers, for the feed's user events. */
+  private readonly byUser = new Map<string, Set<string>>();
   private readonly inFlight = new Map<string, Promise<Answer>>();
   // An answer fetched while an eviction happened is not stored, so a verify racing a
-  // logout cannot put the logged-out token back.
+  // logout (or a revocation the feed reports) cannot put the stale answer back.
   private evictions = 0;
+  /** Whether the revocation feed is subscribed now: answers get the long TTL. */
+  subscribed = false;
 
   constructor(private readonly settings: CacheSettings) {}
 
@@ -46,20 +63,26 @@ export class VerifyCache {
   async getOrFetch(key: string, fetch: () => Promise<Answer>): Promise<Answer> {
     const cached = this.entries.get(key);
     if (cached) {
-      if (this.settings.now() < cached.freshUntil) {
+      const now = this.settings.now();
+      if (now < cached.freshUntil && (this.servesLong(cached) || now < cached.filledAt + this.settings.fallbackTtlMs)) {
         // Most recently used goes last.
         this.entries.delete(key);
         this.entries.set(key, cached);
         return cached.answer;
       }
-      this.entries.delete(key);
+      // Past the fallback TTL only: kept, in case the feed is back before it is asked
+      // again (the replay evicts whatever changed meanwhile); a fetch replaces it.
+      if (now >= cached.freshUntil) {
+        this.remove(key);
+      }
     }
     let pending = this.inFlight.get(key);
     if (!pending) {
       const generation = this.evictions;
+      const filledAt = this.settings.now();
       const fetching: Promise<Answer> = fetch()
         .then((answer) => {
-          this.put(key, answer, generation);
+          this.put(key, answer, filledAt, generation);
           return answer;
         })
         .finally(() => {
@@ -79,24 +102,70 @@ export class VerifyCache {
    * may predate a logout), and that older fetch's answer is not stored. */
   evict(key: string): void {
     this.evictions++;
-    this.entries.delete(key);
+    this.remove(key);
     this.inFlight.delete(key);
   }
 
-  private put(key: string, answer: Answer, generation: number): void {
-    const now = this.settings.now();
-    const lifetime =
-      answer === null
-        ? this.settings.invalidTtlMs
-        : Math.min(this.settings.ttlMs, answer.expiresAt.getTime() - now);
-    if (lifetime <= 0 || this.settings.capacity <= 0 || generation !== this.evictions) {
+  /** Drops every answer about `userId`. Which user a fetch in flight is about is not known
+   * until it answers, so none of them is joined or stored after this. */
+  evictUser(userId: string): void {
+    this.evictions++;
+    for (const key of this.byUser.get(userId) ?? []) {
+      this.entries.delete(key);
+    }
+    this.byUser.delete(userId);
+    this.inFlight.clear();
+  }
+
+  /** Drops every answer and voids every fetch in flight. */
+  clear(): void {
+    this.evictions++;
+    this.entries.clear();
+    this.byUser.clear();
+    this.inFlight.clear();
+  }
+
+  /** Negative answers keep their own TTL: a revocation never makes them wrong. */
+  private servesLong(cached: Cached): boolean {
+    return this.subscribed || cached.answer === null;
+  }
+
+  private remove(key: string): void {
+    const cached = this.entries.get(key);
+    if (!cached) {
       return;
     }
     this.entries.delete(key);
-    this.entries.set(key, { answer, freshUntil: now + lifetime });
+    const userId = cached.answer?.user.userId;
+    if (userId !== undefined) {
+      const keys = this.byUser.get(userId);
+      keys?.delete(key);
+      if (keys?.size === 0) {
+        this.byUser.delete(userId);
+      }
+    }
+  }
+
+  private put(key: string, answer: Answer, filledAt: number, generation: number): void {
+    const lifetime =
+      answer === null
+        ? this.settings.invalidTtlMs
+        : Math.min(this.settings.ttlMs, answer.expiresAt.getTime() - filledAt);
+    if (lifetime <= 0 || this.settings.capacity <= 0 || generation !== this.evictions) {
+      return;
+    }
+    this.remove(key);
+    this.entries.set(key, { answer, filledAt, freshUntil: filledAt + lifetime });
+    if (answer !== null) {
+      const userId = answer.user.userId;
+      let keys = this.byUser.get(userId);
+      if (!keys) {
+        this.byUser.set(userId, (keys = new Set()));
+      }
+      keys.add(key);
+    }
     while (this.entries.size > this.settings.capacity) {
-      const oldest = this.entries.keys().next().value as string;
-      this.entries.delete(oldest);
+      this.remove(this.entries.keys().next().value as string);
     }
   }
 }

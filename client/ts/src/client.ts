@@ -5,6 +5,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 
 import { VerifyCache, tokenKey, type Answer } from "./cache.js";
 import { Connection } from "./connection.js";
+import { FEED_DEFAULTS, RevocationFeed, type RevocationFeedStatus } from "./feed.js";
 import { fromRpc, invalidToken, StPeterError, UnavailableError } from "./errors.js";
 import { AuthService } from "./genpb/st_peter/auth/v1/auth_pb.js";
 import {
@@ -17,9 +18,23 @@ import {
 } from "./model.js";
 
 export interface ClientOptions {
-  /** How long a valid answer is cached (never past the token's expiry), in ms. Default
-   * 60 000. Shorter means a token revoked elsewhere stops passing here sooner. */
+  /** How long a valid answer is cached (never past the token's expiry) while the
+   * revocation feed is subscribed, in ms. Default 300 000. The feed evicts an answer as
+   * soon as it is wrong, so this only bounds the memory idle tokens hold and how long a
+   * fault the feed cannot see would last. */
   cacheTtlMs?: number;
+  /** How long a valid answer is served while the revocation feed is not subscribed (not
+   * yet, reconnecting, or turned off), in ms. Default 5 000. A token revoked elsewhere can
+   * pass here for up to this long then; shorter means sooner. */
+  cacheFallbackTtlMs?: number;
+  /** Subscribe to st-peter's revocation feed (one stream per client, opened by the first
+   * verifyToken) so that cached answers are evicted the moment they become wrong. Default
+   * true. Off, answers are served for `cacheFallbackTtlMs` at most. */
+  revocationFeed?: boolean;
+  /** A feed stream that sends nothing for this long is taken for dead (a hung server, a
+   * silently dropped connection) and replaced, in ms. Default 45 000: three of the 15 s
+   * checkpoints st-peter sends while there is nothing else. */
+  revocationFeedSilenceMs?: number;
   /** How long an UNAUTHENTICATED answer is cached, in ms. Default 5 000; 0 disables it. */
   invalidTokenTtlMs?: number;
   /** Most tokens cached at once. Default 10 000. */
@@ -37,8 +52,9 @@ export interface ClientOptions {
 /**
  * Makes a client for `target` (`http://host:port`, or `https://host:port` for TLS). Lazy:
  * nothing is dialled until the first call, so a dead server shows up as an
- * UnavailableError then, not here. Share one client per process; `close()` it to let the
- * process exit.
+ * UnavailableError then, not here. Share one client per process (it holds one revocation
+ * feed subscription) and `close()` it when done; neither an idle connection nor the feed
+ * keeps the process alive by itself.
  */
 export function connect(target: string, options: ClientOptions = {}): Client {
   return new Client(target, options);
@@ -48,6 +64,7 @@ export class Client {
   private readonly rpc: RpcClient<typeof AuthService>;
   private readonly connection: Connection;
   private readonly cache: VerifyCache;
+  private readonly feed: RevocationFeed | undefined;
   private readonly timeoutMs: number;
 
   constructor(target: string, options: ClientOptions = {}) {
@@ -72,11 +89,19 @@ export class Client {
     );
     this.timeoutMs = options.requestTimeoutMs ?? 5_000;
     this.cache = new VerifyCache({
-      ttlMs: options.cacheTtlMs ?? 60_000,
+      ttlMs: options.cacheTtlMs ?? 300_000,
+      fallbackTtlMs: options.cacheFallbackTtlMs ?? 5_000,
       invalidTtlMs: options.invalidTokenTtlMs ?? 5_000,
       capacity: options.cacheCapacity ?? 10_000,
       now: options.now ?? Date.now,
     });
+    if (options.revocationFeed ?? true) {
+      this.feed = new RevocationFeed(
+        this.cache,
+        (afterSequence, signal) => this.rpc.watchRevocations({ afterSequence }, { signal }),
+        { ...FEED_DEFAULTS, silenceMs: options.revocationFeedSilenceMs ?? FEED_DEFAULTS.silenceMs },
+      );
+    }
   }
 
   /**
@@ -85,6 +110,7 @@ export class Client {
    * UnavailableError when st-peter cannot be asked (never cached).
    */
   async verifyToken(token: string): Promise<VerifiedUser> {
+    this.feed?.start();
     const answer = await this.cache.getOrFetch(tokenKey(token), async (): Promise<Answer> => {
       try {
         return verifiedFrom(await this.rpc.verifyToken({ token }, { timeoutMs: this.timeoutMs }));
@@ -106,6 +132,12 @@ export class Client {
   /** How many answers the cache holds now. */
   get cachedAnswers(): number {
     return this.cache.size;
+  }
+
+  /** What the revocation feed is doing (a snapshot): whether it is subscribed, the last
+   * sequence it saw, how many subscriptions it started. */
+  get revocationFeedStatus(): RevocationFeedStatus {
+    return this.feed?.status ?? { subscribed: false, lastSequence: 0n, subscriptions: 0 };
   }
 
   /** Logs in with an email (any case), phone or handle and a password. A refused login
@@ -143,8 +175,9 @@ export class Client {
     }
   }
 
-  /** Revokes the token at st-peter and drops it from this client's cache. Other clients may
-   * still serve it from their caches until their TTL runs out. */
+  /** Revokes the token at st-peter and drops it from this client's cache. Other clients
+   * drop it when their revocation feed reports it (within about a second), or, while not
+   * subscribed, once their fallback TTL runs out. */
   async logout(token: string): Promise<void> {
     const key = tokenKey(token);
     this.cache.evict(key);
@@ -158,8 +191,10 @@ export class Client {
     }
   }
 
-  /** Closes the connection; calls after this reject with UnavailableError. */
+  /** Stops the revocation feed and closes the connection; calls after this reject with
+   * UnavailableError. */
   close(): void {
+    this.feed?.close();
     this.connection.abort(new UnavailableError("unavailable", Code.Canceled, "client closed"));
   }
 }

@@ -1,9 +1,14 @@
 // The TypeScript client of st-peter, the central authentication service.
 //
-// verifyToken answers are cached about 60 s (never past the token's own expiry, keyed by a
-// SHA-256 of the token, single flight on concurrent misses), so a token revoked elsewhere
-// can still pass on this client for up to that long: shorten it with `cacheTtlMs`.
+// verifyToken answers are cached (never past the token's own expiry, keyed by a SHA-256 of
+// the token, single flight on concurrent misses) and kept honest by st-peter's revocation
+// feed: one stream per client, opened by the first verify, that evicts an answer as soon as
+// a logout, session revoke, disabled user or role change makes it wrong. While subscribed
+// an answer is served up to `cacheTtlMs` (5 min); while not (connecting, st-peter
+// restarting, `revocationFeed: false`) only up to `cacheFallbackTtlMs` (5 s), which is how
+// long a token revoked elsewhere can still pass here then.
 export { connect, Client, type ClientOptions } from "./client.js";
+export type { RevocationFeedStatus } from "./feed.js";
 export {
   StPeterError,
   InvalidTokenError,

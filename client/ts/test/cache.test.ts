@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { InvalidTokenError, type Authenticated, type Client } from "../src/index.js";
-import { MovableClock, TestServer } from "./harness.js";
+import { MovableClock, subscribed, TestServer } from "./harness.js";
 
 let server: TestServer;
-// Sessions of this server live 30 s, less than the 60 s cache TTL.
+// Sessions of this server live 30 s, less than the cache TTLs the tests below set.
 let shortServer: TestServer;
 
 before(async () => {
@@ -26,23 +26,39 @@ async function token(client: Client): Promise<string> {
 
 const bogus = "stp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
-test("a second verify is answered from the cache, for about a minute", async () => {
+test("a second verify is answered from the cache: for 5 min while the feed is subscribed", async () => {
   const clock = new MovableClock();
   const { client, counts } = server.client({ now: clock.now });
   const t = await token(client);
+  await client.verifyToken(t); // starts the feed; its first checkpoint drops this answer
+  await subscribed(client);
   const first = await client.verifyToken(t);
   first.roles.push("tampered");
   const second = await client.verifyToken(t);
-  assert.equal(counts.get("VerifyToken"), 1);
+  assert.equal(counts.get("VerifyToken"), 2);
   assert.deepEqual(second.roles, [], "a caller's change leaked into the cache");
   assert.equal(client.cachedAnswers, 1);
 
-  clock.advance(59_000);
-  await client.verifyToken(t);
-  assert.equal(counts.get("VerifyToken"), 1);
-  clock.advance(2_000);
+  clock.advance(299_000);
   await client.verifyToken(t);
   assert.equal(counts.get("VerifyToken"), 2);
+  clock.advance(2_000);
+  await client.verifyToken(t);
+  assert.equal(counts.get("VerifyToken"), 3);
+});
+
+test("not subscribed (here: the feed turned off), an answer is served for the 5 s fallback TTL", async () => {
+  const clock = new MovableClock();
+  const { client, counts } = server.client({ now: clock.now, revocationFeed: false });
+  const t = await token(client);
+  await client.verifyToken(t);
+  clock.advance(4_900);
+  await client.verifyToken(t);
+  assert.equal(counts.get("VerifyToken"), 1);
+  clock.advance(200);
+  await client.verifyToken(t);
+  assert.equal(counts.get("VerifyToken"), 2);
+  assert.equal(client.revocationFeedStatus.subscriptions, 0);
 });
 
 test("100 concurrent verifies of one token make one RPC", async () => {
@@ -55,7 +71,8 @@ test("100 concurrent verifies of one token make one RPC", async () => {
 
 test("the cache never serves past the token's expiry", async () => {
   const clock = new MovableClock();
-  const { client, counts } = shortServer.client({ now: clock.now });
+  // The feed off, so that the cache's state does not depend on when it caught up.
+  const { client, counts } = shortServer.client({ now: clock.now, revocationFeed: false, cacheFallbackTtlMs: 60_000 });
   const t = await token(client);
   const verified = await client.verifyToken(t);
   const left = verified.expiresAt.getTime() - Date.now();
@@ -70,7 +87,7 @@ test("the cache never serves past the token's expiry", async () => {
 
 test("invalid tokens are cached briefly; zero turns that off", async () => {
   const clock = new MovableClock();
-  const { client, counts } = server.client({ now: clock.now });
+  const { client, counts } = server.client({ now: clock.now, revocationFeed: false });
   for (let i = 0; i < 3; i++) {
     await assert.rejects(client.verifyToken(bogus), InvalidTokenError);
   }
@@ -79,7 +96,7 @@ test("invalid tokens are cached briefly; zero turns that off", async () => {
   await assert.rejects(client.verifyToken(bogus), InvalidTokenError);
   assert.equal(counts.get("VerifyToken"), 2);
 
-  const uncached = server.client({ invalidTokenTtlMs: 0 });
+  const uncached = server.client({ invalidTokenTtlMs: 0, revocationFeed: false });
   await assert.rejects(uncached.client.verifyToken(bogus), InvalidTokenError);
   await assert.rejects(uncached.client.verifyToken(bogus), InvalidTokenError);
   assert.equal(uncached.counts.get("VerifyToken"), 2);
@@ -87,7 +104,13 @@ test("invalid tokens are cached briefly; zero turns that off", async () => {
 
 test("cache TTL and capacity are settings; the least recently used goes first", async () => {
   const clock = new MovableClock();
-  const { client, counts } = server.client({ now: clock.now, cacheTtlMs: 5_000, cacheCapacity: 2 });
+  const { client, counts } = server.client({
+    now: clock.now,
+    cacheTtlMs: 5_000,
+    cacheFallbackTtlMs: 60_000,
+    cacheCapacity: 2,
+    revocationFeed: false,
+  });
   const tokens = [await token(client), await token(client), await token(client)];
   for (const t of tokens) {
     await client.verifyToken(t);
@@ -104,7 +127,7 @@ test("cache TTL and capacity are settings; the least recently used goes first", 
 });
 
 test("logout evicts only its own token", async () => {
-  const { client, counts } = server.client();
+  const { client, counts } = server.client({ revocationFeed: false });
   const leaving = await token(client);
   const staying = await token(client);
   await client.verifyToken(leaving);

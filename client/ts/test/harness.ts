@@ -1,6 +1,6 @@
 // The test harness: a real st-peter server (the `st-peter` binary) on a port it picks
-// itself, learned from its --ready-file, with a temp SQLite file, and users made with its
-// admin CLI on the same database.
+// itself, learned from its --ready-file, with a temp SQLite file, and users made (sessions
+// revoked, roles granted) with its admin CLI on the same database.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 
 import type { Interceptor } from "@connectrpc/connect";
 
+import type { RevocationEvent } from "../src/genpb/st_peter/auth/v1/auth_pb.js";
 import { connect, type Client, type ClientOptions } from "../src/index.js";
 
 // build-test/test/harness.js -> the repository root.
@@ -78,9 +79,11 @@ export class TestServer {
   private constructor(
     readonly bin: string,
     readonly dir: string,
-    readonly databaseUrl: string,
+    public databaseUrl: string,
     private readonly extraArgs: string[],
   ) {}
+
+  private databases = 1;
 
   /** Empty until the first start has bound a port; the same port on every resume(). */
   private boundAddress = "";
@@ -160,11 +163,29 @@ export class TestServer {
     clearTimeout(timer);
   }
 
+  /** Serves the next resume() (and admin commands) from a new, empty SQLite file, whose
+   * revocation log knows nothing of the old one's sequences. */
+  useNewDatabase(): void {
+    this.databases++;
+    this.databaseUrl = `sqlite://${join(this.dir, `st-peter-${this.databases}.db`)}`;
+  }
+
+  /** SIGSTOP: the process hangs with its connections open, answering nothing. */
+  freeze(): void {
+    this.child?.kill("SIGSTOP");
+  }
+
+  /** SIGCONT after freeze(). */
+  thaw(): void {
+    this.child?.kill("SIGCONT");
+  }
+
   /** Stops the server, closes the clients made by client(), removes the database. */
   async close(): Promise<void> {
     for (const client of this.clients) {
       client.close();
     }
+    this.thaw();
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
@@ -205,6 +226,11 @@ export class TestServer {
     return created.user_id;
   }
 
+  /** Revokes one session with the admin CLI (another process writing the database). */
+  revokeSession(token: string): void {
+    this.admin(["session", "revoke", "--token-stdin"], `${token}\n`);
+  }
+
   grantRole(identifier: string, role: string): void {
     this.admin(["user", "role", "grant", identifier, role]);
   }
@@ -235,6 +261,70 @@ export class RpcCounts {
   get(method: string): number {
     return this.counts.get(method) ?? 0;
   }
+}
+
+/** The WatchRevocations calls a client made, each with what it asked and the events it
+ * received, seen by an interceptor (the stream itself is untouched). */
+export class FeedRecorder {
+  readonly streams: Array<{ afterSequence: bigint; events: RevocationEvent[] }> = [];
+
+  readonly interceptor: Interceptor = (next) => async (request) => {
+    if (!request.stream || request.method.name !== "WatchRevocations") {
+      return next(request);
+    }
+    const stream = { afterSequence: -1n, events: [] as RevocationEvent[] };
+    this.streams.push(stream);
+    const response = await next({
+      ...request,
+      message: tap(request.message, (message) => {
+        stream.afterSequence = (message as unknown as { afterSequence: bigint }).afterSequence;
+      }),
+    });
+    if (!response.stream) {
+      return response;
+    }
+    return {
+      ...response,
+      message: tap(response.message, (event) => stream.events.push(event as unknown as RevocationEvent)),
+    };
+  };
+
+  /** Every event received, over all streams. */
+  get events(): RevocationEvent[] {
+    return this.streams.flatMap((stream) => stream.events);
+  }
+}
+
+async function* tap<T>(source: AsyncIterable<T>, see: (item: T) => void): AsyncIterable<T> {
+  for await (const item of source) {
+    see(item);
+    yield item;
+  }
+}
+
+/** Polls `check` (every 10 ms) until it answers something other than undefined or false;
+ * fails after `timeoutMs` with `what`. Answers the value and how long it took. */
+export async function eventually<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+): Promise<{ value: T; ms: number }> {
+  const start = Date.now();
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) {
+      return { value, ms: Date.now() - start };
+    }
+    if (Date.now() - start > timeoutMs) {
+      throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** Waits until the client's revocation feed is subscribed (its first verify starts it). */
+export async function subscribed(client: Client, timeoutMs = 10_000): Promise<void> {
+  await eventually("the revocation feed subscribed", () => client.revocationFeedStatus.subscribed, timeoutMs);
 }
 
 function base32Decode(text: string): Buffer {

@@ -30,7 +30,7 @@ export type Event =
   | ({ type: "ready" } & Counts)
   | ({ type: "report" } & Counts)
   | ({ type: "called"; succeeded: boolean } & Counts)
-  | ({ type: "finished"; recovered: boolean } & Counts);
+  | ({ type: "finished"; recovered: boolean; feedSubscribed: boolean; feedSubscriptions: number } & Counts);
 
 // Bounds, so this process never outlives a test that lost track of it.
 const MAX_CALLS = 200_000;
@@ -42,6 +42,7 @@ const clients: Client[] = [];
 let token = "";
 let handle = "";
 let stopping = false;
+let mode: Mode = "loop";
 const bornAt = Date.now();
 
 function send(event: Event): void {
@@ -95,8 +96,16 @@ async function loop(client: Client, pause: () => Promise<unknown>): Promise<void
   }
 }
 
+// The cache is off, so every call is on the wire. The revocation feed is on in "loop" mode
+// (its stream ends and resubscribes at every restart, beside the calls) and off in "idle"
+// mode, whose connections would otherwise never be idle.
 function newClient(target: string): Client {
-  const client = connect(target, { cacheTtlMs: 0, invalidTokenTtlMs: 0, requestTimeoutMs: 2_000 });
+  const client = connect(target, {
+    cacheTtlMs: 0,
+    invalidTokenTtlMs: 0,
+    requestTimeoutMs: 2_000,
+    revocationFeed: mode === "loop",
+  });
   clients.push(client);
   return client;
 }
@@ -129,6 +138,7 @@ const workers: Promise<void>[] = [];
 async function start(command: Extract<Command, { type: "start" }>): Promise<void> {
   token = command.token;
   handle = command.handle;
+  mode = command.mode;
   watchGoaways(command.mode === "idle");
   newClient(command.target);
   // The first call opens the connection; the server is up, so it has to succeed.
@@ -156,7 +166,18 @@ async function finish(): Promise<void> {
       await sleep(50);
     }
   }
-  send({ type: "finished", recovered, ...snapshot() });
+  // In "loop" mode the first client's feed subscribes again too.
+  while (mode === "loop" && !clients[0]!.revocationFeedStatus.subscribed && Date.now() < deadline) {
+    await sleep(20);
+  }
+  const feed = clients[0]!.revocationFeedStatus;
+  send({
+    type: "finished",
+    recovered,
+    feedSubscribed: feed.subscribed,
+    feedSubscriptions: feed.subscriptions,
+    ...snapshot(),
+  });
   for (const client of clients) {
     client.close();
   }

@@ -1,5 +1,6 @@
 // A Node.js process that uses the client must survive st-peter restarting under it (GOAWAY
-// on graceful stop, reset connections) and call successfully once it is back. The client
+// on graceful stop, reset connections; revocation feed streams ending with them) and call
+// successfully once it is back. The client
 // runs in a child process (restart-caller.ts), so a crash is seen as that process dying.
 import assert from "node:assert/strict";
 import { fork, type ChildProcess } from "node:child_process";
@@ -155,6 +156,8 @@ async function restartUnderLoad(signal: "SIGTERM" | "SIGKILL", restarts: number)
     }
     const finished = await caller.finish();
     assert.ok(finished.recovered, `calls did not succeed after the restarts: ${JSON.stringify(finished)}`);
+    assert.ok(finished.feedSubscribed, `the revocation feed did not subscribe again: ${JSON.stringify(finished)}`);
+    assert.ok(finished.feedSubscriptions > restarts, `the feed did not resubscribe per restart: ${JSON.stringify(finished)}`);
     assertOnlyUnavailable(finished);
     return finished;
   } finally {
