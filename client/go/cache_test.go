@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	stpeter "github.com/st-peter/st-peter/client/go"
 )
 
@@ -21,7 +23,7 @@ func TestSecondVerifyIsAnsweredFromTheCache(t *testing.T) {
 	server := startServer(t)
 	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
 	clock := &movableClock{}
-	client, counter := countingClient(t, server.target(), stpeter.WithClock(clock.now))
+	client, counter := subscribedClient(t, server.target(), stpeter.WithClock(clock.now))
 	ctx := context.Background()
 	token := login(t, client, "cashier", "knockknock").Token
 
@@ -44,25 +46,68 @@ func TestSecondVerifyIsAnsweredFromTheCache(t *testing.T) {
 		t.Fatalf("cached answers = %d", client.CachedAnswers())
 	}
 
-	// About a minute later the answer is asked again.
-	clock.advance(59 * time.Second)
+	// While the feed is subscribed the answer lives the default 5 minutes, far past the
+	// fallback TTL.
+	clock.advance(4*time.Minute + 59*time.Second)
 	client.VerifyToken(ctx, token)
 	if got := counter.get("VerifyToken"); got != 1 {
-		t.Fatalf("VerifyToken RPCs at 59 s = %d, want 1", got)
+		t.Fatalf("VerifyToken RPCs at 4 min 59 s = %d, want 1", got)
 	}
 	clock.advance(2 * time.Second)
 	if _, err := client.VerifyToken(ctx, token); err != nil {
 		t.Fatal(err)
 	}
 	if got := counter.get("VerifyToken"); got != 2 {
-		t.Fatalf("VerifyToken RPCs at 61 s = %d, want 2", got)
+		t.Fatalf("VerifyToken RPCs at 5 min 1 s = %d, want 2", got)
+	}
+}
+
+func TestWithoutTheFeedAnswersLiveTheFallbackTTL(t *testing.T) {
+	server := startServer(t)
+	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	clock := &movableClock{}
+	streams := &streamWatch{}
+	client, counter := countingClient(t, server.target(), stpeter.WithClock(clock.now),
+		stpeter.WithRevocationFeed(false), stpeter.WithDialOptions(grpc.WithStreamInterceptor(streams.interceptor())))
+	ctx := context.Background()
+	token := login(t, client, "cashier", "knockknock").Token
+	if _, err := client.VerifyToken(ctx, token); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(4 * time.Second)
+	client.VerifyToken(ctx, token)
+	if got := counter.get("VerifyToken"); got != 1 {
+		t.Fatalf("VerifyToken RPCs at 4 s = %d, want 1", got)
+	}
+	clock.advance(2 * time.Second)
+	client.VerifyToken(ctx, token)
+	if got := counter.get("VerifyToken"); got != 2 {
+		t.Fatalf("VerifyToken RPCs at 6 s = %d, want 2 (the 5 s fallback TTL)", got)
+	}
+	if status, opened := client.FeedStatus(), streams.opened.Load(); status != (stpeter.FeedStatus{}) || opened != 0 {
+		t.Fatalf("feed off, yet status %+v, %d streams opened", status, opened)
+	}
+
+	// The shorter of the two TTLs applies; a longer fallback is a setting.
+	long, counter := countingClient(t, server.target(), stpeter.WithClock(clock.now),
+		stpeter.WithRevocationFeed(false), stpeter.WithFallbackCacheTTL(time.Minute))
+	long.VerifyToken(ctx, token)
+	clock.advance(59 * time.Second)
+	long.VerifyToken(ctx, token)
+	if got := counter.get("VerifyToken"); got != 1 {
+		t.Fatalf("VerifyToken RPCs at 59 s with a 1 min fallback = %d, want 1", got)
+	}
+	clock.advance(2 * time.Second)
+	long.VerifyToken(ctx, token)
+	if got := counter.get("VerifyToken"); got != 2 {
+		t.Fatalf("VerifyToken RPCs at 61 s with a 1 min fallback = %d, want 2", got)
 	}
 }
 
 func TestConcurrentVerifiesOfOneTokenMakeOneRPC(t *testing.T) {
 	server := startServer(t)
 	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
-	client, counter := countingClient(t, server.target())
+	client, counter := subscribedClient(t, server.target())
 	token := login(t, client, "cashier", "knockknock").Token
 
 	var wg sync.WaitGroup
@@ -94,11 +139,11 @@ func TestConcurrentVerifiesOfOneTokenMakeOneRPC(t *testing.T) {
 }
 
 func TestCacheNeverServesPastTheTokensExpiry(t *testing.T) {
-	// Sessions live 30 s here, less than the 60 s cache TTL.
+	// Sessions live 30 s here, less than the 5 min cache TTL.
 	server := startServer(t, "--session-ttl", "30s")
 	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
 	clock := &movableClock{}
-	client, counter := countingClient(t, server.target(), stpeter.WithClock(clock.now))
+	client, counter := subscribedClient(t, server.target(), stpeter.WithClock(clock.now))
 	ctx := context.Background()
 	session := login(t, client, "cashier", "knockknock")
 	verified, err := client.VerifyToken(ctx, session.Token)
@@ -123,7 +168,7 @@ func TestCacheNeverServesPastTheTokensExpiry(t *testing.T) {
 func TestInvalidTokensAreCachedBriefly(t *testing.T) {
 	server := startServer(t)
 	clock := &movableClock{}
-	client, counter := countingClient(t, server.target(), stpeter.WithClock(clock.now))
+	client, counter := subscribedClient(t, server.target(), stpeter.WithClock(clock.now))
 	ctx := context.Background()
 	bogus := "stp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 	for range 3 {
@@ -153,8 +198,8 @@ func TestCacheTTLAndCapacityAreSettings(t *testing.T) {
 	server := startServer(t)
 	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
 	clock := &movableClock{}
-	client, counter := countingClient(t, server.target(), stpeter.WithClock(clock.now),
-		stpeter.WithCacheTTL(5*time.Second), stpeter.WithCacheCapacity(2))
+	client, counter := subscribedClient(t, server.target(), stpeter.WithClock(clock.now),
+		stpeter.WithCacheTTL(20*time.Second), stpeter.WithCacheCapacity(2))
 	ctx := context.Background()
 	tokens := []string{
 		login(t, client, "cashier", "knockknock").Token,
@@ -179,17 +224,22 @@ func TestCacheTTLAndCapacityAreSettings(t *testing.T) {
 	if got := counter.get("VerifyToken"); got != 4 {
 		t.Fatalf("RPCs = %d, want 4 (the first token was evicted)", got)
 	}
-	clock.advance(6 * time.Second)
+	clock.advance(19 * time.Second)
+	client.VerifyToken(ctx, tokens[0])
+	if got := counter.get("VerifyToken"); got != 4 {
+		t.Fatalf("RPCs within the 20 s TTL = %d, want 4", got)
+	}
+	clock.advance(2 * time.Second)
 	client.VerifyToken(ctx, tokens[0])
 	if got := counter.get("VerifyToken"); got != 5 {
-		t.Fatalf("RPCs after the 5 s TTL = %d, want 5", got)
+		t.Fatalf("RPCs after the 20 s TTL = %d, want 5", got)
 	}
 }
 
 func TestLogoutEvictsOnlyItsOwnToken(t *testing.T) {
 	server := startServer(t)
 	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
-	client, counter := countingClient(t, server.target())
+	client, counter := subscribedClient(t, server.target())
 	ctx := context.Background()
 	leaving := login(t, client, "cashier", "knockknock").Token
 	staying := login(t, client, "cashier", "knockknock").Token

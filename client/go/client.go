@@ -29,13 +29,16 @@ type Client struct {
 	conn    *grpc.ClientConn
 	rpc     pb.AuthServiceClient
 	cache   *verifyCache
+	feed    *feed // nil when off
 	flight  singleflight.Group
 	timeout time.Duration
 }
 
 type settings struct {
 	cacheTTL       time.Duration
+	fallbackTTL    time.Duration
 	invalidTTL     time.Duration
+	revocationFeed bool
 	capacity       int
 	requestTimeout time.Duration
 	connectTimeout time.Duration
@@ -47,9 +50,28 @@ type settings struct {
 // Option changes a setting of Connect.
 type Option func(*settings)
 
-// WithCacheTTL sets how long a valid answer is cached (never past the token's expiry).
-// Default 60 s. Shorter means a token revoked elsewhere stops passing here sooner.
+// WithCacheTTL sets how long a valid answer is cached while the client is subscribed to
+// the revocation feed (never past the token's expiry). Default 5 minutes: the feed evicts
+// whatever a revocation makes wrong, so this only bounds the memory idle tokens hold and
+// how long an undetected fault of the feed could go on. Zero caches no valid answers
+// (and subscribes to nothing).
 func WithCacheTTL(ttl time.Duration) Option { return func(s *settings) { s.cacheTTL = ttl } }
+
+// WithFallbackCacheTTL sets how long a valid answer is served after it was fetched while
+// the client is not subscribed to the revocation feed: before the subscription has caught
+// up, while it resubscribes after its stream ended, and always with
+// WithRevocationFeed(false). Default 5 s: a token revoked elsewhere stops passing here
+// within that while the feed is down.
+func WithFallbackCacheTTL(ttl time.Duration) Option {
+	return func(s *settings) { s.fallbackTTL = ttl }
+}
+
+// WithRevocationFeed turns the client's subscription to st-peter's revocation feed
+// (WatchRevocations) on or off. Default on. Off, answers are cached for the shorter of
+// the cache TTL and the fallback TTL.
+func WithRevocationFeed(enabled bool) Option {
+	return func(s *settings) { s.revocationFeed = enabled }
+}
 
 // WithInvalidTokenTTL sets how long an UNAUTHENTICATED answer is cached. Default 5 s;
 // zero disables it.
@@ -89,8 +111,10 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // surfaces as ErrUnavailable then, not here.
 func Connect(target string, opts ...Option) (*Client, error) {
 	s := settings{
-		cacheTTL:       60 * time.Second,
+		cacheTTL:       5 * time.Minute,
+		fallbackTTL:    5 * time.Second,
 		invalidTTL:     5 * time.Second,
+		revocationFeed: true,
 		capacity:       10_000,
 		requestTimeout: 5 * time.Second,
 		connectTimeout: 3 * time.Second,
@@ -120,12 +144,17 @@ func Connect(target string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %v", ErrInvalidTarget, target, err)
 	}
-	return &Client{
+	client := &Client{
 		conn:    conn,
 		rpc:     pb.NewAuthServiceClient(conn),
-		cache:   newVerifyCache(s.cacheTTL, s.invalidTTL, s.capacity, s.now),
 		timeout: s.requestTimeout,
-	}, nil
+	}
+	client.cache = newVerifyCache(s.cacheTTL, s.fallbackTTL, s.invalidTTL, s.capacity, s.now)
+	// Without valid answers cached there is nothing for the feed to keep honest.
+	if s.revocationFeed && s.cacheTTL > 0 && s.capacity > 0 {
+		client.feed = &feed{rpc: client.rpc, cache: client.cache}
+	}
+	return client, nil
 }
 
 func parseTarget(target string) (address string, useTLS bool, err error) {
@@ -143,13 +172,23 @@ func parseTarget(target string) (address string, useTLS bool, err error) {
 	return u.Host, scheme == "https", nil
 }
 
-// Close closes the connection. The client is unusable afterwards.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close ends the revocation feed's subscription (waiting until it has) and closes the
+// connection. The client is unusable afterwards.
+func (c *Client) Close() error {
+	c.feed.close()
+	return c.conn.Close()
+}
+
+// FeedStatus says how the client's subscription to the revocation feed stands: for
+// operators' health pages and for tests. All zero when the feed is off.
+func (c *Client) FeedStatus() FeedStatus { return c.feed.status() }
 
 // VerifyToken says who a token belongs to. Answers come from the cache when they can;
 // concurrent misses for one token make a single RPC. An invalid token is ErrInvalidToken;
 // an unreachable st-peter is ErrUnavailable (never cached).
 func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, error) {
+	// The first verify subscribes to the feed, on this client's connection.
+	c.feed.start()
 	key := keyOf(token)
 	if a, ok := c.cache.get(key); ok {
 		return a.result()
@@ -167,16 +206,17 @@ func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, 
 	results := c.flight.DoChan(flightKey, func() (any, error) {
 		callCtx, cancel := context.WithTimeout(fetchCtx, c.timeout)
 		defer cancel()
+		fetchedAt := c.cache.now()
 		response, err := c.rpc.VerifyToken(callCtx, &pb.VerifyTokenRequest{Token: token})
 		if err != nil {
 			err = fromRPC(err)
 			if errors.Is(err, ErrInvalidToken) {
-				c.cache.put(key, answer{}, generation)
+				c.cache.put(key, answer{}, generation, fetchedAt)
 			}
 			return nil, err
 		}
 		user := verifiedFrom(response)
-		c.cache.put(key, answer{user: user}, generation)
+		c.cache.put(key, answer{user: user}, generation, fetchedAt)
 		return user, nil
 	})
 	select {
@@ -248,7 +288,8 @@ func (c *Client) LookupUser(ctx context.Context, actorID, actorToken, identifier
 }
 
 // Logout revokes the token at st-peter and drops it from this client's cache. Other
-// clients may still serve it from their caches until their TTL runs out.
+// clients drop it when the revocation feed tells them (their fallback TTL bounds it while
+// they are not subscribed).
 func (c *Client) Logout(ctx context.Context, token string) error {
 	key := keyOf(token)
 	c.cache.evict(key)

@@ -186,6 +186,15 @@ func (s *testServer) terminate() error {
 	}
 }
 
+// restartOnNewDatabase stops the server and starts it again on the same address with a
+// new, empty database: a server whose revocation log a client's sequence is not from.
+func (s *testServer) restartOnNewDatabase() {
+	s.t.Helper()
+	s.stop()
+	s.dbURL = "sqlite://" + filepath.Join(s.t.TempDir(), "st-peter.db")
+	s.start()
+}
+
 func (s *testServer) target() string { return "http://" + s.addr }
 
 // admin runs an admin command of the binary on the server's database.
@@ -236,6 +245,11 @@ func (s *testServer) disable(identifier string) {
 	s.admin("", "user", "disable", identifier)
 }
 
+// revokeSession revokes one session with the admin CLI; the server need not be running.
+func (s *testServer) revokeSession(token string) {
+	s.admin(token+"\n", "session", "revoke", "--token-stdin")
+}
+
 // enrollTOTP enrolls TOTP and answers the otpauth:// URI.
 func (s *testServer) enrollTOTP(identifier string) string {
 	s.t.Helper()
@@ -279,10 +293,54 @@ func (c *rpcCounter) interceptor() grpc.UnaryClientInterceptor {
 	}
 }
 
+// reset forgets the RPCs counted so far.
+func (c *rpcCounter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts = nil
+	c.total.Store(0)
+}
+
 func (c *rpcCounter) get(method string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.counts[method]
+}
+
+// streamWatch counts the streams a client opens (the revocation feed's) and those that
+// ended, as the client saw them.
+type streamWatch struct {
+	opened, ended atomic.Int64
+	// slowEnd holds back the error that ends a stream: a slow teardown.
+	slowEnd time.Duration
+}
+
+func (w *streamWatch) interceptor() grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		stream, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			return nil, err
+		}
+		w.opened.Add(1)
+		return &watchedStream{ClientStream: stream, watch: w}, nil
+	}
+}
+
+type watchedStream struct {
+	grpc.ClientStream
+	watch *streamWatch
+	once  sync.Once
+}
+
+func (s *watchedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		s.once.Do(func() {
+			time.Sleep(s.watch.slowEnd)
+			s.watch.ended.Add(1)
+		})
+	}
+	return err
 }
 
 // countingClient is a client of s whose RPCs are counted.
@@ -297,6 +355,49 @@ func countingClient(t testing.TB, target string, opts ...stpeter.Option) (*stpet
 	t.Cleanup(func() { client.Close() })
 	return client, counter
 }
+
+// feedDeadline bounds the waits for the revocation feed: far above its 1 s contract and
+// the resubscription backoff, so a loaded machine does not fail the tests.
+const feedDeadline = 20 * time.Second
+
+// subscribedClient is a counting client whose revocation feed has caught up, with its
+// counter reset: the first checkpoint of a subscription drops what was cached before it,
+// so cache tests start after it.
+func subscribedClient(t testing.TB, target string, opts ...stpeter.Option) (*stpeter.Client, *rpcCounter) {
+	t.Helper()
+	client, counter := countingClient(t, target, opts...)
+	// Any verify starts the subscription; this token is no other test's.
+	client.VerifyToken(context.Background(), "stp_feed-warm-up-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	awaitFeed(t, client, "the first subscription", func(s stpeter.FeedStatus) bool { return s.Subscribed })
+	counter.reset()
+	return client, counter
+}
+
+// awaitFeed polls the client's feed status until done says yes, and answers how long it
+// took.
+func awaitFeed(t testing.TB, client *stpeter.Client, what string, done func(stpeter.FeedStatus) bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !done(client.FeedStatus()) {
+		if time.Since(start) > feedDeadline {
+			t.Fatalf("%s: not within %s (feed status %+v)", what, feedDeadline, client.FeedStatus())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// stoppedClock is a clock for the client's cache that moves only when told to, so a
+// test can judge short TTLs without racing the wall clock.
+type stoppedClock struct {
+	base   time.Time
+	offset atomic.Int64
+}
+
+func newStoppedClock() *stoppedClock { return &stoppedClock{base: time.Now()} }
+
+func (c *stoppedClock) now() time.Time          { return c.base.Add(time.Duration(c.offset.Load())) }
+func (c *stoppedClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // totpCode is the RFC 6238 code (SHA-1, 6 digits, 30 s) of an otpauth:// URI's secret at t.
 func totpCode(t testing.TB, uri string, at time.Time) string {
