@@ -243,6 +243,25 @@ async fn many_concurrent_verifies_of_many_tokens_open_one_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_outlives_the_request_timeout() {
+    let server = TestServer::start().await;
+    let client = server
+        .client_builder()
+        .request_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    subscribe(&client).await;
+    let opened = client.feed_status().subscriptions;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = client.feed_status();
+    assert!(status.subscribed, "{status:?}");
+    assert_eq!(
+        status.subscriptions, opened,
+        "the stream was cut and reopened"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_clone_ends_the_stream() {
     let mut server = TestServer::start().await;
     let client = server.client();
