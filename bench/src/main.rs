@@ -22,10 +22,10 @@ struct Args {
     /// The `st-peter` binary to benchmark (a release build).
     #[arg(long, default_value = "target/release/st-peter")]
     server_bin: PathBuf,
-    /// Short phases: the whole run in under two minutes.
+    /// Short phases: the whole run in a few minutes.
     #[arg(long)]
     quick: bool,
-    /// Also measure the session-count scenario on this PostgreSQL database (it must be
+    /// Also measure the PostgreSQL rows (1, 1b, 1c, 5) on this database (it must be
     /// empty or disposable).
     #[arg(long, env = "ST_PETER_BENCH_POSTGRES_URL")]
     postgres_url: Option<String>,
