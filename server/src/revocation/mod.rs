@@ -26,6 +26,9 @@ use cache::{VerifyCache, VerifyCacheSettings};
 /// its cache TTL has nothing left to evict, so this need only exceed the clients' TTLs.
 pub const LOG_RETENTION: Duration = Duration::from_secs(60 * 60);
 
+/// How long a new subscriber waits for a server that is catching up before it is refused.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
 /// Rows read from the log at a time.
 const PAGE: u32 = 1000;
 
@@ -76,6 +79,8 @@ pub struct Revocations {
     nudge: Notify,
     /// True from a shutdown until serving starts again: streams end.
     closing: watch::Sender<bool>,
+    /// Mirrors whether the cache is trusted, for subscribers that wait for a catch-up.
+    caught_up: watch::Sender<bool>,
 }
 
 impl Revocations {
@@ -86,6 +91,7 @@ impl Revocations {
             events: broadcast::channel(SUBSCRIBER_BUFFER).0,
             nudge: Notify::new(),
             closing: watch::channel(false).0,
+            caught_up: watch::channel(false).0,
         }
     }
 
@@ -117,6 +123,7 @@ impl Revocations {
     /// The follower lost the log.
     fn lost(&self) {
         self.cache.distrust();
+        self.caught_up.send_replace(false);
         let _ = self.events.send(Broadcast::Lost);
     }
 
@@ -163,6 +170,7 @@ impl Revocations {
             }
         }
         self.cache.trust();
+        self.caught_up.send_replace(true);
         Ok(())
     }
 
@@ -171,7 +179,13 @@ impl Revocations {
         // Live events first, so nothing falls between the replay and them.
         let live = self.events.subscribe();
         if !self.is_caught_up() {
-            return Err(Error::FeedResyncing);
+            // Just started, or reconnecting: a catch-up takes milliseconds, so wait a little
+            // rather than send the subscriber away at once.
+            let mut caught_up = self.caught_up.subscribe();
+            let waited = tokio::time::timeout(CATCH_UP_WAIT, caught_up.wait_for(|&c| c)).await;
+            if !matches!(waited, Ok(Ok(_))) {
+                return Err(Error::FeedResyncing);
+            }
         }
         let applied = self.applied().unwrap_or(0);
         if after == 0 {
