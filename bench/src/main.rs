@@ -5,6 +5,7 @@
 //! binary (and a throwaway PostgreSQL when it can start one).
 mod flood;
 mod load;
+mod propagation;
 mod scenarios;
 mod server;
 mod stock;
@@ -22,11 +23,11 @@ struct Args {
     /// The `st-peter` binary to benchmark (a release build).
     #[arg(long, default_value = "target/release/st-peter")]
     server_bin: PathBuf,
-    /// Short phases: the whole run in a few minutes.
+    /// Short phases (and fewer revocations timed): the whole run in a few minutes.
     #[arg(long)]
     quick: bool,
-    /// Also measure the PostgreSQL rows (1, 1b, 1c, 5) on this database (it must be
-    /// empty or disposable).
+    /// Also measure the PostgreSQL rows (1, 1b, 1c, 5, and the two replicas of row 7) on
+    /// this database (it must be empty or disposable).
     #[arg(long, env = "ST_PETER_BENCH_POSTGRES_URL")]
     postgres_url: Option<String>,
     /// Where to write results.json and RESULTS.md (RESULTS.md only for a full run).
@@ -38,6 +39,20 @@ struct Args {
     /// h2load (nghttp2) for the stock-client rows; without it they are skipped.
     #[arg(long)]
     h2load: Option<PathBuf>,
+    /// The Go client probe (a `go build` of bench/probes/go) for the revocation rows;
+    /// without it the Go client's row says it was not run.
+    #[arg(long)]
+    go_probe: Option<PathBuf>,
+    /// The TypeScript client probe (bench/probes/ts/probe.mjs, over client/ts/dist).
+    #[arg(long)]
+    ts_probe: Option<PathBuf>,
+    /// The Node.js that runs the TypeScript probe.
+    #[arg(long, default_value = "node")]
+    node: PathBuf,
+    /// Only the revocation propagation rows (7, 7b), e.g. to re-time them after a client
+    /// change; prints the table and writes no results file.
+    #[arg(long)]
+    revocation_only: bool,
 }
 
 #[tokio::main]
@@ -58,13 +73,25 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_secs(20)
         },
         quick: args.quick,
+        revocation_only: args.revocation_only,
         postgres_url: args.postgres_url.clone(),
         ghz: args.ghz.clone(),
         h2load: args.h2load.clone(),
+        // Row 7 (two replicas) and row 7b (the admin CLI): revocations timed.
+        revocations: if args.quick { 40 } else { 200 },
+        cli_revocations: if args.quick { 10 } else { 20 },
+        probes: propagation::Probes {
+            go: args.go_probe.clone(),
+            ts: args.ts_probe.clone(),
+            node: args.node.clone(),
+        },
     };
     let report: Report = scenarios::run_all(&plan).await?;
     let table = report.markdown();
     println!("\n{table}");
+    if args.revocation_only {
+        return Ok(());
+    }
     std::fs::create_dir_all(&args.out_dir)?;
     let json_name = if args.quick {
         "results-quick.json"

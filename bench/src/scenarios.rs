@@ -15,6 +15,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::flood;
 use crate::load::{self, Stats};
+use crate::propagation::{self, Propagation};
 use crate::server::Server;
 use crate::stock::{self, Call, Shape};
 
@@ -33,6 +34,8 @@ const FLOOD_CALLERS: usize = 200;
 /// VerifyToken calls per second per connection while the flood runs, and idle before it.
 const FLOOD_VERIFY_PER_SECOND: u32 = 100;
 const PASSWORD: &str = "bench-password-1";
+/// The user whose sessions rows 7 and 7b revoke.
+const FEED_USER: &str = "feed-user";
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
@@ -169,7 +172,28 @@ the hashing does (p99 3x idle; compare row 3); hints spread over the queue keep 
 few hundred a second. The idle baseline of this probe is itself noisy (an idle VM wakes \
 its cores for each call): a ratio under 1 is that noise, not a faster server. Without \
 admission control (issue 11) the same flood got 4 % of capacity, 3,627 deadline-exceeded \
-answers, and one login after it did not finish within 30 s.\n";
+answers, and one login after it did not finish within 30 s.
+
+Rows 7 and 7b time the revocation contract: a revocation made anywhere is refused by every \
+replica and every subscribed client cache within 1 s. The target is on p99; on loopback we \
+aim for 100 ms or less. Row 7 runs two replicas, A and B, on one PostgreSQL database (B \
+hears of A's changes through LISTEN/NOTIFY). For each token (200; 40 with --quick) the bench \
+logs in on A, verifies the token on B directly (so B's server cache holds it) and through \
+three clients connected to B: the Rust client in the bench process, and the Go and \
+TypeScript clients in probe processes (bench/probes), all with their default settings, so \
+they subscribe to the feed on their first verification. Then it sends Logout to A. The clock \
+starts when A has acknowledged the Logout and stops, for each place, at its first refusal: \
+B is asked with a direct VerifyToken every ~1 ms, and each client polls its own cached \
+verification every ~1 ms. Every clock is the wall clock of one machine; a place that \
+refused before the bench had read A's acknowledgement shows 0 ms or less. A place that has \
+not refused 3 s after the acknowledgement counts as \"> 3 s\" for that revocation, and after \
+3 such in a row it is no longer watched (a client cache living out its TTL would take a \
+minute each); a probe that stops answering is killed and fails its row. Row 7b starts the \
+clock when `st-peter session revoke` (the admin CLI, a process of its own, on the SQLite \
+file) has exited successfully, and stops it when the running SQLite server refuses the \
+token. That server reads the log the CLI writes every 50 ms, so its lag is mostly where in \
+that interval the revocation landed (each run first waits a random 0-50 ms, so they land \
+anywhere in it).\n";
 
 /// What to run, and for how long.
 pub struct Plan {
@@ -180,10 +204,18 @@ pub struct Plan {
     /// Length of the login flood.
     pub flood: Duration,
     pub quick: bool,
+    /// Only rows 7 and 7b.
+    pub revocation_only: bool,
     pub postgres_url: Option<String>,
     /// Stock load tools; a missing one leaves its rows out, saying so.
     pub ghz: Option<PathBuf>,
     pub h2load: Option<PathBuf>,
+    /// Revocations timed on two PostgreSQL replicas (row 7), and through the admin CLI on
+    /// SQLite (row 7b).
+    pub revocations: usize,
+    pub cli_revocations: usize,
+    /// The Go and TypeScript client probes of row 7.
+    pub probes: propagation::Probes,
 }
 
 pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
@@ -196,6 +228,14 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
         quick,
         ..Report::default()
     };
+    if plan.revocation_only {
+        match postgres_url {
+            Some(pg_url) => replica_rows(&mut report, plan, pg_url).await?,
+            None => eprintln!("(no PostgreSQL URL: row 7 is skipped)"),
+        }
+        cli_revoke_rows(&mut report, plan).await?;
+        return Ok(report);
+    }
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let server = Server::start(binary, &url)?;
@@ -396,6 +436,8 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
             session_scaling(&pg, &channels, &token, &user_id, phase, Backend::Postgres).await?;
         scaling_row(&mut report, "PostgreSQL", &small, &large);
         drop(pg);
+
+        replica_rows(&mut report, plan, pg_url).await?;
     } else {
         eprintln!("(no PostgreSQL URL: the PostgreSQL rows are skipped)");
     }
@@ -410,6 +452,8 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
         peak <= 150.0,
     );
     report.raw("peak_rss_mib", peak);
+
+    cli_revoke_rows(&mut report, plan).await?;
 
     // The PostgreSQL rows were measured after the SQLite ones; the table keeps row order.
     report.sort_rows();
@@ -697,6 +741,144 @@ async fn login_flood(
     report.raw("flood_verify_during", &during);
     report.raw("flood_server_peak_rss_mib", server.peak_rss_mib());
     Ok(())
+}
+
+/// Row 7: two replicas A and B of their own on the PostgreSQL database; every place
+/// connected to B caches each token, then A revokes it.
+async fn replica_rows(report: &mut Report, plan: &Plan, pg_url: &str) -> anyhow::Result<()> {
+    eprintln!(
+        "7 revocation propagation: {} Logouts on replica A, refused by replica B and the Rust, \
+         Go and TypeScript client caches connected to B (PostgreSQL)",
+        plan.revocations
+    );
+    let a = Server::start(&plan.binary, pg_url)?;
+    let b = Server::start(&plan.binary, pg_url)?;
+    add_user(&a, FEED_USER)?;
+    let a_channel = Endpoint::from_shared(a.target())?.connect().await?;
+    let measured = propagation::replicas(
+        a_channel,
+        &b.target(),
+        (FEED_USER, PASSWORD),
+        &plan.probes,
+        plan.revocations,
+    )
+    .await?;
+    let revoked = format!("Logout on A p50 {:.1} ms", measured.revoke_p50_ms());
+    for place in &measured.places {
+        propagation_row(
+            report,
+            &format!(
+                "7. Revocation propagation, 2 PostgreSQL replicas: Logout on A → refused by {}",
+                place.place
+            ),
+            place,
+            measured.revocations,
+            &revoked,
+        );
+    }
+    report.raw("propagation_replicas", &measured);
+    report.raw("propagation_server_a_peak_rss_mib", a.peak_rss_mib());
+    report.raw("propagation_server_b_peak_rss_mib", b.peak_rss_mib());
+    Ok(())
+}
+
+/// Row 7b: the admin CLI revokes on the SQLite file of a running server of its own.
+async fn cli_revoke_rows(report: &mut Report, plan: &Plan) -> anyhow::Result<()> {
+    eprintln!(
+        "7b revocation propagation: {} `st-peter session revoke` runs, refused by the running \
+         server (SQLite)",
+        plan.cli_revocations
+    );
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("revoke.db").display());
+    let server = Server::start(&plan.binary, &url)?;
+    add_user(&server, FEED_USER)?;
+    let channel = Endpoint::from_shared(server.target())?.connect().await?;
+    let measured: Propagation = propagation::cli_revoke(
+        channel,
+        &plan.binary,
+        &url,
+        (FEED_USER, PASSWORD),
+        plan.cli_revocations,
+    )
+    .await?;
+    let place = &measured.places[0];
+    propagation_row(
+        report,
+        "7b. Revocation propagation, SQLite: `st-peter session revoke` (admin CLI process) exits → \
+         refused by the running server (direct VerifyToken)",
+        place,
+        measured.revocations,
+        &format!("the CLI process ran p50 {:.0} ms", measured.revoke_p50_ms()),
+    );
+    report.raw("propagation_cli", &measured);
+    Ok(())
+}
+
+/// One place's lags: p50 and p99 against the contract.
+fn propagation_row(
+    report: &mut Report,
+    scenario: &str,
+    place: &propagation::PlaceLags,
+    revocations: usize,
+    revoked: &str,
+) {
+    let limit = propagation::WATCH_LIMIT.as_secs_f64();
+    let show = |lag: Option<i64>| match lag {
+        Some(us) => format!("{:.1} ms", us as f64 / 1000.0),
+        None => format!("> {limit:.0} s"),
+    };
+    let baseline = format!(
+        "{:.0} s contract (aim ≤ 100 ms on loopback); {revoked}",
+        propagation::CONTRACT.as_secs_f64()
+    );
+    let (Some(p50), Some(p99)) = (place.pick(0.50), place.pick(0.99)) else {
+        let why = place.failure.as_deref().unwrap_or("no revocation measured");
+        report.row(
+            scenario,
+            format!("not measured: {why}"),
+            baseline,
+            limit,
+            "p99 ≤ 1 s",
+            false,
+        );
+        return;
+    };
+    let mut measured = format!(
+        "p50 {}, p99 {} ({} of {revocations} revocations",
+        show(p50),
+        show(p99),
+        place.lags_us.len()
+    );
+    if place.misses() > 0 {
+        measured.push_str(&format!(
+            "; {} not refused within {limit:.0} s",
+            place.misses()
+        ));
+    }
+    measured.push(')');
+    if place.given_up {
+        measured.push_str(&format!(
+            "; no longer watched after {} in a row (it last answered: {})",
+            propagation::GIVE_UP_AFTER,
+            place.last_answer.as_deref().unwrap_or("?")
+        ));
+    }
+    if let Some(failure) = &place.failure {
+        measured.push_str(&format!("; then failed: {failure}"));
+    }
+    let p99_s = p99.map_or(limit, |us| us as f64 / 1e6);
+    let met = place.failure.is_none()
+        && place.lags_us.len() == revocations
+        && p99.is_some_and(|us| us as f64 / 1e6 <= propagation::CONTRACT.as_secs_f64());
+    report.row(
+        scenario,
+        measured,
+        baseline,
+        p99_s / propagation::CONTRACT.as_secs_f64(),
+        "p99 ≤ 1 s",
+        met,
+    );
 }
 
 fn scaling_row(report: &mut Report, backend: &str, small: &Stats, large: &Stats) {
