@@ -533,5 +533,8 @@ async fn a_shutdown_ends_open_revocation_streams_instead_of_waiting_out_the_grac
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
-    println!("exited {:?} after SIGTERM with 3 streams open", signalled.elapsed());
+    println!(
+        "exited {:?} after SIGTERM with 3 streams open",
+        signalled.elapsed()
+    );
 }
