@@ -137,7 +137,7 @@ cache (keyed by the token's hash; the revocation feed evicts what each logout, r
 change makes stale), and row 1 verifies one token again and again, so after the first call \
 every answer is a cache hit. Row 1b takes apart the two ways a verification is answered, \
 each alone in this process with no gRPC: a cache hit (hashing the token, then the lookup) \
-costs well under a microsecond; the store lookup a miss makes (sqlx on SQLite, or PostgreSQL \
+costs under a microsecond, the load generator's own bookkeeping included; the store lookup a miss makes (sqlx on SQLite, or PostgreSQL \
 over loopback) costs about as much as a whole health RPC or more. A verification is a \
 health-sized RPC plus one of the two, and costs add on the shared cores, so a verification \
 that read the store could reach at most 1 / (1/health + 1/lookups), well under 0.8 of the \
