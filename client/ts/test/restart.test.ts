@@ -125,12 +125,18 @@ class Caller {
 
 async function serverWithSession(): Promise<{ server: TestServer; token: string }> {
   const server = await TestServer.start();
-  server.addUser({ handle: "cashier", password: "knockknock" });
-  const { client } = server.client();
-  const session = (await client.login("cashier", "knockknock")) as Authenticated;
-  assert.equal(session.kind, "authenticated");
-  client.close();
-  return { server, token: session.token };
+  try {
+    server.addUser({ handle: "cashier", password: "knockknock" });
+    const { client } = server.client();
+    const session = (await client.login("cashier", "knockknock")) as Authenticated;
+    assert.equal(session.kind, "authenticated");
+    client.close();
+    return { server, token: session.token };
+  } catch (error) {
+    // A server left running would keep this test process (and the suite) from ending.
+    await server.close();
+    throw error;
+  }
 }
 
 /** Calls that failed while st-peter was away failed as UnavailableError, nothing else. */
