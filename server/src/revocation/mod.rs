@@ -134,18 +134,10 @@ impl Revocations {
 
     /// Reads and applies every row after the last one applied.
     async fn apply_new(&self, store: &dyn Store) -> Result<()> {
-        let mut after = self.applied().unwrap_or(0);
-        loop {
-            let rows = store.revocations_after(after, PAGE).await?;
-            let full = rows.len() == PAGE as usize;
-            for row in rows {
-                after = row.sequence;
-                self.apply(row);
-            }
-            if !full {
-                return Ok(());
-            }
+        for row in rows_after(store, self.applied().unwrap_or(0)).await? {
+            self.apply(row);
         }
+        Ok(())
     }
 
     /// After a (re)connection: applies what was missed, or drops everything when the log
@@ -204,22 +196,15 @@ impl Revocations {
                 live,
             });
         };
-        let mut backlog = Vec::new();
-        let mut caught_up = after;
-        loop {
-            let rows = store.revocations_after(caught_up, PAGE).await?;
-            let full = rows.len() == PAGE as usize;
-            for row in rows {
-                caught_up = row.sequence;
-                backlog.push(FeedEvent::Changed {
-                    sequence: row.sequence,
-                    change: row.change,
-                });
-            }
-            if !full {
-                break;
-            }
-        }
+        let rows = rows_after(store, after).await?;
+        let caught_up = rows.last().map_or(after, |row| row.sequence);
+        let backlog = rows
+            .into_iter()
+            .map(|row| FeedEvent::Changed {
+                sequence: row.sequence,
+                change: row.change,
+            })
+            .collect();
         Ok(Subscription {
             backlog,
             caught_up,
@@ -239,6 +224,22 @@ impl Revocations {
 
     pub fn set_closing(&self, closing: bool) {
         self.closing.send_replace(closing);
+    }
+}
+
+/// Every log row after `sequence`, oldest first, read a page at a time.
+async fn rows_after(store: &dyn Store, sequence: i64) -> Result<Vec<Revocation>> {
+    let mut rows = Vec::new();
+    loop {
+        let after = rows
+            .last()
+            .map_or(sequence, |row: &Revocation| row.sequence);
+        let page = store.revocations_after(after, PAGE).await?;
+        let full = page.len() == PAGE as usize;
+        rows.extend(page);
+        if !full {
+            return Ok(rows);
+        }
     }
 }
 

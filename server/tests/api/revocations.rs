@@ -66,6 +66,23 @@ async fn observed_server(database_url: Option<String>) -> TestServer {
     builder.start().await
 }
 
+/// An observed server on the backend under test, caught up with its log, with a client
+/// and a session of alice's.
+async fn observed_session() -> (
+    TestServer,
+    Arc<st_peter_testkit::ObservedStore>,
+    crate::helpers::Client,
+    String,
+) {
+    let server = observed_server(backend_database().await).await;
+    let observed = server.observed.clone().unwrap();
+    server.add_user("alice", "alice-password").await;
+    let mut client = server.grpc_client().await;
+    let token = token(&mut client, "alice", "alice-password").await;
+    caught_up(&server).await;
+    (server, observed, client, token)
+}
+
 /// Waits until the server follows the log (its cache answers).
 async fn caught_up(server: &TestServer) {
     let start = Instant::now();
@@ -198,14 +215,8 @@ async fn a_subscriber_whose_sequence_was_pruned_is_told_to_reset() {
 
 #[tokio::test]
 async fn repeated_verifies_are_answered_from_the_cache_and_revocations_evict_them() {
-    let server = observed_server(backend_database().await).await;
-    let observed = server.observed.clone().unwrap();
-    server.add_user("alice", "alice-password").await;
-    let mut client = server.grpc_client().await;
-    let token = token(&mut client, "alice", "alice-password").await;
-
-    // The follower catches up at start; from then on one lookup serves every verify.
-    caught_up(&server).await;
+    // The follower has caught up: from now on one lookup serves every verify.
+    let (server, observed, mut client, token) = observed_session().await;
     let before = observed.lookups();
     for _ in 0..100 {
         verify(&mut client, &token).await.unwrap();
@@ -237,12 +248,7 @@ async fn repeated_verifies_are_answered_from_the_cache_and_revocations_evict_the
 
 #[tokio::test]
 async fn an_answer_read_before_a_logout_but_delivered_after_it_is_not_cached() {
-    let server = observed_server(backend_database().await).await;
-    let observed = server.observed.clone().unwrap();
-    server.add_user("alice", "alice-password").await;
-    let mut client = server.grpc_client().await;
-    let token = token(&mut client, "alice", "alice-password").await;
-    caught_up(&server).await;
+    let (_server, observed, mut client, token) = observed_session().await;
 
     // A verify reads the live session, and is held before it can cache the answer...
     let mut held = observed.hold_next_lookup();
