@@ -1103,6 +1103,848 @@ func (*RevocationEvent_UserId) isRevocationEvent_Change() {}
 
 func (*RevocationEvent_Reset_) isRevocationEvent_Change() {}
 
+// Set a new password.
+type ChangePasswordRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The password the user has now.
+	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	// The password to set: 8 characters to 1024 bytes, strong enough (see ChangePassword).
+	NewPassword string `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	// Also end every other live session of the user (the caller's stays valid).
+	RevokeOtherSessions bool `protobuf:"varint,3,opt,name=revoke_other_sessions,json=revokeOtherSessions,proto3" json:"revoke_other_sessions,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ChangePasswordRequest) Reset() {
+	*x = ChangePasswordRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordRequest) ProtoMessage() {}
+
+func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
+func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ChangePasswordRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetNewPassword() string {
+	if x != nil {
+		return x.NewPassword
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetRevokeOtherSessions() bool {
+	if x != nil {
+		return x.RevokeOtherSessions
+	}
+	return false
+}
+
+// The password was changed.
+type ChangePasswordResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many other sessions were ended (0 unless `revoke_other_sessions`).
+	RevokedSessions uint32 `protobuf:"varint,1,opt,name=revoked_sessions,json=revokedSessions,proto3" json:"revoked_sessions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ChangePasswordResponse) Reset() {
+	*x = ChangePasswordResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordResponse) ProtoMessage() {}
+
+func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
+func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ChangePasswordResponse) GetRevokedSessions() uint32 {
+	if x != nil {
+		return x.RevokedSessions
+	}
+	return 0
+}
+
+// Start a TOTP enrollment.
+type BeginTotpEnrollmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginTotpEnrollmentRequest) Reset() {
+	*x = BeginTotpEnrollmentRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginTotpEnrollmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginTotpEnrollmentRequest) ProtoMessage() {}
+
+func (x *BeginTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginTotpEnrollmentRequest.ProtoReflect.Descriptor instead.
+func (*BeginTotpEnrollmentRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{17}
+}
+
+// A pending TOTP enrollment.
+type BeginTotpEnrollmentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opaque id to send to ConfirmTotpEnrollment (`ste_` and 43 characters).
+	EnrollmentId string `protobuf:"bytes,1,opt,name=enrollment_id,json=enrollmentId,proto3" json:"enrollment_id,omitempty"`
+	// `otpauth://totp/...` with the secret: show it as a QR code, or its `secret`
+	// parameter for typing in by hand. Secret: never log it.
+	OtpauthUri string `protobuf:"bytes,2,opt,name=otpauth_uri,json=otpauthUri,proto3" json:"otpauth_uri,omitempty"`
+	// When the pending enrollment dies unconfirmed.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginTotpEnrollmentResponse) Reset() {
+	*x = BeginTotpEnrollmentResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginTotpEnrollmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginTotpEnrollmentResponse) ProtoMessage() {}
+
+func (x *BeginTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginTotpEnrollmentResponse.ProtoReflect.Descriptor instead.
+func (*BeginTotpEnrollmentResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BeginTotpEnrollmentResponse) GetEnrollmentId() string {
+	if x != nil {
+		return x.EnrollmentId
+	}
+	return ""
+}
+
+func (x *BeginTotpEnrollmentResponse) GetOtpauthUri() string {
+	if x != nil {
+		return x.OtpauthUri
+	}
+	return ""
+}
+
+func (x *BeginTotpEnrollmentResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// Confirm a TOTP enrollment.
+type ConfirmTotpEnrollmentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The `enrollment_id` from BeginTotpEnrollment.
+	EnrollmentId string `protobuf:"bytes,1,opt,name=enrollment_id,json=enrollmentId,proto3" json:"enrollment_id,omitempty"`
+	// The 6-digit code the authenticator shows now.
+	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// Also end every other live session of the user: sessions that were opened with the
+	// password alone.
+	RevokeOtherSessions bool `protobuf:"varint,3,opt,name=revoke_other_sessions,json=revokeOtherSessions,proto3" json:"revoke_other_sessions,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ConfirmTotpEnrollmentRequest) Reset() {
+	*x = ConfirmTotpEnrollmentRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmTotpEnrollmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmTotpEnrollmentRequest) ProtoMessage() {}
+
+func (x *ConfirmTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmTotpEnrollmentRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmTotpEnrollmentRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ConfirmTotpEnrollmentRequest) GetEnrollmentId() string {
+	if x != nil {
+		return x.EnrollmentId
+	}
+	return ""
+}
+
+func (x *ConfirmTotpEnrollmentRequest) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *ConfirmTotpEnrollmentRequest) GetRevokeOtherSessions() bool {
+	if x != nil {
+		return x.RevokeOtherSessions
+	}
+	return false
+}
+
+// TOTP is active.
+type ConfirmTotpEnrollmentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One-time recovery codes (`xxxx-xxxx-xxxx-xxxx`), each accepted once in place of a
+	// TOTP code. Shown this once: st-peter keeps only their hashes.
+	RecoveryCodes []string `protobuf:"bytes,1,rep,name=recovery_codes,json=recoveryCodes,proto3" json:"recovery_codes,omitempty"`
+	// How many other sessions were ended (0 unless `revoke_other_sessions`).
+	RevokedSessions uint32 `protobuf:"varint,2,opt,name=revoked_sessions,json=revokedSessions,proto3" json:"revoked_sessions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ConfirmTotpEnrollmentResponse) Reset() {
+	*x = ConfirmTotpEnrollmentResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmTotpEnrollmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmTotpEnrollmentResponse) ProtoMessage() {}
+
+func (x *ConfirmTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmTotpEnrollmentResponse.ProtoReflect.Descriptor instead.
+func (*ConfirmTotpEnrollmentResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ConfirmTotpEnrollmentResponse) GetRecoveryCodes() []string {
+	if x != nil {
+		return x.RecoveryCodes
+	}
+	return nil
+}
+
+func (x *ConfirmTotpEnrollmentResponse) GetRevokedSessions() uint32 {
+	if x != nil {
+		return x.RevokedSessions
+	}
+	return 0
+}
+
+// Remove TOTP.
+type DisableTotpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The password the user has now.
+	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DisableTotpRequest) Reset() {
+	*x = DisableTotpRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableTotpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableTotpRequest) ProtoMessage() {}
+
+func (x *DisableTotpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableTotpRequest.ProtoReflect.Descriptor instead.
+func (*DisableTotpRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DisableTotpRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+// TOTP is removed.
+type DisableTotpResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableTotpResponse) Reset() {
+	*x = DisableTotpResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableTotpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableTotpResponse) ProtoMessage() {}
+
+func (x *DisableTotpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableTotpResponse.ProtoReflect.Descriptor instead.
+func (*DisableTotpResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{22}
+}
+
+// Replace the recovery codes.
+type RegenerateRecoveryCodesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The password the user has now.
+	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RegenerateRecoveryCodesRequest) Reset() {
+	*x = RegenerateRecoveryCodesRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegenerateRecoveryCodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegenerateRecoveryCodesRequest) ProtoMessage() {}
+
+func (x *RegenerateRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegenerateRecoveryCodesRequest.ProtoReflect.Descriptor instead.
+func (*RegenerateRecoveryCodesRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RegenerateRecoveryCodesRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+// The new recovery codes.
+type RegenerateRecoveryCodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As in ConfirmTotpEnrollmentResponse; the previous codes no longer work.
+	RecoveryCodes []string `protobuf:"bytes,1,rep,name=recovery_codes,json=recoveryCodes,proto3" json:"recovery_codes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegenerateRecoveryCodesResponse) Reset() {
+	*x = RegenerateRecoveryCodesResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegenerateRecoveryCodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegenerateRecoveryCodesResponse) ProtoMessage() {}
+
+func (x *RegenerateRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegenerateRecoveryCodesResponse.ProtoReflect.Descriptor instead.
+func (*RegenerateRecoveryCodesResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RegenerateRecoveryCodesResponse) GetRecoveryCodes() []string {
+	if x != nil {
+		return x.RecoveryCodes
+	}
+	return nil
+}
+
+// List the caller's sessions.
+type ListSessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsRequest) Reset() {
+	*x = ListSessionsRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsRequest) ProtoMessage() {}
+
+func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{25}
+}
+
+// The caller's live sessions.
+type ListSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Sessions      []*Session `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsResponse) Reset() {
+	*x = ListSessionsResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsResponse) ProtoMessage() {}
+
+func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListSessionsResponse) GetSessions() []*Session {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// One live session of a user. Its id names it for RevokeSession; it is not a token and
+// VerifyToken refuses it.
+type Session struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stable identifier of the session: a UUID.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// When the session was opened (the login).
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When it ends unless revoked first.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// When st-peter last saw the token (a VerifyToken that reached the server, or an
+	// AccountService call). Accurate to a few minutes: the server and clients cache
+	// verified answers. Unset when never seen since the login.
+	LastSeenAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen_at,json=lastSeenAt,proto3" json:"last_seen_at,omitempty"`
+	// True for the session whose token made this call.
+	Current       bool `protobuf:"varint,5,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Session) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Session) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Session) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Session) GetLastSeenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenAt
+	}
+	return nil
+}
+
+func (x *Session) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+// End one session.
+type RevokeSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A `session_id` from ListSessions.
+	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeSessionRequest) Reset() {
+	*x = RevokeSessionRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeSessionRequest) ProtoMessage() {}
+
+func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeSessionRequest.ProtoReflect.Descriptor instead.
+func (*RevokeSessionRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RevokeSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// The session is ended.
+type RevokeSessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeSessionResponse) Reset() {
+	*x = RevokeSessionResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeSessionResponse) ProtoMessage() {}
+
+func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeSessionResponse.ProtoReflect.Descriptor instead.
+func (*RevokeSessionResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{29}
+}
+
+// End every other session.
+type RevokeOtherSessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeOtherSessionsRequest) Reset() {
+	*x = RevokeOtherSessionsRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeOtherSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeOtherSessionsRequest) ProtoMessage() {}
+
+func (x *RevokeOtherSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeOtherSessionsRequest.ProtoReflect.Descriptor instead.
+func (*RevokeOtherSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{30}
+}
+
+// The other sessions are ended.
+type RevokeOtherSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many were ended.
+	RevokedSessions uint32 `protobuf:"varint,1,opt,name=revoked_sessions,json=revokedSessions,proto3" json:"revoked_sessions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RevokeOtherSessionsResponse) Reset() {
+	*x = RevokeOtherSessionsResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeOtherSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeOtherSessionsResponse) ProtoMessage() {}
+
+func (x *RevokeOtherSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeOtherSessionsResponse.ProtoReflect.Descriptor instead.
+func (*RevokeOtherSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RevokeOtherSessionsResponse) GetRevokedSessions() uint32 {
+	if x != nil {
+		return x.RevokedSessions
+	}
+	return 0
+}
+
 var File_st_peter_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
@@ -1170,7 +2012,54 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"token_hash\x18\x02 \x01(\fH\x00R\ttokenHash\x12\x19\n" +
 	"\auser_id\x18\x03 \x01(\tH\x00R\x06userId\x12\x16\n" +
 	"\x05reset\x18\x04 \x01(\bH\x00R\x05resetB\b\n" +
-	"\x06change*u\n" +
+	"\x06change\"\x99\x01\n" +
+	"\x15ChangePasswordRequest\x12)\n" +
+	"\x10current_password\x18\x01 \x01(\tR\x0fcurrentPassword\x12!\n" +
+	"\fnew_password\x18\x02 \x01(\tR\vnewPassword\x122\n" +
+	"\x15revoke_other_sessions\x18\x03 \x01(\bR\x13revokeOtherSessions\"C\n" +
+	"\x16ChangePasswordResponse\x12)\n" +
+	"\x10revoked_sessions\x18\x01 \x01(\rR\x0frevokedSessions\"\x1c\n" +
+	"\x1aBeginTotpEnrollmentRequest\"\x9e\x01\n" +
+	"\x1bBeginTotpEnrollmentResponse\x12#\n" +
+	"\renrollment_id\x18\x01 \x01(\tR\fenrollmentId\x12\x1f\n" +
+	"\votpauth_uri\x18\x02 \x01(\tR\n" +
+	"otpauthUri\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x8b\x01\n" +
+	"\x1cConfirmTotpEnrollmentRequest\x12#\n" +
+	"\renrollment_id\x18\x01 \x01(\tR\fenrollmentId\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x122\n" +
+	"\x15revoke_other_sessions\x18\x03 \x01(\bR\x13revokeOtherSessions\"q\n" +
+	"\x1dConfirmTotpEnrollmentResponse\x12%\n" +
+	"\x0erecovery_codes\x18\x01 \x03(\tR\rrecoveryCodes\x12)\n" +
+	"\x10revoked_sessions\x18\x02 \x01(\rR\x0frevokedSessions\"?\n" +
+	"\x12DisableTotpRequest\x12)\n" +
+	"\x10current_password\x18\x01 \x01(\tR\x0fcurrentPassword\"\x15\n" +
+	"\x13DisableTotpResponse\"K\n" +
+	"\x1eRegenerateRecoveryCodesRequest\x12)\n" +
+	"\x10current_password\x18\x01 \x01(\tR\x0fcurrentPassword\"H\n" +
+	"\x1fRegenerateRecoveryCodesResponse\x12%\n" +
+	"\x0erecovery_codes\x18\x01 \x03(\tR\rrecoveryCodes\"\x15\n" +
+	"\x13ListSessionsRequest\"M\n" +
+	"\x14ListSessionsResponse\x125\n" +
+	"\bsessions\x18\x01 \x03(\v2\x19.st_peter.auth.v1.SessionR\bsessions\"\xf6\x01\n" +
+	"\aSession\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12<\n" +
+	"\flast_seen_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastSeenAt\x12\x18\n" +
+	"\acurrent\x18\x05 \x01(\bR\acurrent\"5\n" +
+	"\x14RevokeSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\x17\n" +
+	"\x15RevokeSessionResponse\"\x1c\n" +
+	"\x1aRevokeOtherSessionsRequest\"H\n" +
+	"\x1bRevokeOtherSessionsResponse\x12)\n" +
+	"\x10revoked_sessions\x18\x01 \x01(\rR\x0frevokedSessions*u\n" +
 	"\x0fTwoFactorMethod\x12!\n" +
 	"\x1dTWO_FACTOR_METHOD_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TWO_FACTOR_METHOD_TOTP\x10\x01\x12#\n" +
@@ -1188,7 +2077,16 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"LookupUser\x12#.st_peter.auth.v1.LookupUserRequest\x1a$.st_peter.auth.v1.LookupUserResponse\x12K\n" +
 	"\x06Logout\x12\x1f.st_peter.auth.v1.LogoutRequest\x1a .st_peter.auth.v1.LogoutResponse\x12b\n" +
-	"\x10WatchRevocations\x12).st_peter.auth.v1.WatchRevocationsRequest\x1a!.st_peter.auth.v1.RevocationEvent0\x01BDZBgithub.com/st-peter/st-peter/client/go/genpb/stpeter/authv1;authv1b\x06proto3"
+	"\x10WatchRevocations\x12).st_peter.auth.v1.WatchRevocationsRequest\x1a!.st_peter.auth.v1.RevocationEvent0\x012\xf4\x06\n" +
+	"\x0eAccountService\x12c\n" +
+	"\x0eChangePassword\x12'.st_peter.auth.v1.ChangePasswordRequest\x1a(.st_peter.auth.v1.ChangePasswordResponse\x12r\n" +
+	"\x13BeginTotpEnrollment\x12,.st_peter.auth.v1.BeginTotpEnrollmentRequest\x1a-.st_peter.auth.v1.BeginTotpEnrollmentResponse\x12x\n" +
+	"\x15ConfirmTotpEnrollment\x12..st_peter.auth.v1.ConfirmTotpEnrollmentRequest\x1a/.st_peter.auth.v1.ConfirmTotpEnrollmentResponse\x12Z\n" +
+	"\vDisableTotp\x12$.st_peter.auth.v1.DisableTotpRequest\x1a%.st_peter.auth.v1.DisableTotpResponse\x12~\n" +
+	"\x17RegenerateRecoveryCodes\x120.st_peter.auth.v1.RegenerateRecoveryCodesRequest\x1a1.st_peter.auth.v1.RegenerateRecoveryCodesResponse\x12]\n" +
+	"\fListSessions\x12%.st_peter.auth.v1.ListSessionsRequest\x1a&.st_peter.auth.v1.ListSessionsResponse\x12`\n" +
+	"\rRevokeSession\x12&.st_peter.auth.v1.RevokeSessionRequest\x1a'.st_peter.auth.v1.RevokeSessionResponse\x12r\n" +
+	"\x13RevokeOtherSessions\x12,.st_peter.auth.v1.RevokeOtherSessionsRequest\x1a-.st_peter.auth.v1.RevokeOtherSessionsResponseBDZBgithub.com/st-peter/st-peter/client/go/genpb/stpeter/authv1;authv1b\x06proto3"
 
 var (
 	file_st_peter_auth_v1_auth_proto_rawDescOnce sync.Once
@@ -1203,58 +2101,96 @@ func file_st_peter_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_st_peter_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_st_peter_auth_v1_auth_proto_goTypes = []any{
-	(TwoFactorMethod)(0),            // 0: st_peter.auth.v1.TwoFactorMethod
-	(FailureReason)(0),              // 1: st_peter.auth.v1.FailureReason
-	(*User)(nil),                    // 2: st_peter.auth.v1.User
-	(*LoginRequest)(nil),            // 3: st_peter.auth.v1.LoginRequest
-	(*LoginResponse)(nil),           // 4: st_peter.auth.v1.LoginResponse
-	(*Authenticated)(nil),           // 5: st_peter.auth.v1.Authenticated
-	(*TwoFactorRequired)(nil),       // 6: st_peter.auth.v1.TwoFactorRequired
-	(*Failed)(nil),                  // 7: st_peter.auth.v1.Failed
-	(*VerifyTwoFactorRequest)(nil),  // 8: st_peter.auth.v1.VerifyTwoFactorRequest
-	(*VerifyTokenRequest)(nil),      // 9: st_peter.auth.v1.VerifyTokenRequest
-	(*VerifyTokenResponse)(nil),     // 10: st_peter.auth.v1.VerifyTokenResponse
-	(*LookupUserRequest)(nil),       // 11: st_peter.auth.v1.LookupUserRequest
-	(*LookupUserResponse)(nil),      // 12: st_peter.auth.v1.LookupUserResponse
-	(*LogoutRequest)(nil),           // 13: st_peter.auth.v1.LogoutRequest
-	(*LogoutResponse)(nil),          // 14: st_peter.auth.v1.LogoutResponse
-	(*WatchRevocationsRequest)(nil), // 15: st_peter.auth.v1.WatchRevocationsRequest
-	(*RevocationEvent)(nil),         // 16: st_peter.auth.v1.RevocationEvent
-	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 18: google.protobuf.Duration
+	(TwoFactorMethod)(0),                    // 0: st_peter.auth.v1.TwoFactorMethod
+	(FailureReason)(0),                      // 1: st_peter.auth.v1.FailureReason
+	(*User)(nil),                            // 2: st_peter.auth.v1.User
+	(*LoginRequest)(nil),                    // 3: st_peter.auth.v1.LoginRequest
+	(*LoginResponse)(nil),                   // 4: st_peter.auth.v1.LoginResponse
+	(*Authenticated)(nil),                   // 5: st_peter.auth.v1.Authenticated
+	(*TwoFactorRequired)(nil),               // 6: st_peter.auth.v1.TwoFactorRequired
+	(*Failed)(nil),                          // 7: st_peter.auth.v1.Failed
+	(*VerifyTwoFactorRequest)(nil),          // 8: st_peter.auth.v1.VerifyTwoFactorRequest
+	(*VerifyTokenRequest)(nil),              // 9: st_peter.auth.v1.VerifyTokenRequest
+	(*VerifyTokenResponse)(nil),             // 10: st_peter.auth.v1.VerifyTokenResponse
+	(*LookupUserRequest)(nil),               // 11: st_peter.auth.v1.LookupUserRequest
+	(*LookupUserResponse)(nil),              // 12: st_peter.auth.v1.LookupUserResponse
+	(*LogoutRequest)(nil),                   // 13: st_peter.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),                  // 14: st_peter.auth.v1.LogoutResponse
+	(*WatchRevocationsRequest)(nil),         // 15: st_peter.auth.v1.WatchRevocationsRequest
+	(*RevocationEvent)(nil),                 // 16: st_peter.auth.v1.RevocationEvent
+	(*ChangePasswordRequest)(nil),           // 17: st_peter.auth.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),          // 18: st_peter.auth.v1.ChangePasswordResponse
+	(*BeginTotpEnrollmentRequest)(nil),      // 19: st_peter.auth.v1.BeginTotpEnrollmentRequest
+	(*BeginTotpEnrollmentResponse)(nil),     // 20: st_peter.auth.v1.BeginTotpEnrollmentResponse
+	(*ConfirmTotpEnrollmentRequest)(nil),    // 21: st_peter.auth.v1.ConfirmTotpEnrollmentRequest
+	(*ConfirmTotpEnrollmentResponse)(nil),   // 22: st_peter.auth.v1.ConfirmTotpEnrollmentResponse
+	(*DisableTotpRequest)(nil),              // 23: st_peter.auth.v1.DisableTotpRequest
+	(*DisableTotpResponse)(nil),             // 24: st_peter.auth.v1.DisableTotpResponse
+	(*RegenerateRecoveryCodesRequest)(nil),  // 25: st_peter.auth.v1.RegenerateRecoveryCodesRequest
+	(*RegenerateRecoveryCodesResponse)(nil), // 26: st_peter.auth.v1.RegenerateRecoveryCodesResponse
+	(*ListSessionsRequest)(nil),             // 27: st_peter.auth.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),            // 28: st_peter.auth.v1.ListSessionsResponse
+	(*Session)(nil),                         // 29: st_peter.auth.v1.Session
+	(*RevokeSessionRequest)(nil),            // 30: st_peter.auth.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),           // 31: st_peter.auth.v1.RevokeSessionResponse
+	(*RevokeOtherSessionsRequest)(nil),      // 32: st_peter.auth.v1.RevokeOtherSessionsRequest
+	(*RevokeOtherSessionsResponse)(nil),     // 33: st_peter.auth.v1.RevokeOtherSessionsResponse
+	(*timestamppb.Timestamp)(nil),           // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),             // 35: google.protobuf.Duration
 }
 var file_st_peter_auth_v1_auth_proto_depIdxs = []int32{
 	5,  // 0: st_peter.auth.v1.LoginResponse.authenticated:type_name -> st_peter.auth.v1.Authenticated
 	6,  // 1: st_peter.auth.v1.LoginResponse.two_factor:type_name -> st_peter.auth.v1.TwoFactorRequired
 	7,  // 2: st_peter.auth.v1.LoginResponse.failed:type_name -> st_peter.auth.v1.Failed
-	17, // 3: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
+	34, // 3: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: st_peter.auth.v1.Authenticated.user:type_name -> st_peter.auth.v1.User
-	17, // 5: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
+	34, // 5: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 6: st_peter.auth.v1.TwoFactorRequired.methods:type_name -> st_peter.auth.v1.TwoFactorMethod
 	1,  // 7: st_peter.auth.v1.Failed.reason:type_name -> st_peter.auth.v1.FailureReason
-	18, // 8: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
+	35, // 8: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
 	2,  // 9: st_peter.auth.v1.VerifyTokenResponse.user:type_name -> st_peter.auth.v1.User
-	17, // 10: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	34, // 10: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 11: st_peter.auth.v1.LookupUserResponse.user:type_name -> st_peter.auth.v1.User
-	3,  // 12: st_peter.auth.v1.AuthService.Login:input_type -> st_peter.auth.v1.LoginRequest
-	8,  // 13: st_peter.auth.v1.AuthService.VerifyTwoFactor:input_type -> st_peter.auth.v1.VerifyTwoFactorRequest
-	9,  // 14: st_peter.auth.v1.AuthService.VerifyToken:input_type -> st_peter.auth.v1.VerifyTokenRequest
-	11, // 15: st_peter.auth.v1.AuthService.LookupUser:input_type -> st_peter.auth.v1.LookupUserRequest
-	13, // 16: st_peter.auth.v1.AuthService.Logout:input_type -> st_peter.auth.v1.LogoutRequest
-	15, // 17: st_peter.auth.v1.AuthService.WatchRevocations:input_type -> st_peter.auth.v1.WatchRevocationsRequest
-	4,  // 18: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
-	4,  // 19: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
-	10, // 20: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
-	12, // 21: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
-	14, // 22: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
-	16, // 23: st_peter.auth.v1.AuthService.WatchRevocations:output_type -> st_peter.auth.v1.RevocationEvent
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	34, // 12: st_peter.auth.v1.BeginTotpEnrollmentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	29, // 13: st_peter.auth.v1.ListSessionsResponse.sessions:type_name -> st_peter.auth.v1.Session
+	34, // 14: st_peter.auth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	34, // 15: st_peter.auth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	34, // 16: st_peter.auth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	3,  // 17: st_peter.auth.v1.AuthService.Login:input_type -> st_peter.auth.v1.LoginRequest
+	8,  // 18: st_peter.auth.v1.AuthService.VerifyTwoFactor:input_type -> st_peter.auth.v1.VerifyTwoFactorRequest
+	9,  // 19: st_peter.auth.v1.AuthService.VerifyToken:input_type -> st_peter.auth.v1.VerifyTokenRequest
+	11, // 20: st_peter.auth.v1.AuthService.LookupUser:input_type -> st_peter.auth.v1.LookupUserRequest
+	13, // 21: st_peter.auth.v1.AuthService.Logout:input_type -> st_peter.auth.v1.LogoutRequest
+	15, // 22: st_peter.auth.v1.AuthService.WatchRevocations:input_type -> st_peter.auth.v1.WatchRevocationsRequest
+	17, // 23: st_peter.auth.v1.AccountService.ChangePassword:input_type -> st_peter.auth.v1.ChangePasswordRequest
+	19, // 24: st_peter.auth.v1.AccountService.BeginTotpEnrollment:input_type -> st_peter.auth.v1.BeginTotpEnrollmentRequest
+	21, // 25: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:input_type -> st_peter.auth.v1.ConfirmTotpEnrollmentRequest
+	23, // 26: st_peter.auth.v1.AccountService.DisableTotp:input_type -> st_peter.auth.v1.DisableTotpRequest
+	25, // 27: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:input_type -> st_peter.auth.v1.RegenerateRecoveryCodesRequest
+	27, // 28: st_peter.auth.v1.AccountService.ListSessions:input_type -> st_peter.auth.v1.ListSessionsRequest
+	30, // 29: st_peter.auth.v1.AccountService.RevokeSession:input_type -> st_peter.auth.v1.RevokeSessionRequest
+	32, // 30: st_peter.auth.v1.AccountService.RevokeOtherSessions:input_type -> st_peter.auth.v1.RevokeOtherSessionsRequest
+	4,  // 31: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
+	4,  // 32: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
+	10, // 33: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
+	12, // 34: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
+	14, // 35: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
+	16, // 36: st_peter.auth.v1.AuthService.WatchRevocations:output_type -> st_peter.auth.v1.RevocationEvent
+	18, // 37: st_peter.auth.v1.AccountService.ChangePassword:output_type -> st_peter.auth.v1.ChangePasswordResponse
+	20, // 38: st_peter.auth.v1.AccountService.BeginTotpEnrollment:output_type -> st_peter.auth.v1.BeginTotpEnrollmentResponse
+	22, // 39: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:output_type -> st_peter.auth.v1.ConfirmTotpEnrollmentResponse
+	24, // 40: st_peter.auth.v1.AccountService.DisableTotp:output_type -> st_peter.auth.v1.DisableTotpResponse
+	26, // 41: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:output_type -> st_peter.auth.v1.RegenerateRecoveryCodesResponse
+	28, // 42: st_peter.auth.v1.AccountService.ListSessions:output_type -> st_peter.auth.v1.ListSessionsResponse
+	31, // 43: st_peter.auth.v1.AccountService.RevokeSession:output_type -> st_peter.auth.v1.RevokeSessionResponse
+	33, // 44: st_peter.auth.v1.AccountService.RevokeOtherSessions:output_type -> st_peter.auth.v1.RevokeOtherSessionsResponse
+	31, // [31:45] is the sub-list for method output_type
+	17, // [17:31] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_st_peter_auth_v1_auth_proto_init() }
@@ -1278,9 +2214,9 @@ func file_st_peter_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_st_peter_auth_v1_auth_proto_rawDesc), len(file_st_peter_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   32,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_st_peter_auth_v1_auth_proto_goTypes,
 		DependencyIndexes: file_st_peter_auth_v1_auth_proto_depIdxs,

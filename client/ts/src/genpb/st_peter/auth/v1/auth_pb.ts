@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file st_peter/auth/v1/auth.proto.
  */
 export const file_st_peter_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEibQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEg4KBmhhbmRsZRgCIAEoCRINCgVlbWFpbBgDIAEoCRINCgVwaG9uZRgEIAEoCRIUCgxkaXNwbGF5X25hbWUYBSABKAkSEAoIZGlzYWJsZWQYBiABKAgiNAoMTG9naW5SZXF1ZXN0EhIKCmlkZW50aWZpZXIYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiugEKDUxvZ2luUmVzcG9uc2USOAoNYXV0aGVudGljYXRlZBgBIAEoCzIfLnN0X3BldGVyLmF1dGgudjEuQXV0aGVudGljYXRlZEgAEjkKCnR3b19mYWN0b3IYAiABKAsyIy5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3RvclJlcXVpcmVkSAASKgoGZmFpbGVkGAMgASgLMhguc3RfcGV0ZXIuYXV0aC52MS5GYWlsZWRIAEIICgZyZXN1bHQidAoNQXV0aGVudGljYXRlZBINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgR1c2VyGAMgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyIo4BChFUd29GYWN0b3JSZXF1aXJlZBIVCg10d29fZmFjdG9yX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKB21ldGhvZHMYAyADKA4yIS5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3Rvck1ldGhvZCJpCgZGYWlsZWQSLwoGcmVhc29uGAEgASgOMh8uc3RfcGV0ZXIuYXV0aC52MS5GYWlsdXJlUmVhc29uEi4KC3JldHJ5X2FmdGVyGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIj0KFlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJIiMKElZlcmlmeVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCSJ6ChNWZXJpZnlUb2tlblJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXISDQoFcm9sZXMYAiADKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoRTG9va3VwVXNlclJlcXVlc3QSEAoIYWN0b3JfaWQYASABKAkSEwoLYWN0b3JfdG9rZW4YAiABKAkSEgoKaWRlbnRpZmllchgDIAEoCSI6ChJMb29rdXBVc2VyUmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciIeCg1Mb2dvdXRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlIjEKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgEImcKD1Jldm9jYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoBBIUCgp0b2tlbl9oYXNoGAIgASgMSAASEQoHdXNlcl9pZBgDIAEoCUgAEg8KBXJlc2V0GAQgASgISABCCAoGY2hhbmdlKnUKD1R3b0ZhY3Rvck1ldGhvZBIhCh1UV09fRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEhoKFlRXT19GQUNUT1JfTUVUSE9EX1RPVFAQARIjCh9UV09fRkFDVE9SX01FVEhPRF9SRUNPVkVSWV9DT0RFEAIqvwEKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABImCiJGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAISHwobRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DT0RFEAMSJAogRkFJTFVSRV9SRUFTT05fQ0hBTExFTkdFX0VYUElSRUQQBDKbBAoLQXV0aFNlcnZpY2USSAoFTG9naW4SHi5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJcCg9WZXJpZnlUd29GYWN0b3ISKC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVzcG9uc2USWgoLVmVyaWZ5VG9rZW4SJC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVRva2VuUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXNwb25zZRJXCgpMb29rdXBVc2VyEiMuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuTG9va3VwVXNlclJlc3BvbnNlEksKBkxvZ291dBIfLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVxdWVzdBogLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USYgoQV2F0Y2hSZXZvY2F0aW9ucxIpLnN0X3BldGVyLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIS5zdF9wZXRlci5hdXRoLnYxLlJldm9jYXRpb25FdmVudDABQkRaQmdpdGh1Yi5jb20vc3QtcGV0ZXIvc3QtcGV0ZXIvY2xpZW50L2dvL2dlbnBiL3N0cGV0ZXIvYXV0aHYxO2F1dGh2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEibQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEg4KBmhhbmRsZRgCIAEoCRINCgVlbWFpbBgDIAEoCRINCgVwaG9uZRgEIAEoCRIUCgxkaXNwbGF5X25hbWUYBSABKAkSEAoIZGlzYWJsZWQYBiABKAgiNAoMTG9naW5SZXF1ZXN0EhIKCmlkZW50aWZpZXIYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiugEKDUxvZ2luUmVzcG9uc2USOAoNYXV0aGVudGljYXRlZBgBIAEoCzIfLnN0X3BldGVyLmF1dGgudjEuQXV0aGVudGljYXRlZEgAEjkKCnR3b19mYWN0b3IYAiABKAsyIy5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3RvclJlcXVpcmVkSAASKgoGZmFpbGVkGAMgASgLMhguc3RfcGV0ZXIuYXV0aC52MS5GYWlsZWRIAEIICgZyZXN1bHQidAoNQXV0aGVudGljYXRlZBINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgR1c2VyGAMgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyIo4BChFUd29GYWN0b3JSZXF1aXJlZBIVCg10d29fZmFjdG9yX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKB21ldGhvZHMYAyADKA4yIS5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3Rvck1ldGhvZCJpCgZGYWlsZWQSLwoGcmVhc29uGAEgASgOMh8uc3RfcGV0ZXIuYXV0aC52MS5GYWlsdXJlUmVhc29uEi4KC3JldHJ5X2FmdGVyGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIj0KFlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJIiMKElZlcmlmeVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCSJ6ChNWZXJpZnlUb2tlblJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXISDQoFcm9sZXMYAiADKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoRTG9va3VwVXNlclJlcXVlc3QSEAoIYWN0b3JfaWQYASABKAkSEwoLYWN0b3JfdG9rZW4YAiABKAkSEgoKaWRlbnRpZmllchgDIAEoCSI6ChJMb29rdXBVc2VyUmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciIeCg1Mb2dvdXRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlIjEKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgEImcKD1Jldm9jYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoBBIUCgp0b2tlbl9oYXNoGAIgASgMSAASEQoHdXNlcl9pZBgDIAEoCUgAEg8KBXJlc2V0GAQgASgISABCCAoGY2hhbmdlImYKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCRIdChVyZXZva2Vfb3RoZXJfc2Vzc2lvbnMYAyABKAgiMgoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNIhwKGkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0InkKG0JlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRIVCg1lbnJvbGxtZW50X2lkGAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKHENvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QSFQoNZW5yb2xsbWVudF9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEh0KFXJldm9rZV9vdGhlcl9zZXNzaW9ucxgDIAEoCCJRCh1Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCRIYChByZXZva2VkX3Nlc3Npb25zGAIgASgNIi4KEkRpc2FibGVUb3RwUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJIhUKE0Rpc2FibGVUb3RwUmVzcG9uc2UiOgoeUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkiOQofUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IkMKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEisKCHNlc3Npb25zGAEgAygLMhkuc3RfcGV0ZXIuYXV0aC52MS5TZXNzaW9uIsABCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIioKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhwKGlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0IjcKG1Jldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNKnUKD1R3b0ZhY3Rvck1ldGhvZBIhCh1UV09fRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEhoKFlRXT19GQUNUT1JfTUVUSE9EX1RPVFAQARIjCh9UV09fRkFDVE9SX01FVEhPRF9SRUNPVkVSWV9DT0RFEAIqvwEKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABImCiJGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAISHwobRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DT0RFEAMSJAogRkFJTFVSRV9SRUFTT05fQ0hBTExFTkdFX0VYUElSRUQQBDKbBAoLQXV0aFNlcnZpY2USSAoFTG9naW4SHi5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJcCg9WZXJpZnlUd29GYWN0b3ISKC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVzcG9uc2USWgoLVmVyaWZ5VG9rZW4SJC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVRva2VuUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXNwb25zZRJXCgpMb29rdXBVc2VyEiMuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuTG9va3VwVXNlclJlc3BvbnNlEksKBkxvZ291dBIfLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVxdWVzdBogLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USYgoQV2F0Y2hSZXZvY2F0aW9ucxIpLnN0X3BldGVyLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIS5zdF9wZXRlci5hdXRoLnYxLlJldm9jYXRpb25FdmVudDABMvQGCg5BY2NvdW50U2VydmljZRJjCg5DaGFuZ2VQYXNzd29yZBInLnN0X3BldGVyLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0Giguc3RfcGV0ZXIuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlEnIKE0JlZ2luVG90cEVucm9sbG1lbnQSLC5zdF9wZXRlci5hdXRoLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0Gi0uc3RfcGV0ZXIuYXV0aC52MS5CZWdpblRvdHBFbnJvbGxtZW50UmVzcG9uc2USeAoVQ29uZmlybVRvdHBFbnJvbGxtZW50Ei4uc3RfcGV0ZXIuYXV0aC52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXF1ZXN0Gi8uc3RfcGV0ZXIuYXV0aC52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRJaCgtEaXNhYmxlVG90cBIkLnN0X3BldGVyLmF1dGgudjEuRGlzYWJsZVRvdHBSZXF1ZXN0GiUuc3RfcGV0ZXIuYXV0aC52MS5EaXNhYmxlVG90cFJlc3BvbnNlEn4KF1JlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzEjAuc3RfcGV0ZXIuYXV0aC52MS5SZWdlbmVyYXRlUmVjb3ZlcnlDb2Rlc1JlcXVlc3QaMS5zdF9wZXRlci5hdXRoLnYxLlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVzcG9uc2USXQoMTGlzdFNlc3Npb25zEiUuc3RfcGV0ZXIuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiYuc3RfcGV0ZXIuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJgCg1SZXZva2VTZXNzaW9uEiYuc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBonLnN0X3BldGVyLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlEnIKE1Jldm9rZU90aGVyU2Vzc2lvbnMSLC5zdF9wZXRlci5hdXRoLnYxLlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0Gi0uc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VPdGhlclNlc3Npb25zUmVzcG9uc2VCRFpCZ2l0aHViLmNvbS9zdC1wZXRlci9zdC1wZXRlci9jbGllbnQvZ28vZ2VucGIvc3RwZXRlci9hdXRodjE7YXV0aHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A user as st-peter knows them. Consuming services key their own roles on `user_id`.
@@ -505,6 +505,416 @@ export const RevocationEventSchema: GenMessage<RevocationEvent> = /*@__PURE__*/
   messageDesc(file_st_peter_auth_v1_auth, 14);
 
 /**
+ * Set a new password.
+ *
+ * @generated from message st_peter.auth.v1.ChangePasswordRequest
+ */
+export type ChangePasswordRequest = Message<"st_peter.auth.v1.ChangePasswordRequest"> & {
+  /**
+   * The password the user has now.
+   *
+   * @generated from field: string current_password = 1;
+   */
+  currentPassword: string;
+
+  /**
+   * The password to set: 8 characters to 1024 bytes, strong enough (see ChangePassword).
+   *
+   * @generated from field: string new_password = 2;
+   */
+  newPassword: string;
+
+  /**
+   * Also end every other live session of the user (the caller's stays valid).
+   *
+   * @generated from field: bool revoke_other_sessions = 3;
+   */
+  revokeOtherSessions: boolean;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.ChangePasswordRequest.
+ * Use `create(ChangePasswordRequestSchema)` to create a new message.
+ */
+export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 15);
+
+/**
+ * The password was changed.
+ *
+ * @generated from message st_peter.auth.v1.ChangePasswordResponse
+ */
+export type ChangePasswordResponse = Message<"st_peter.auth.v1.ChangePasswordResponse"> & {
+  /**
+   * How many other sessions were ended (0 unless `revoke_other_sessions`).
+   *
+   * @generated from field: uint32 revoked_sessions = 1;
+   */
+  revokedSessions: number;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.ChangePasswordResponse.
+ * Use `create(ChangePasswordResponseSchema)` to create a new message.
+ */
+export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 16);
+
+/**
+ * Start a TOTP enrollment.
+ *
+ * @generated from message st_peter.auth.v1.BeginTotpEnrollmentRequest
+ */
+export type BeginTotpEnrollmentRequest = Message<"st_peter.auth.v1.BeginTotpEnrollmentRequest"> & {
+};
+
+/**
+ * Describes the message st_peter.auth.v1.BeginTotpEnrollmentRequest.
+ * Use `create(BeginTotpEnrollmentRequestSchema)` to create a new message.
+ */
+export const BeginTotpEnrollmentRequestSchema: GenMessage<BeginTotpEnrollmentRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 17);
+
+/**
+ * A pending TOTP enrollment.
+ *
+ * @generated from message st_peter.auth.v1.BeginTotpEnrollmentResponse
+ */
+export type BeginTotpEnrollmentResponse = Message<"st_peter.auth.v1.BeginTotpEnrollmentResponse"> & {
+  /**
+   * Opaque id to send to ConfirmTotpEnrollment (`ste_` and 43 characters).
+   *
+   * @generated from field: string enrollment_id = 1;
+   */
+  enrollmentId: string;
+
+  /**
+   * `otpauth://totp/...` with the secret: show it as a QR code, or its `secret`
+   * parameter for typing in by hand. Secret: never log it.
+   *
+   * @generated from field: string otpauth_uri = 2;
+   */
+  otpauthUri: string;
+
+  /**
+   * When the pending enrollment dies unconfirmed.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.BeginTotpEnrollmentResponse.
+ * Use `create(BeginTotpEnrollmentResponseSchema)` to create a new message.
+ */
+export const BeginTotpEnrollmentResponseSchema: GenMessage<BeginTotpEnrollmentResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 18);
+
+/**
+ * Confirm a TOTP enrollment.
+ *
+ * @generated from message st_peter.auth.v1.ConfirmTotpEnrollmentRequest
+ */
+export type ConfirmTotpEnrollmentRequest = Message<"st_peter.auth.v1.ConfirmTotpEnrollmentRequest"> & {
+  /**
+   * The `enrollment_id` from BeginTotpEnrollment.
+   *
+   * @generated from field: string enrollment_id = 1;
+   */
+  enrollmentId: string;
+
+  /**
+   * The 6-digit code the authenticator shows now.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * Also end every other live session of the user: sessions that were opened with the
+   * password alone.
+   *
+   * @generated from field: bool revoke_other_sessions = 3;
+   */
+  revokeOtherSessions: boolean;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.ConfirmTotpEnrollmentRequest.
+ * Use `create(ConfirmTotpEnrollmentRequestSchema)` to create a new message.
+ */
+export const ConfirmTotpEnrollmentRequestSchema: GenMessage<ConfirmTotpEnrollmentRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 19);
+
+/**
+ * TOTP is active.
+ *
+ * @generated from message st_peter.auth.v1.ConfirmTotpEnrollmentResponse
+ */
+export type ConfirmTotpEnrollmentResponse = Message<"st_peter.auth.v1.ConfirmTotpEnrollmentResponse"> & {
+  /**
+   * One-time recovery codes (`xxxx-xxxx-xxxx-xxxx`), each accepted once in place of a
+   * TOTP code. Shown this once: st-peter keeps only their hashes.
+   *
+   * @generated from field: repeated string recovery_codes = 1;
+   */
+  recoveryCodes: string[];
+
+  /**
+   * How many other sessions were ended (0 unless `revoke_other_sessions`).
+   *
+   * @generated from field: uint32 revoked_sessions = 2;
+   */
+  revokedSessions: number;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.ConfirmTotpEnrollmentResponse.
+ * Use `create(ConfirmTotpEnrollmentResponseSchema)` to create a new message.
+ */
+export const ConfirmTotpEnrollmentResponseSchema: GenMessage<ConfirmTotpEnrollmentResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 20);
+
+/**
+ * Remove TOTP.
+ *
+ * @generated from message st_peter.auth.v1.DisableTotpRequest
+ */
+export type DisableTotpRequest = Message<"st_peter.auth.v1.DisableTotpRequest"> & {
+  /**
+   * The password the user has now.
+   *
+   * @generated from field: string current_password = 1;
+   */
+  currentPassword: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.DisableTotpRequest.
+ * Use `create(DisableTotpRequestSchema)` to create a new message.
+ */
+export const DisableTotpRequestSchema: GenMessage<DisableTotpRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 21);
+
+/**
+ * TOTP is removed.
+ *
+ * @generated from message st_peter.auth.v1.DisableTotpResponse
+ */
+export type DisableTotpResponse = Message<"st_peter.auth.v1.DisableTotpResponse"> & {
+};
+
+/**
+ * Describes the message st_peter.auth.v1.DisableTotpResponse.
+ * Use `create(DisableTotpResponseSchema)` to create a new message.
+ */
+export const DisableTotpResponseSchema: GenMessage<DisableTotpResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 22);
+
+/**
+ * Replace the recovery codes.
+ *
+ * @generated from message st_peter.auth.v1.RegenerateRecoveryCodesRequest
+ */
+export type RegenerateRecoveryCodesRequest = Message<"st_peter.auth.v1.RegenerateRecoveryCodesRequest"> & {
+  /**
+   * The password the user has now.
+   *
+   * @generated from field: string current_password = 1;
+   */
+  currentPassword: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.RegenerateRecoveryCodesRequest.
+ * Use `create(RegenerateRecoveryCodesRequestSchema)` to create a new message.
+ */
+export const RegenerateRecoveryCodesRequestSchema: GenMessage<RegenerateRecoveryCodesRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 23);
+
+/**
+ * The new recovery codes.
+ *
+ * @generated from message st_peter.auth.v1.RegenerateRecoveryCodesResponse
+ */
+export type RegenerateRecoveryCodesResponse = Message<"st_peter.auth.v1.RegenerateRecoveryCodesResponse"> & {
+  /**
+   * As in ConfirmTotpEnrollmentResponse; the previous codes no longer work.
+   *
+   * @generated from field: repeated string recovery_codes = 1;
+   */
+  recoveryCodes: string[];
+};
+
+/**
+ * Describes the message st_peter.auth.v1.RegenerateRecoveryCodesResponse.
+ * Use `create(RegenerateRecoveryCodesResponseSchema)` to create a new message.
+ */
+export const RegenerateRecoveryCodesResponseSchema: GenMessage<RegenerateRecoveryCodesResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 24);
+
+/**
+ * List the caller's sessions.
+ *
+ * @generated from message st_peter.auth.v1.ListSessionsRequest
+ */
+export type ListSessionsRequest = Message<"st_peter.auth.v1.ListSessionsRequest"> & {
+};
+
+/**
+ * Describes the message st_peter.auth.v1.ListSessionsRequest.
+ * Use `create(ListSessionsRequestSchema)` to create a new message.
+ */
+export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 25);
+
+/**
+ * The caller's live sessions.
+ *
+ * @generated from message st_peter.auth.v1.ListSessionsResponse
+ */
+export type ListSessionsResponse = Message<"st_peter.auth.v1.ListSessionsResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated st_peter.auth.v1.Session sessions = 1;
+   */
+  sessions: Session[];
+};
+
+/**
+ * Describes the message st_peter.auth.v1.ListSessionsResponse.
+ * Use `create(ListSessionsResponseSchema)` to create a new message.
+ */
+export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 26);
+
+/**
+ * One live session of a user. Its id names it for RevokeSession; it is not a token and
+ * VerifyToken refuses it.
+ *
+ * @generated from message st_peter.auth.v1.Session
+ */
+export type Session = Message<"st_peter.auth.v1.Session"> & {
+  /**
+   * Stable identifier of the session: a UUID.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * When the session was opened (the login).
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 2;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When it ends unless revoked first.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * When st-peter last saw the token (a VerifyToken that reached the server, or an
+   * AccountService call). Accurate to a few minutes: the server and clients cache
+   * verified answers. Unset when never seen since the login.
+   *
+   * @generated from field: google.protobuf.Timestamp last_seen_at = 4;
+   */
+  lastSeenAt?: Timestamp | undefined;
+
+  /**
+   * True for the session whose token made this call.
+   *
+   * @generated from field: bool current = 5;
+   */
+  current: boolean;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.Session.
+ * Use `create(SessionSchema)` to create a new message.
+ */
+export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 27);
+
+/**
+ * End one session.
+ *
+ * @generated from message st_peter.auth.v1.RevokeSessionRequest
+ */
+export type RevokeSessionRequest = Message<"st_peter.auth.v1.RevokeSessionRequest"> & {
+  /**
+   * A `session_id` from ListSessions.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.RevokeSessionRequest.
+ * Use `create(RevokeSessionRequestSchema)` to create a new message.
+ */
+export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 28);
+
+/**
+ * The session is ended.
+ *
+ * @generated from message st_peter.auth.v1.RevokeSessionResponse
+ */
+export type RevokeSessionResponse = Message<"st_peter.auth.v1.RevokeSessionResponse"> & {
+};
+
+/**
+ * Describes the message st_peter.auth.v1.RevokeSessionResponse.
+ * Use `create(RevokeSessionResponseSchema)` to create a new message.
+ */
+export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 29);
+
+/**
+ * End every other session.
+ *
+ * @generated from message st_peter.auth.v1.RevokeOtherSessionsRequest
+ */
+export type RevokeOtherSessionsRequest = Message<"st_peter.auth.v1.RevokeOtherSessionsRequest"> & {
+};
+
+/**
+ * Describes the message st_peter.auth.v1.RevokeOtherSessionsRequest.
+ * Use `create(RevokeOtherSessionsRequestSchema)` to create a new message.
+ */
+export const RevokeOtherSessionsRequestSchema: GenMessage<RevokeOtherSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 30);
+
+/**
+ * The other sessions are ended.
+ *
+ * @generated from message st_peter.auth.v1.RevokeOtherSessionsResponse
+ */
+export type RevokeOtherSessionsResponse = Message<"st_peter.auth.v1.RevokeOtherSessionsResponse"> & {
+  /**
+   * How many were ended.
+   *
+   * @generated from field: uint32 revoked_sessions = 1;
+   */
+  revokedSessions: number;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.RevokeOtherSessionsResponse.
+ * Use `create(RevokeOtherSessionsResponseSchema)` to create a new message.
+ */
+export const RevokeOtherSessionsResponseSchema: GenMessage<RevokeOtherSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 31);
+
+/**
  * A second factor.
  *
  * @generated from enum st_peter.auth.v1.TwoFactorMethod
@@ -670,4 +1080,113 @@ export const AuthService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_st_peter_auth_v1_auth, 0);
+
+/**
+ * Self-service for the user whose session token comes in the `authorization: Bearer
+ * <token>` metadata: a missing, malformed, unknown, expired or revoked token answers
+ * UNAUTHENTICATED before anything else is looked at. Calls that could lock the owner out
+ * or hand the account to someone else also take the current password; a wrong one
+ * answers PERMISSION_DENIED and counts towards the same throttles as a failed login
+ * (RESOURCE_EXHAUSTED while they hold). Every change is an audit event, and a change that
+ * revokes sessions reaches the revocation feed like any other revocation.
+ *
+ * @generated from service st_peter.auth.v1.AccountService
+ */
+export const AccountService: GenService<{
+  /**
+   * Set a new password. The new one is checked for length and strength (zxcvbn, with
+   * the user's handle and email as context); a weak one answers INVALID_ARGUMENT
+   * naming `new_password` and saying why. The caller's own session stays valid.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.ChangePassword
+   */
+  changePassword: {
+    methodKind: "unary";
+    input: typeof ChangePasswordRequestSchema;
+    output: typeof ChangePasswordResponseSchema;
+  },
+  /**
+   * Start enrolling a TOTP authenticator: a new secret, returned as an `otpauth://` URI
+   * (for a QR code) and held as pending until confirmed. TOTP is not active until
+   * ConfirmTotpEnrollment; an unconfirmed enrollment expires (`expires_at`) and a new
+   * Begin replaces it. A user who has TOTP already gets FAILED_PRECONDITION: disable it
+   * first (that takes the current password).
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.BeginTotpEnrollment
+   */
+  beginTotpEnrollment: {
+    methodKind: "unary";
+    input: typeof BeginTotpEnrollmentRequestSchema;
+    output: typeof BeginTotpEnrollmentResponseSchema;
+  },
+  /**
+   * Activate a pending enrollment with a code from the authenticator. Answers the
+   * recovery codes, which are shown this once. A wrong code is INVALID_ARGUMENT (`code`)
+   * and spends one of a few attempts; an unknown, expired, exhausted or already confirmed
+   * enrollment is FAILED_PRECONDITION (`enrollment_id`). The code that confirmed is spent:
+   * it is not accepted again at login.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.ConfirmTotpEnrollment
+   */
+  confirmTotpEnrollment: {
+    methodKind: "unary";
+    input: typeof ConfirmTotpEnrollmentRequestSchema;
+    output: typeof ConfirmTotpEnrollmentResponseSchema;
+  },
+  /**
+   * Remove TOTP (and its recovery codes): logins need the password alone again.
+   * FAILED_PRECONDITION when TOTP is not enrolled.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.DisableTotp
+   */
+  disableTotp: {
+    methodKind: "unary";
+    input: typeof DisableTotpRequestSchema;
+    output: typeof DisableTotpResponseSchema;
+  },
+  /**
+   * Replace the recovery codes with new ones (the old ones stop working). Answers the
+   * new codes, shown this once. FAILED_PRECONDITION when TOTP is not enrolled.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.RegenerateRecoveryCodes
+   */
+  regenerateRecoveryCodes: {
+    methodKind: "unary";
+    input: typeof RegenerateRecoveryCodesRequestSchema;
+    output: typeof RegenerateRecoveryCodesResponseSchema;
+  },
+  /**
+   * The caller's live sessions, newest first, with the caller's own marked `current`.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.ListSessions
+   */
+  listSessions: {
+    methodKind: "unary";
+    input: typeof ListSessionsRequestSchema;
+    output: typeof ListSessionsResponseSchema;
+  },
+  /**
+   * End one of the caller's sessions by its `session_id` (from ListSessions). Another
+   * user's session, or an unknown or ended one, is NOT_FOUND. Revoking the caller's own
+   * session is allowed: it is a logout.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.RevokeSession
+   */
+  revokeSession: {
+    methodKind: "unary";
+    input: typeof RevokeSessionRequestSchema;
+    output: typeof RevokeSessionResponseSchema;
+  },
+  /**
+   * End every live session of the caller except the one making the call.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.RevokeOtherSessions
+   */
+  revokeOtherSessions: {
+    methodKind: "unary";
+    input: typeof RevokeOtherSessionsRequestSchema;
+    output: typeof RevokeOtherSessionsResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_st_peter_auth_v1_auth, 1);
 
