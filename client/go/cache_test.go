@@ -21,11 +21,11 @@ func (c *movableClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 func TestSecondVerifyIsAnsweredFromTheCache(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	clock := &movableClock{}
 	client, counter := subscribedClient(t, server.target(), stpeter.WithClock(clock.now))
 	ctx := context.Background()
-	token := login(t, client, "cashier", "knockknock").Token
+	token := login(t, client, "cashier", "knock knock, who goes there").Token
 
 	first, err := client.VerifyToken(ctx, token)
 	if err != nil {
@@ -64,13 +64,13 @@ func TestSecondVerifyIsAnsweredFromTheCache(t *testing.T) {
 
 func TestWithoutTheFeedAnswersLiveTheFallbackTTL(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	clock := &movableClock{}
 	streams := &streamWatch{}
 	client, counter := countingClient(t, server.target(), stpeter.WithClock(clock.now),
 		stpeter.WithRevocationFeed(false), stpeter.WithDialOptions(grpc.WithStreamInterceptor(streams.interceptor())))
 	ctx := context.Background()
-	token := login(t, client, "cashier", "knockknock").Token
+	token := login(t, client, "cashier", "knock knock, who goes there").Token
 	if _, err := client.VerifyToken(ctx, token); err != nil {
 		t.Fatal(err)
 	}
@@ -106,9 +106,9 @@ func TestWithoutTheFeedAnswersLiveTheFallbackTTL(t *testing.T) {
 
 func TestConcurrentVerifiesOfOneTokenMakeOneRPC(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client, counter := subscribedClient(t, server.target())
-	token := login(t, client, "cashier", "knockknock").Token
+	token := login(t, client, "cashier", "knock knock, who goes there").Token
 
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -141,11 +141,11 @@ func TestConcurrentVerifiesOfOneTokenMakeOneRPC(t *testing.T) {
 func TestCacheNeverServesPastTheTokensExpiry(t *testing.T) {
 	// Sessions live 30 s here, less than the 5 min cache TTL.
 	server := startServer(t, "--session-ttl", "30s")
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	clock := &movableClock{}
 	client, counter := subscribedClient(t, server.target(), stpeter.WithClock(clock.now))
 	ctx := context.Background()
-	session := login(t, client, "cashier", "knockknock")
+	session := login(t, client, "cashier", "knock knock, who goes there")
 	verified, err := client.VerifyToken(ctx, session.Token)
 	if err != nil {
 		t.Fatal(err)
@@ -196,15 +196,15 @@ func TestInvalidTokensAreCachedBriefly(t *testing.T) {
 
 func TestCacheTTLAndCapacityAreSettings(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	clock := &movableClock{}
 	client, counter := subscribedClient(t, server.target(), stpeter.WithClock(clock.now),
 		stpeter.WithCacheTTL(20*time.Second), stpeter.WithCacheCapacity(2))
 	ctx := context.Background()
 	tokens := []string{
-		login(t, client, "cashier", "knockknock").Token,
-		login(t, client, "cashier", "knockknock").Token,
-		login(t, client, "cashier", "knockknock").Token,
+		login(t, client, "cashier", "knock knock, who goes there").Token,
+		login(t, client, "cashier", "knock knock, who goes there").Token,
+		login(t, client, "cashier", "knock knock, who goes there").Token,
 	}
 	for _, token := range tokens {
 		if _, err := client.VerifyToken(ctx, token); err != nil {
@@ -238,11 +238,11 @@ func TestCacheTTLAndCapacityAreSettings(t *testing.T) {
 
 func TestLogoutEvictsOnlyItsOwnToken(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client, counter := subscribedClient(t, server.target())
 	ctx := context.Background()
-	leaving := login(t, client, "cashier", "knockknock").Token
-	staying := login(t, client, "cashier", "knockknock").Token
+	leaving := login(t, client, "cashier", "knock knock, who goes there").Token
+	staying := login(t, client, "cashier", "knock knock, who goes there").Token
 	client.VerifyToken(ctx, leaving)
 	client.VerifyToken(ctx, staying)
 	if err := client.Logout(ctx, leaving); err != nil {

@@ -28,14 +28,14 @@ func login(t *testing.T, client *stpeter.Client, identifier, password string) *s
 
 func TestLoginVerifyLookupAndLogout(t *testing.T) {
 	server := startServer(t)
-	bakerID := server.addUser(newUser{Handle: "lead-baker", Email: "lead-baker@bakery.example", Phone: "+15551234567", DisplayName: "Lead Baker", Password: "opensesame"})
+	bakerID := server.addUser(newUser{Handle: "lead-baker", Email: "lead-baker@bakery.example", Phone: "+15551234567", DisplayName: "Lead Baker", Password: "open sesame, said Ali Baba"})
 	server.grantRole("lead-baker", "baker")
 	server.grantRole("lead-baker", "admin")
-	cashierID := server.addUser(newUser{Handle: "cashier", Email: "cashier@bakery.example", Password: "knockknock"})
+	cashierID := server.addUser(newUser{Handle: "cashier", Email: "cashier@bakery.example", Password: "knock knock, who goes there"})
 	client, counter := countingClient(t, server.target())
 	ctx := context.Background()
 
-	session := login(t, client, "LEAD-BAKER@Bakery.Example", "opensesame")
+	session := login(t, client, "LEAD-BAKER@Bakery.Example", "open sesame, said Ali Baba")
 	want := stpeter.User{UserID: bakerID, Handle: "lead-baker", Email: "lead-baker@bakery.example", Phone: "+15551234567", DisplayName: "Lead Baker"}
 	if session.User != want {
 		t.Fatalf("session user = %+v, want %+v", session.User, want)
@@ -90,14 +90,14 @@ func TestLoginVerifyLookupAndLogout(t *testing.T) {
 
 func TestFailedLoginsAreResultsNotErrors(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client, _ := countingClient(t, server.target())
 	ctx := context.Background()
 	wrong, err := client.Login(ctx, "cashier", "wrong-password")
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknown, err := client.Login(ctx, "nobody", "knockknock")
+	unknown, err := client.Login(ctx, "nobody", "knock knock, who goes there")
 	if err != nil {
 		t.Fatal(err)
 	}

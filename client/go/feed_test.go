@@ -70,10 +70,10 @@ func cachedNow(t *testing.T, client *stpeter.Client, counter *rpcCounter, token 
 
 func TestATokenLoggedOutByAnotherClientIsRefusedOnceTheFeedSaysSo(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	caching, counter := subscribedClient(t, server.target(), longTTLs...)
 	other, _ := countingClient(t, server.target(), stpeter.WithCacheTTL(0))
-	token := login(t, other, "cashier", "knockknock").Token
+	token := login(t, other, "cashier", "knock knock, who goes there").Token
 	if _, err := caching.VerifyToken(context.Background(), token); err != nil {
 		t.Fatal(err)
 	}
@@ -94,12 +94,12 @@ func TestATokenLoggedOutByAnotherClientIsRefusedOnceTheFeedSaysSo(t *testing.T) 
 
 func TestARoleGrantedWithTheCLIReachesCachedAnswers(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
-	server.addUser(newUser{Handle: "baker", Password: "opensesame"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
+	server.addUser(newUser{Handle: "baker", Password: "open sesame, said Ali Baba"})
 	client, counter := subscribedClient(t, server.target(), longTTLs...)
 	ctx := context.Background()
-	cashier := login(t, client, "cashier", "knockknock").Token
-	baker := login(t, client, "baker", "opensesame").Token
+	cashier := login(t, client, "cashier", "knock knock, who goes there").Token
+	baker := login(t, client, "baker", "open sesame, said Ali Baba").Token
 	for _, token := range []string{cashier, baker} {
 		if _, err := client.VerifyToken(ctx, token); err != nil {
 			t.Fatal(err)
@@ -132,14 +132,14 @@ func TestARoleGrantedWithTheCLIReachesCachedAnswers(t *testing.T) {
 
 func TestAfterAnOutageTheFeedResumesFromItsSequenceAndReplaysWhatItMissed(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client, counter := subscribedClient(t, server.target(), append(longTTLs, fastReconnect)...)
 	ctx := context.Background()
-	revoked := login(t, client, "cashier", "knockknock").Token
-	kept := login(t, client, "cashier", "knockknock").Token
+	revoked := login(t, client, "cashier", "knock knock, who goes there").Token
+	kept := login(t, client, "cashier", "knock knock, who goes there").Token
 	// A logout first, so the client has a sequence to resume from: a subscription from
 	// zero would drop the whole cache and prove nothing about the replay.
-	if err := client.Logout(ctx, login(t, client, "cashier", "knockknock").Token); err != nil {
+	if err := client.Logout(ctx, login(t, client, "cashier", "knock knock, who goes there").Token); err != nil {
 		t.Fatal(err)
 	}
 	awaitFeed(t, client, "the logout event", func(s stpeter.FeedStatus) bool { return s.LastSequence > 0 })
@@ -168,12 +168,12 @@ func TestAfterAnOutageTheFeedResumesFromItsSequenceAndReplaysWhatItMissed(t *tes
 
 func TestAServerOnANewDatabaseTellsTheClientToResetItsCache(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client, _ := subscribedClient(t, server.target(), append(longTTLs, fastReconnect)...)
 	ctx := context.Background()
-	first := login(t, client, "cashier", "knockknock").Token
-	second := login(t, client, "cashier", "knockknock").Token
-	if err := client.Logout(ctx, login(t, client, "cashier", "knockknock").Token); err != nil {
+	first := login(t, client, "cashier", "knock knock, who goes there").Token
+	second := login(t, client, "cashier", "knock knock, who goes there").Token
+	if err := client.Logout(ctx, login(t, client, "cashier", "knock knock, who goes there").Token); err != nil {
 		t.Fatal(err)
 	}
 	awaitFeed(t, client, "the logout event", func(s stpeter.FeedStatus) bool { return s.LastSequence > 0 })
@@ -202,9 +202,9 @@ func TestAServerOnANewDatabaseTellsTheClientToResetItsCache(t *testing.T) {
 
 func TestAResubscriptionFromNowDropsWhatWasCachedBeforeIt(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client, counter := subscribedClient(t, server.target(), append(longTTLs, fastReconnect)...)
-	token := login(t, client, "cashier", "knockknock").Token
+	token := login(t, client, "cashier", "knock knock, who goes there").Token
 	if _, err := client.VerifyToken(context.Background(), token); err != nil {
 		t.Fatal(err)
 	}
@@ -226,14 +226,14 @@ func TestAResubscriptionFromNowDropsWhatWasCachedBeforeIt(t *testing.T) {
 
 func TestWhileUnsubscribedACachedAnswerIsServedForTheFallbackTTLOnly(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	clock := newStoppedClock()
 	const fallback = 300 * time.Millisecond
 	client, counter := subscribedClient(t, server.target(), stpeter.WithClock(clock.now),
 		stpeter.WithCacheTTL(10*time.Minute), stpeter.WithFallbackCacheTTL(fallback))
 	ctx := context.Background()
-	older := login(t, client, "cashier", "knockknock").Token
-	newer := login(t, client, "cashier", "knockknock").Token
+	older := login(t, client, "cashier", "knock knock, who goes there").Token
+	newer := login(t, client, "cashier", "knock knock, who goes there").Token
 	if _, err := client.VerifyToken(ctx, older); err != nil {
 		t.Fatal(err)
 	}
@@ -260,12 +260,12 @@ func TestWhileUnsubscribedACachedAnswerIsServedForTheFallbackTTLOnly(t *testing.
 
 func TestManyConcurrentVerifiesStartOneSubscription(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client, _ := countingClient(t, server.target())
 	tokens := []string{
-		login(t, client, "cashier", "knockknock").Token,
-		login(t, client, "cashier", "knockknock").Token,
-		login(t, client, "cashier", "knockknock").Token,
+		login(t, client, "cashier", "knock knock, who goes there").Token,
+		login(t, client, "cashier", "knock knock, who goes there").Token,
+		login(t, client, "cashier", "knock knock, who goes there").Token,
 	}
 	for i := range 30 {
 		tokens = append(tokens, fmt.Sprintf("stp_%043d", i)) // well-formed, unknown

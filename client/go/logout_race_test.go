@@ -52,7 +52,7 @@ func (h *responseHold) interceptor() grpc.UnaryClientInterceptor {
 
 func TestLogoutRacingAnInFlightVerifyLeavesNoStaleAnswer(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	hold := &responseHold{}
 	client, err := stpeter.Connect(server.target(),
 		stpeter.WithDialOptions(grpc.WithChainUnaryInterceptor(hold.interceptor())))
@@ -66,7 +66,7 @@ func TestLogoutRacingAnInFlightVerifyLeavesNoStaleAnswer(t *testing.T) {
 	const rounds = 20
 	staleLate, staleCached := 0, 0
 	for range rounds {
-		token := login(t, client, "cashier", "knockknock").Token
+		token := login(t, client, "cashier", "knock knock, who goes there").Token
 		hold.arm()
 		early := make(chan error, 1)
 		go func() { _, err := client.VerifyToken(ctx, token); early <- err }()

@@ -39,9 +39,9 @@ func uncachedClient(t *testing.T, server *testServer) *stpeter.Client {
 
 func TestCallsAcrossRestartsAreUnavailableOrRightAndSucceedOnceBack(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client := uncachedClient(t, server)
-	token := login(t, client, "cashier", "knockknock").Token
+	token := login(t, client, "cashier", "knock knock, who goes there").Token
 	bogus := "stp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 	var answered, unavailable atomic.Int64
@@ -109,16 +109,16 @@ func TestCallsAcrossRestartsAreUnavailableOrRightAndSucceedOnceBack(t *testing.T
 	if unavailable.Load() == 0 {
 		t.Fatal("no call landed in an outage")
 	}
-	if _, err := client.VerifyToken(context.Background(), login(t, client, "cashier", "knockknock").Token); err != nil {
+	if _, err := client.VerifyToken(context.Background(), login(t, client, "cashier", "knock knock, who goes there").Token); err != nil {
 		t.Fatalf("verify after the restarts: %v", err)
 	}
 }
 
 func TestTheFirstCallOnAnIdleConnectionAfterARestartSucceeds(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client := uncachedClient(t, server)
-	token := login(t, client, "cashier", "knockknock").Token
+	token := login(t, client, "cashier", "knock knock, who goes there").Token
 	ctx := context.Background()
 	if _, err := client.VerifyToken(ctx, token); err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ func TestNothingListeningIsUnavailable(t *testing.T) {
 	if !errors.Is(err, stpeter.ErrUnavailable) || errors.Is(err, stpeter.ErrInvalidToken) {
 		t.Fatalf("verify with nothing listening: %v", err)
 	}
-	if _, err := client.Login(ctx, "cashier", "knockknock"); !errors.Is(err, stpeter.ErrUnavailable) {
+	if _, err := client.Login(ctx, "cashier", "knock knock, who goes there"); !errors.Is(err, stpeter.ErrUnavailable) {
 		t.Fatalf("login with nothing listening: %v", err)
 	}
 	if _, err := client.VerifyTwoFactor(ctx, "stc_x", "123456"); !errors.Is(err, stpeter.ErrUnavailable) {
@@ -39,10 +39,10 @@ func TestNothingListeningIsUnavailable(t *testing.T) {
 
 func TestStoppedServerIsUnavailableAndNotCached(t *testing.T) {
 	server := startServer(t)
-	server.addUser(newUser{Handle: "cashier", Password: "knockknock"})
+	server.addUser(newUser{Handle: "cashier", Password: "knock knock, who goes there"})
 	client, counter := countingClient(t, server.target(), stpeter.WithRequestTimeout(2*time.Second))
 	ctx := context.Background()
-	token := login(t, client, "cashier", "knockknock").Token
+	token := login(t, client, "cashier", "knock knock, who goes there").Token
 
 	server.stop()
 	for range 2 {

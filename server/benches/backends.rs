@@ -61,11 +61,13 @@ async fn measure(url: &str) -> anyhow::Result<(f64, f64)> {
         .database_url(url)
         .start()
         .await;
-    server.add_user("lead-baker", "opensesame").await;
+    server
+        .add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let client = server.grpc_client().await;
     let login = pb::LoginRequest {
         identifier: "lead-baker".into(),
-        password: "opensesame".into(),
+        password: "open sesame, said Ali Baba".into(),
     };
     let token = match client
         .clone()

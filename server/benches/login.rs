@@ -23,11 +23,13 @@ fn ms(duration: Duration) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let passwords = Passwords::new(PasswordParams::OWASP, 1)?;
-    let hash = passwords.hash_new("opensesame").await?;
+    let hash = passwords.hash_new("open sesame, said Ali Baba").await?;
     let mut hash_times = Vec::new();
     for _ in 0..ROUNDS {
         let start = Instant::now();
-        passwords.verify("opensesame", Some(&hash)).await?;
+        passwords
+            .verify("open sesame, said Ali Baba", Some(&hash))
+            .await?;
         hash_times.push(start.elapsed());
     }
 
@@ -38,7 +40,9 @@ async fn main() -> anyhow::Result<()> {
         ..Settings::default()
     };
     let server = TestServer::builder().settings(settings).start().await;
-    server.add_user("lead-baker", "opensesame").await;
+    server
+        .add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let client = server.grpc_client().await;
     let login = |identifier: &'static str, password: &'static str| {
         let mut client = client.clone();
@@ -59,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let mut unknown = Vec::new();
     // Interleaved so drift on a busy machine touches all three alike.
     for _ in 0..ROUNDS {
-        good.push(login("lead-baker", "opensesame").await?);
+        good.push(login("lead-baker", "open sesame, said Ali Baba").await?);
         wrong.push(login("lead-baker", "wrong-password").await?);
         unknown.push(login("nobody-at-all", "wrong-password").await?);
     }

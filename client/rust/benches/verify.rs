@@ -11,11 +11,16 @@ const UNCACHED_SECONDS: u64 = 3;
 async fn main() -> anyhow::Result<()> {
     // The real serving path; hash cost does not matter here, only verification is measured.
     let server = st_peter_testkit::TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let target = server.target();
 
     let cached = Client::connect(target.clone())?;
-    let LoginOutcome::Authenticated(session) = cached.login("cashier", "knockknock").await? else {
+    let LoginOutcome::Authenticated(session) = cached
+        .login("cashier", "knock knock, who goes there")
+        .await?
+    else {
         anyhow::bail!("login did not authenticate");
     };
     let token = session.token;
@@ -29,7 +34,10 @@ async fn main() -> anyhow::Result<()> {
     // One session per caller: single flight would otherwise merge concurrent calls.
     let mut tokens = Vec::new();
     for _ in 0..32 {
-        if let LoginOutcome::Authenticated(session) = cached.login("cashier", "knockknock").await? {
+        if let LoginOutcome::Authenticated(session) = cached
+            .login("cashier", "knock knock, who goes there")
+            .await?
+        {
             tokens.push(session.token);
         }
     }

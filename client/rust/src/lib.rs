@@ -11,7 +11,7 @@
 //! // Lazy: no round trip until the first call.
 //! let st_peter = Client::connect("http://127.0.0.1:50051")?;
 //!
-//! if let LoginOutcome::Authenticated(session) = st_peter.login("lead-baker", "opensesame").await? {
+//! if let LoginOutcome::Authenticated(session) = st_peter.login("lead-baker", "open sesame, said Ali Baba").await? {
 //!     let who = st_peter.verify_token(&session.token).await?; // one RPC
 //!     let again = st_peter.verify_token(&session.token).await?; // from the cache
 //!     assert_eq!(who, again);

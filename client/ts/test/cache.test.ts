@@ -10,8 +10,8 @@ let shortServer: TestServer;
 
 before(async () => {
   [server, shortServer] = await Promise.all([TestServer.start(), TestServer.start(["--session-ttl", "30s"])]);
-  server.addUser({ handle: "cashier", password: "knockknock" });
-  shortServer.addUser({ handle: "cashier", password: "knockknock" });
+  server.addUser({ handle: "cashier", password: "knock knock, who goes there" });
+  shortServer.addUser({ handle: "cashier", password: "knock knock, who goes there" });
 });
 
 after(async () => {
@@ -19,7 +19,7 @@ after(async () => {
 });
 
 async function token(client: Client): Promise<string> {
-  const result = await client.login("cashier", "knockknock");
+  const result = await client.login("cashier", "knock knock, who goes there");
   assert.equal(result.kind, "authenticated");
   return (result as Authenticated).token;
 }

@@ -25,11 +25,11 @@ before(async () => {
     email: "lead-baker@bakery.example",
     phone: "+15551234567",
     displayName: "Lead Baker",
-    password: "opensesame",
+    password: "open sesame, said Ali Baba",
   });
   server.grantRole("lead-baker", "baker");
   server.grantRole("lead-baker", "admin");
-  cashierId = server.addUser({ handle: "cashier", email: "cashier@bakery.example", password: "knockknock" });
+  cashierId = server.addUser({ handle: "cashier", email: "cashier@bakery.example", password: "knock knock, who goes there" });
   server.addUser({ handle: "night-owl", password: "whooo-whooo" });
   owlUri = server.enrollTotp("night-owl");
 });
@@ -46,7 +46,7 @@ async function login(client: Client, identifier: string, password: string): Prom
 
 test("login, verify, lookup and logout", async () => {
   const { client, counts } = server.client();
-  const session = await login(client, "LEAD-BAKER@Bakery.Example", "opensesame");
+  const session = await login(client, "LEAD-BAKER@Bakery.Example", "open sesame, said Ali Baba");
   const want = {
     userId: bakerId,
     handle: "lead-baker",
@@ -81,7 +81,7 @@ test("login, verify, lookup and logout", async () => {
 test("failed logins are results, not errors", async () => {
   const { client } = server.client();
   const wrong = await client.login("cashier", "wrong-password");
-  const unknown = await client.login("nobody", "knockknock");
+  const unknown = await client.login("nobody", "knock knock, who goes there");
   assert.deepEqual(wrong, { kind: "failed", reason: "invalid_credentials" });
   assert.deepEqual(unknown, wrong);
 });

@@ -19,8 +19,8 @@ let cashierId: string;
 
 before(async () => {
   server = await TestServer.start();
-  cashierId = server.addUser({ handle: "cashier", password: "knockknock" });
-  server.addUser({ handle: "baker", password: "opensesame" });
+  cashierId = server.addUser({ handle: "cashier", password: "knock knock, who goes there" });
+  server.addUser({ handle: "baker", password: "open sesame, said Ali Baba" });
 });
 
 after(async () => {
@@ -28,7 +28,7 @@ after(async () => {
 });
 
 async function token(client: Client, handle = "cashier"): Promise<string> {
-  const result = await client.login(handle, handle === "cashier" ? "knockknock" : "opensesame");
+  const result = await client.login(handle, handle === "cashier" ? "knock knock, who goes there" : "open sesame, said Ali Baba");
   assert.equal(result.kind, "authenticated");
   return (result as Authenticated).token;
 }
@@ -189,7 +189,7 @@ test("many concurrent verifies of many tokens start one subscription; none witho
 test("a stream cut by a restart resumes from its last sequence: a revoke made while st-peter was down is replayed", async (t) => {
   const own = await TestServer.start();
   try {
-    own.addUser({ handle: "cashier", password: "knockknock" });
+    own.addUser({ handle: "cashier", password: "knock knock, who goes there" });
     const { client: other } = own.client({ revocationFeed: false });
     const revoked = await token(other);
     const kept = await token(other);
@@ -224,7 +224,7 @@ test("a stream cut by a restart resumes from its last sequence: a revoke made wh
 test("st-peter restarted on a new, empty database says reset, and the client drops its whole cache", async () => {
   const own = await TestServer.start();
   try {
-    own.addUser({ handle: "cashier", password: "knockknock" });
+    own.addUser({ handle: "cashier", password: "knock knock, who goes there" });
     const { client: other } = own.client({ revocationFeed: false });
     const tokens = [await token(other), await token(other)];
     const { client, recorder } = await subscribedClient(own, LONG, tokens);
@@ -251,7 +251,7 @@ test("st-peter restarted on a new, empty database says reset, and the client dro
 test("while st-peter is down a cached answer is served for the fallback TTL, then the verify is unavailable", async () => {
   const own = await TestServer.start();
   try {
-    own.addUser({ handle: "cashier", password: "knockknock" });
+    own.addUser({ handle: "cashier", password: "knock knock, who goes there" });
     const { client: other } = own.client({ revocationFeed: false });
     const early = await token(other);
     const late = await token(other);
@@ -289,7 +289,7 @@ test("while st-peter is down a cached answer is served for the fallback TTL, the
 test("a hung st-peter (SIGSTOP) is noticed by the silence watchdog; the feed subscribes again once it runs", async () => {
   const own = await TestServer.start();
   try {
-    own.addUser({ handle: "cashier", password: "knockknock" });
+    own.addUser({ handle: "cashier", password: "knock knock, who goes there" });
     const { client } = own.client({ revocationFeedSilenceMs: 500 });
     await client.verifyToken(await token(client));
     await subscribed(client);
@@ -313,7 +313,7 @@ test("a hung st-peter (SIGSTOP) is noticed by the silence watchdog; the feed sub
 test("close() stops the feed: no resubscription afterwards, nothing left running", async () => {
   const own = await TestServer.start();
   try {
-    own.addUser({ handle: "cashier", password: "knockknock" });
+    own.addUser({ handle: "cashier", password: "knock knock, who goes there" });
     const { client, counts } = own.client();
     await client.verifyToken(await token(client));
     await subscribed(client);

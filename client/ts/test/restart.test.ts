@@ -126,9 +126,9 @@ class Caller {
 async function serverWithSession(): Promise<{ server: TestServer; token: string }> {
   const server = await TestServer.start();
   try {
-    server.addUser({ handle: "cashier", password: "knockknock" });
+    server.addUser({ handle: "cashier", password: "knock knock, who goes there" });
     const { client } = server.client();
-    const session = (await client.login("cashier", "knockknock")) as Authenticated;
+    const session = (await client.login("cashier", "knock knock, who goes there")) as Authenticated;
     assert.equal(session.kind, "authenticated");
     client.close();
     return { server, token: session.token };

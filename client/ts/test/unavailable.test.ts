@@ -14,7 +14,7 @@ test("nothing listening is unavailable, for every method, and is not cached", as
       return true;
     };
     await assert.rejects(client.verifyToken("stp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), isUnavailable);
-    await assert.rejects(client.login("cashier", "knockknock"), isUnavailable);
+    await assert.rejects(client.login("cashier", "knock knock, who goes there"), isUnavailable);
     await assert.rejects(client.verifyTwoFactor("stc_x", "123456"), isUnavailable);
     await assert.rejects(client.lookupUser("a", "b", "c"), isUnavailable);
     await assert.rejects(client.logout("stp_x"), isUnavailable);
@@ -27,9 +27,9 @@ test("nothing listening is unavailable, for every method, and is not cached", as
 test("a stopped server is unavailable until it is back", async () => {
   const server = await TestServer.start();
   try {
-    server.addUser({ handle: "cashier", password: "knockknock" });
+    server.addUser({ handle: "cashier", password: "knock knock, who goes there" });
     const { client, counts } = server.client({ requestTimeoutMs: 2_000 });
-    const session = (await client.login("cashier", "knockknock")) as Authenticated;
+    const session = (await client.login("cashier", "knock knock, who goes there")) as Authenticated;
     assert.equal(session.kind, "authenticated");
 
     await server.stop();

@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 from bakery_server import build_server, make_http_server  # noqa: E402
 from st_peter_telepact import OnAuth  # noqa: E402
 
-USERS = {"owner": "owner-password", "lead-baker": "opensesame", "cashier": "knockknock",
+USERS = {"owner": "owner-password", "lead-baker": "open sesame, said Ali Baba", "cashier": "knock knock, who goes there",
          "apprentice": "flourpower"}
 
 

@@ -68,14 +68,14 @@ def test_grant_takes_the_actor_token_from_the_environment_only(bakery, staff):
 
 
 def test_lead_baker_works_the_oven(bakery, staff):
-    got = bakery.call(password("lead-baker", "opensesame"), {"fn.myShift": {}})
+    got = bakery.call(password("lead-baker", "open sesame, said Ali Baba"), {"fn.myShift": {}})
     assert result(got) == {
         "Ok_": {"employeeId": "baker-001", "station": "oven", "pastry": "sesame loaf"}
     }
 
 
 def test_cashier_works_the_counter(bakery, staff):
-    got = bakery.call(password("cashier", "knockknock"), {"fn.myShift": {}})
+    got = bakery.call(password("cashier", "knock knock, who goes there"), {"fn.myShift": {}})
     assert result(got) == {
         "Ok_": {"employeeId": "cashier-002", "station": "counter", "pastry": "almond croissant"}
     }
@@ -83,11 +83,11 @@ def test_cashier_works_the_counter(bakery, staff):
 
 def test_only_the_oven_approves_the_special(bakery, staff):
     body = {"fn.approveSpecial": {"special": "plum tart"}}
-    got = bakery.call(password("cashier", "knockknock"), body)
+    got = bakery.call(password("cashier", "knock knock, who goes there"), body)
     assert result(got) == {
         "ErrorUnauthorized_": {"message!": "oven station required to approve the special"}
     }
-    got = bakery.call(password("lead-baker", "opensesame"), body)
+    got = bakery.call(password("lead-baker", "open sesame, said Ali Baba"), body)
     assert result(got) == {"Ok_": {"special": "plum tart", "approvedBy": "baker-001"}}
 
 
@@ -95,7 +95,7 @@ def test_only_the_oven_approves_the_special(bakery, staff):
     "headers",
     [
         pytest.param(password("lead-baker", "opensesamE"), id="wrong password"),
-        pytest.param(password("nobody", "opensesame"), id="unknown user"),
+        pytest.param(password("nobody", "open sesame, said Ali Baba"), id="unknown user"),
         pytest.param(password("apprentice", "flourpower"), id="no role row"),
         pytest.param(session("stp_" + "A" * 43), id="made-up token"),
         pytest.param({}, id="no credentials"),
@@ -108,11 +108,11 @@ def test_refused_callers_are_unauthenticated(bakery, staff, headers):
 @pytest.mark.parametrize(
     "headers",
     [
-        pytest.param({**password("cashier", "knockknock"), "@employeeId": "baker-001"},
+        pytest.param({**password("cashier", "knock knock, who goes there"), "@employeeId": "baker-001"},
                      id="valid login, spoofed employeeId"),
-        pytest.param({**password("cashier", "knockknock"), "@station": "oven"},
+        pytest.param({**password("cashier", "knock knock, who goes there"), "@station": "oven"},
                      id="valid login, spoofed station"),
-        pytest.param({**password("cashier", "knockknock"), "@station": None},
+        pytest.param({**password("cashier", "knock knock, who goes there"), "@station": None},
                      id="valid login, spoofed null station"),
         pytest.param({"@employeeId": "baker-001", "@station": "oven"},
                      id="spoofed headers, no credentials"),
@@ -128,7 +128,7 @@ def test_open_functions_never_see_client_sent_identity(bakery, staff):
     got = bakery.call(spoofed, {"fn.menu": {}})
     assert result(got)["Ok_"]["staffPrices"] is False
     # fn.menu skips auth, so even real credentials are not verified there: no identity.
-    got = bakery.call({**password("lead-baker", "opensesame"), **spoofed}, {"fn.menu": {}})
+    got = bakery.call({**password("lead-baker", "open sesame, said Ali Baba"), **spoofed}, {"fn.menu": {}})
     assert result(got)["Ok_"]["staffPrices"] is False
 
 
@@ -140,7 +140,7 @@ def login_token(bakery, handle: str, secret: str) -> str:
 
 
 def test_session_variant_with_a_token_from_login(bakery, staff):
-    token = login_token(bakery, "lead-baker", "opensesame")
+    token = login_token(bakery, "lead-baker", "open sesame, said Ali Baba")
     assert token.startswith("stp_")
     got = bakery.call(session(token), {"fn.myShift": {}})
     assert result(got) == {
@@ -150,9 +150,9 @@ def test_session_variant_with_a_token_from_login(bakery, staff):
 
 def test_identity_log_holds_exactly_the_authenticated_requests(bakery, staff):
     before = len(bakery.log_lines())
-    token = login_token(bakery, "cashier", "knockknock")
+    token = login_token(bakery, "cashier", "knock knock, who goes there")
     calls = [
-        (password("lead-baker", "opensesame"), {"fn.myShift": {}}, True),
+        (password("lead-baker", "open sesame, said Ali Baba"), {"fn.myShift": {}}, True),
         (password("lead-baker", "wrong-password"), {"fn.myShift": {}}, False),
         (session(token), {"fn.approveSpecial": {"special": "rye"}}, True),
         ({"@employeeId": "baker-001"}, {"fn.myShift": {}}, False),
@@ -169,16 +169,16 @@ def test_identity_log_holds_exactly_the_authenticated_requests(bakery, staff):
         {"function": "fn.myShift", "@employeeId": "cashier-002", "@station": "counter"},
     ]
     text = bakery.identity_log.read_text()
-    assert "opensesame" not in text and token not in text and "@auth_" not in text
+    assert "open sesame, said Ali Baba" not in text and token not in text and "@auth_" not in text
 
 
 def test_concurrent_requests_each_on_its_own_thread_and_event_loop(bakery, staff):
     tokens = {
-        "lead-baker": login_token(bakery, "lead-baker", "opensesame"),
-        "cashier": login_token(bakery, "cashier", "knockknock"),
+        "lead-baker": login_token(bakery, "lead-baker", "open sesame, said Ali Baba"),
+        "cashier": login_token(bakery, "cashier", "knock knock, who goes there"),
     }
     expected = {"lead-baker": "baker-001", "cashier": "cashier-002"}
-    secrets = {"lead-baker": "opensesame", "cashier": "knockknock"}
+    secrets = {"lead-baker": "open sesame, said Ali Baba", "cashier": "knock knock, who goes there"}
     jobs = []
     for i in range(16):
         handle = "lead-baker" if i % 2 else "cashier"
@@ -234,7 +234,7 @@ def test_blocked_calls_do_not_hold_the_gil_or_each_other(bakery, staff):
 
         def call() -> None:
             try:
-                asyncio.run(adapter(password("lead-baker", "opensesame")))
+                asyncio.run(adapter(password("lead-baker", "open sesame, said Ali Baba")))
             except BaseException as e:
                 errors.append(e)
 
@@ -255,12 +255,12 @@ def test_blocked_calls_do_not_hold_the_gil_or_each_other(bakery, staff):
 
 
 def test_st_peter_stopped_fails_closed_except_cached_sessions(bakery, staff):
-    cached = login_token(bakery, "lead-baker", "opensesame")
-    fresh = login_token(bakery, "cashier", "knockknock")
+    cached = login_token(bakery, "lead-baker", "open sesame, said Ali Baba")
+    fresh = login_token(bakery, "cashier", "knock knock, who goes there")
     assert "Ok_" in result(bakery.call(session(cached), {"fn.myShift": {}}))
     bakery.st_peter.stop()
     try:
-        assert result(bakery.call(password("lead-baker", "opensesame"),
+        assert result(bakery.call(password("lead-baker", "open sesame, said Ali Baba"),
                                   {"fn.myShift": {}})) == UNAUTHENTICATED
         assert result(bakery.call(session(fresh), {"fn.myShift": {}})) == UNAUTHENTICATED
         # Verified a moment ago: the client's cache still vouches for it within its TTL.

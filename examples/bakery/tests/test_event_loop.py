@@ -57,7 +57,7 @@ def test_one_loop_keeps_running_while_many_requests_wait_for_st_peter(tmp_path):
         adapter = OnAuth(target=f"http://127.0.0.1:{hole.getsockname()[1]}",
                          roles_db=str(tmp_path / "roles.db"), request_timeout=1.0)
         telepact = build_server(adapter, io.StringIO())
-        body = json.dumps([password("lead-baker", "opensesame"), {"fn.myShift": {}}]).encode()
+        body = json.dumps([password("lead-baker", "open sesame, said Ali Baba"), {"fn.myShift": {}}]).encode()
 
         async def main() -> tuple[list, float, float, float, BaseException | None]:
             loop = asyncio.get_running_loop()
@@ -67,7 +67,7 @@ def test_one_loop_keeps_running_while_many_requests_wait_for_st_peter(tmp_path):
                 # One more caller gives up early: cancelling it must not disturb the rest.
                 impatient: BaseException | None = None
                 try:
-                    await asyncio.wait_for(adapter(password("cashier", "knockknock")), 0.2)
+                    await asyncio.wait_for(adapter(password("cashier", "knock knock, who goes there")), 0.2)
                 except BaseException as e:  # asserted below
                     impatient = e
                 # While all of them wait, the loop's own executor work runs at once.
@@ -104,7 +104,7 @@ def test_one_loop_serves_many_real_requests_while_it_keeps_ticking(bakery, tmp_p
     tokens = []
     for _ in range(3):
         login = bakery.grant_cli("login", "--target", bakery.st_peter.target, "--identifier",
-                                 "lead-baker", "--password-stdin", stdin="opensesame\n")
+                                 "lead-baker", "--password-stdin", stdin="open sesame, said Ali Baba\n")
         assert login.returncode == 0, login.stderr
         tokens.append(login.stdout.strip())
     adapter = OnAuth(target=bakery.st_peter.target, roles_db=str(roles_db))
@@ -112,7 +112,7 @@ def test_one_loop_serves_many_real_requests_while_it_keeps_ticking(bakery, tmp_p
     telepact = build_server(adapter, log)
     bodies = [json.dumps([{"@auth_": {"Session": {"token": tokens[i % 3]}}},
                           {"fn.myShift": {}}]).encode() for i in range(12)]
-    bodies.append(json.dumps([password("lead-baker", "opensesame"), {"fn.myShift": {}}]).encode())
+    bodies.append(json.dumps([password("lead-baker", "open sesame, said Ali Baba"), {"fn.myShift": {}}]).encode())
 
     async def main() -> tuple[list, float]:
         with Heartbeat() as heartbeat:
@@ -126,7 +126,7 @@ def test_one_loop_serves_many_real_requests_while_it_keeps_ticking(bakery, tmp_p
     # Verifications and a login (a password hash at st-peter) ran; the loop never waited.
     assert longest_gap < 0.25, f"the loop stood still for {longest_gap * 1000:.0f} ms"
     # The blocking form still works, for code without an event loop.
-    assert adapter.authenticate(password("lead-baker", "opensesame"))["@station"] == "oven"
+    assert adapter.authenticate(password("lead-baker", "open sesame, said Ali Baba"))["@station"] == "oven"
 
 
 def test_owned_headers_are_read_from_memory_and_follow_grants_from_another_process(
@@ -172,12 +172,12 @@ def test_owned_headers_are_read_from_memory_and_follow_grants_from_another_proce
         await middleware(Message({"@shiftLead": "yes", "@other": 1}, {"fn.menu": {}}), None)
         # ...and one that sends an owned key to on_auth is refused as a forgery.
         try:
-            await adapter({**password("cashier", "knockknock"), "@shiftLead": "no"})
+            await adapter({**password("cashier", "knock knock, who goes there"), "@shiftLead": "no"})
         except AuthError as e:
             assert "@shiftLead" in str(e)
         else:
             raise AssertionError("a forged owned header passed")
-        identity = await adapter(password("cashier", "knockknock"))
+        identity = await adapter(password("cashier", "knock knock, who goes there"))
         assert identity == {"@employeeId": None, "@shiftLead": "yes"}
 
     asyncio.run(main())

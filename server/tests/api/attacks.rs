@@ -19,7 +19,8 @@ fn retry_after(outcome: &Outcome) -> Duration {
 #[tokio::test]
 async fn fifty_wrong_passwords_then_the_right_one() {
     let app = spawn_app().await;
-    app.add_user("lead-baker", "opensesame").await;
+    app.add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let mut throttled = 0;
     for attempt in 0..50 {
         let reply = app.login("lead-baker", &format!("guess-{attempt}")).await;
@@ -36,7 +37,7 @@ async fn fifty_wrong_passwords_then_the_right_one() {
     );
 
     // The right password during the backoff does not log in.
-    let reply = app.login("lead-baker", "opensesame").await;
+    let reply = app.login("lead-baker", "open sesame, said Ali Baba").await;
     let wait = retry_after(&reply);
     assert!(
         wait > Duration::ZERO && wait <= Duration::from_secs(5 * 60),
@@ -46,7 +47,7 @@ async fn fifty_wrong_passwords_then_the_right_one() {
     // Once the backoff has passed, the owner gets in.
     app.clock.advance(wait);
     assert!(matches!(
-        app.login("lead-baker", "opensesame").await,
+        app.login("lead-baker", "open sesame, said Ali Baba").await,
         Outcome::Authenticated(_)
     ));
     app.stop().await;
@@ -55,7 +56,8 @@ async fn fifty_wrong_passwords_then_the_right_one() {
 #[tokio::test]
 async fn the_backoff_is_bounded_so_an_owner_is_never_locked_out_for_long() {
     let app = spawn_app().await;
-    app.add_user("lead-baker", "opensesame").await;
+    app.add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     // An attacker keeps failing, waiting out each backoff, for a long time.
     for attempt in 0..40 {
         let reply = app.login("lead-baker", &format!("guess-{attempt}")).await;
@@ -70,7 +72,7 @@ async fn the_backoff_is_bounded_so_an_owner_is_never_locked_out_for_long() {
             }
         }
     }
-    let reply = app.login("lead-baker", "opensesame").await;
+    let reply = app.login("lead-baker", "open sesame, said Ali Baba").await;
     let wait = match reply {
         Outcome::Authenticated(_) => Duration::ZERO,
         ref other => retry_after(other),
@@ -78,7 +80,7 @@ async fn the_backoff_is_bounded_so_an_owner_is_never_locked_out_for_long() {
     assert!(wait <= Duration::from_secs(5 * 60));
     app.clock.advance(wait);
     assert!(matches!(
-        app.login("lead-baker", "opensesame").await,
+        app.login("lead-baker", "open sesame, said Ali Baba").await,
         Outcome::Authenticated(_)
     ));
     app.stop().await;
@@ -87,7 +89,8 @@ async fn the_backoff_is_bounded_so_an_owner_is_never_locked_out_for_long() {
 #[tokio::test]
 async fn one_address_spraying_many_identifiers_is_throttled() {
     let app = spawn_app().await;
-    app.add_user("lead-baker", "opensesame").await;
+    app.add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let mut replies = Vec::new();
     for n in 0..25 {
         replies.push(failed_reason(
@@ -107,14 +110,14 @@ async fn one_address_spraying_many_identifiers_is_throttled() {
     );
     // The throttle is on the address: even a good login from it waits.
     assert_eq!(
-        failed_reason(&app.login("lead-baker", "opensesame").await),
+        failed_reason(&app.login("lead-baker", "open sesame, said Ali Baba").await),
         pb::FailureReason::RateLimited
     );
     app.stop().await;
 }
 
 async fn two_factor_challenge(app: &TestApp) -> String {
-    match app.login("lead-baker", "opensesame").await {
+    match app.login("lead-baker", "open sesame, said Ali Baba").await {
         Outcome::TwoFactor(two_factor) => two_factor.two_factor_id,
         other => panic!("expected two_factor, got {other:?}"),
     }
@@ -123,7 +126,8 @@ async fn two_factor_challenge(app: &TestApp) -> String {
 #[tokio::test]
 async fn brute_forcing_a_challenge_is_throttled_then_the_challenge_dies() {
     let app = spawn_app().await;
-    app.add_user("lead-baker", "opensesame").await;
+    app.add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let uri = app.app.enroll_totp("lead-baker").await.unwrap().otpauth_uri;
     let id = two_factor_challenge(&app).await;
     let window: Vec<String> = (-1..=1).map(|s| app.totp_code(&uri, s)).collect();
@@ -159,7 +163,8 @@ async fn brute_forcing_a_challenge_is_throttled_then_the_challenge_dies() {
 #[tokio::test]
 async fn a_replayed_totp_code_is_refused() {
     let app = spawn_app().await;
-    app.add_user("lead-baker", "opensesame").await;
+    app.add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let uri = app.app.enroll_totp("lead-baker").await.unwrap().otpauth_uri;
     let code = app.totp_code(&uri, 0);
     let first = two_factor_challenge(&app).await;
@@ -181,7 +186,8 @@ async fn a_lookup_flood_by_one_actor_is_rate_limited() {
     let app = spawn_app().await;
     let flooder = app.add_user("scraper", "scraping1").await;
     let honest = app.add_user("shift-manager", "clipboard1").await;
-    app.add_user("lead-baker", "opensesame").await;
+    app.add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let flooder_token = app.token_for("scraper", "scraping1").await;
     let honest_token = app.token_for("shift-manager", "clipboard1").await;
     let lookup = |actor_id: String, token: String| {

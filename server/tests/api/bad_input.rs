@@ -23,20 +23,29 @@ async fn login_status(app: &TestApp, identifier: &str, password: &str) -> tonic:
 }
 
 async fn assert_still_serving(app: &TestApp) {
-    app.token_for("cashier", "knockknock").await;
+    app.token_for("cashier", "knock knock, who goes there")
+        .await;
 }
 
 #[tokio::test]
 async fn empty_and_oversize_login_fields_name_the_field() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
     let cases = [
-        ("", "knockknock", "identifier: must not be empty"),
-        ("   ", "knockknock", "identifier: must not be empty"),
+        (
+            "",
+            "knock knock, who goes there",
+            "identifier: must not be empty",
+        ),
+        (
+            "   ",
+            "knock knock, who goes there",
+            "identifier: must not be empty",
+        ),
         ("cashier", "", "password: must not be empty"),
         (
             &"a".repeat(321),
-            "knockknock",
+            "knock knock, who goes there",
             "identifier: must be at most 320 bytes",
         ),
         (
@@ -46,7 +55,7 @@ async fn empty_and_oversize_login_fields_name_the_field() {
         ),
         (
             "cash\u{0}ier",
-            "knockknock",
+            "knock knock, who goes there",
             "identifier: must not contain control characters",
         ),
     ];
@@ -62,7 +71,7 @@ async fn empty_and_oversize_login_fields_name_the_field() {
 #[tokio::test]
 async fn a_ten_megabyte_password_is_refused_before_it_is_read() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
     let status = login_status(&app, "cashier", &"p".repeat(10 * 1024 * 1024)).await;
     // Over the 64 KiB request limit: tonic refuses it from the length prefix alone.
     assert_eq!(status.code(), Code::OutOfRange);
@@ -78,7 +87,7 @@ async fn a_ten_megabyte_password_is_refused_before_it_is_read() {
 #[tokio::test]
 async fn empty_and_oversize_tokens_are_invalid_argument() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
     for (token, message) in [
         (String::new(), "token: must not be empty"),
         (
@@ -107,7 +116,7 @@ async fn empty_and_oversize_tokens_are_invalid_argument() {
 #[tokio::test]
 async fn unknown_and_malformed_two_factor_ids() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
     let mut client = app.client.clone();
 
     // Well formed but never issued: the challenge is as good as expired.
@@ -158,7 +167,7 @@ struct RawLoginRequest {
 #[tokio::test]
 async fn invalid_utf8_is_invalid_argument_naming_the_field() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
         .unwrap()
         .connect()
@@ -168,7 +177,7 @@ async fn invalid_utf8_is_invalid_argument_naming_the_field() {
     grpc.ready().await.unwrap();
     let request = RawLoginRequest {
         identifier: vec![b'c', 0xff, 0xfe, b'x'],
-        password: b"knockknock".to_vec(),
+        password: b"knock knock, who goes there".to_vec(),
     };
     let status = grpc
         .unary::<_, pb::LoginResponse, _>(

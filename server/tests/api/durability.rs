@@ -11,13 +11,13 @@ use crate::helpers::{add_user_with_cli, sqlite_database_url, start_server, token
 async fn sessions_acknowledged_before_sigkill_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_database_url(dir.path());
-    add_user_with_cli(&url, "cashier", "knockknock");
+    add_user_with_cli(&url, "cashier", "knock knock, who goes there");
 
     let mut server = start_server(&url);
     let mut client = server.grpc_client().await;
     let mut tokens = Vec::new();
     for _ in 0..20 {
-        tokens.push(token(&mut client, "cashier", "knockknock").await);
+        tokens.push(token(&mut client, "cashier", "knock knock, who goes there").await);
     }
     // Kill straight after the last acknowledgement: no graceful shutdown, no checkpoint.
     server.kill();

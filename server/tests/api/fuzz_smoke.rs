@@ -12,7 +12,7 @@ fn seeds() -> Vec<Vec<u8>> {
     vec![
         pb::LoginRequest {
             identifier: "LEAD@bakery.example".into(),
-            password: "opensesame".into(),
+            password: "open sesame, said Ali Baba".into(),
         }
         .encode_to_vec(),
         pb::LoginRequest {

@@ -48,7 +48,7 @@ async fn readme_walkthrough_with_grpcurl() {
             "--password-stdin",
             "--json",
         ],
-        "opensesame\n",
+        "open sesame, said Ali Baba\n",
     );
     let created: serde_json::Value = serde_json::from_str(&created).unwrap();
     let user_id = created["user_id"].as_str().unwrap().to_owned();
@@ -105,7 +105,7 @@ async fn readme_walkthrough_with_grpcurl() {
             &addr,
             "st_peter.auth.v1.AuthService/Login",
         ],
-        Some(r#"{"identifier": "LEAD@bakery.example", "password": "opensesame"}"#),
+        Some(r#"{"identifier": "LEAD@bakery.example", "password": "open sesame, said Ali Baba"}"#),
     );
     let login: serde_json::Value = serde_json::from_str(&login).unwrap();
     let token = login["authenticated"]["token"]

@@ -16,7 +16,8 @@ use crate::helpers::{
 async fn secrets_never_reach_the_logs() {
     let app = spawn_app().await;
     let actor = app.add_user("shift-manager", "clipboard1").await;
-    app.add_user("lead-baker", "opensesame").await;
+    app.add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let uri = app.app.enroll_totp("lead-baker").await.unwrap().otpauth_uri;
 
     // Failures, throttling, bad input.
@@ -36,7 +37,8 @@ async fn secrets_never_reach_the_logs() {
         .await;
 
     // Two factors: a wrong code, the right one, a replay.
-    let Outcome::TwoFactor(challenge) = app.login("lead-baker", "opensesame").await else {
+    let Outcome::TwoFactor(challenge) = app.login("lead-baker", "open sesame, said Ali Baba").await
+    else {
         panic!("expected two_factor");
     };
     let mut client = app.client.clone();
@@ -67,7 +69,8 @@ async fn secrets_never_reach_the_logs() {
         panic!("expected authenticated");
     };
     remember_secret(&session.token);
-    let Outcome::TwoFactor(second) = app.login("lead-baker", "opensesame").await else {
+    let Outcome::TwoFactor(second) = app.login("lead-baker", "open sesame, said Ali Baba").await
+    else {
         panic!("expected two_factor");
     };
     client
@@ -102,10 +105,10 @@ async fn secrets_never_reach_the_logs() {
     // The real binary: admin commands and a server at debug level.
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(dir.path());
-    add_user_with_cli(&url, "cashier", "knockknock");
+    add_user_with_cli(&url, "cashier", "knock knock, who goes there");
     let mut server = start_server(&url);
     let mut remote = server.grpc_client().await;
-    let remote_token = token(&mut remote, "cashier", "knockknock").await;
+    let remote_token = token(&mut remote, "cashier", "knock knock, who goes there").await;
     verify(&mut remote, &remote_token).await.unwrap();
     admin(
         &url,

@@ -18,7 +18,7 @@ async fn login_by_handle_email_in_any_case_and_phone() {
             email: Some("Lead.Baker@Bakery.Example".into()),
             phone: Some("+1 (555) 010-0001".into()),
             display_name: Some("Lead Baker".into()),
-            password: "opensesame".into(),
+            password: "open sesame, said Ali Baba".into(),
         })
         .await
         .unwrap();
@@ -34,7 +34,7 @@ async fn login_by_handle_email_in_any_case_and_phone() {
         "+15550100001",
         "+1 555 010 0001",
     ] {
-        match app.login(identifier, "opensesame").await {
+        match app.login(identifier, "open sesame, said Ali Baba").await {
             pb::login_response::Result::Authenticated(auth) => {
                 let user = auth.user.unwrap();
                 assert_eq!(user.user_id, created.user_id, "{identifier}");
@@ -51,10 +51,14 @@ async fn login_by_handle_email_in_any_case_and_phone() {
 #[tokio::test]
 async fn wrong_password_and_unknown_identifier_get_the_same_reply() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
     let wrong_password = app.login("cashier", "knock-knock").await;
-    let unknown_user = app.login("nobody-here", "knockknock").await;
-    let unknown_email = app.login("nobody@bakery.example", "knockknock").await;
+    let unknown_user = app
+        .login("nobody-here", "knock knock, who goes there")
+        .await;
+    let unknown_email = app
+        .login("nobody@bakery.example", "knock knock, who goes there")
+        .await;
     assert_eq!(
         failed_reason(&wrong_password),
         pb::FailureReason::InvalidCredentials
@@ -67,19 +71,23 @@ async fn wrong_password_and_unknown_identifier_get_the_same_reply() {
 #[tokio::test]
 async fn disabled_user_cannot_log_in_and_their_tokens_stop_verifying() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
-    let token = app.token_for("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
+    let token = app
+        .token_for("cashier", "knock knock, who goes there")
+        .await;
     app.verify(&token).await.unwrap();
 
     app.app.set_disabled("cashier", true).await.unwrap();
-    let reply = app.login("cashier", "knockknock").await;
+    let reply = app.login("cashier", "knock knock, who goes there").await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::InvalidCredentials);
     let status = app.verify(&token).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
 
     // Enabling lets them log in again, but does not resurrect the revoked session.
     app.app.set_disabled("cashier", false).await.unwrap();
-    let fresh = app.token_for("cashier", "knockknock").await;
+    let fresh = app
+        .token_for("cashier", "knock knock, who goes there")
+        .await;
     app.verify(&fresh).await.unwrap();
     assert_eq!(
         app.verify(&token).await.unwrap_err().code(),
@@ -91,7 +99,7 @@ async fn disabled_user_cannot_log_in_and_their_tokens_stop_verifying() {
 #[tokio::test]
 async fn hashes_made_with_old_parameters_are_upgraded_at_the_next_good_login() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
     let before = app.app.find_user("cashier").await.unwrap().password_hash;
     assert!(before.contains("m=64,t=1,p=1"), "{before}");
 
@@ -122,26 +130,27 @@ async fn hashes_made_with_old_parameters_are_upgraded_at_the_next_good_login() {
     );
 
     upgraded
-        .login(&Caller::CLI, "cashier", "knockknock")
+        .login(&Caller::CLI, "cashier", "knock knock, who goes there")
         .await
         .unwrap();
     let after = upgraded.find_user("cashier").await.unwrap().password_hash;
     assert!(after.contains("m=256,t=2,p=1"), "{after}");
     // The old server's parameters still verify the new hash (PHC strings carry them).
-    app.token_for("cashier", "knockknock").await;
+    app.token_for("cashier", "knock knock, who goes there")
+        .await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn new_users_with_taken_identifiers_are_refused_and_nothing_is_written() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
     let err = app
         .app
         .create_user(NewAccount {
             handle: "other".into(),
             email: Some("CASHIER@bakery.example".into()),
-            password: "knockknock".into(),
+            password: "knock knock, who goes there".into(),
             ..NewAccount::default()
         })
         .await

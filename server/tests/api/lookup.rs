@@ -32,7 +32,7 @@ async fn a_valid_actor_resolves_email_handle_and_phone() {
             handle: "lead-baker".into(),
             email: Some("lead@bakery.example".into()),
             phone: Some("+15550100001".into()),
-            password: "opensesame".into(),
+            password: "open sesame, said Ali Baba".into(),
             ..Default::default()
         })
         .await
@@ -51,8 +51,10 @@ async fn a_valid_actor_resolves_email_handle_and_phone() {
 async fn an_actor_token_that_is_not_the_actors_own_is_unauthenticated() {
     let app = spawn_app().await;
     let actor = app.add_user("shift-manager", "clipboard1").await;
-    app.add_user("cashier", "knockknock").await;
-    let cashier_token = app.token_for("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
+    let cashier_token = app
+        .token_for("cashier", "knock knock, who goes there")
+        .await;
     let actor_token = app.token_for("shift-manager", "clipboard1").await;
 
     let status = lookup(&app, &actor.user_id, &cashier_token, "cashier")

@@ -120,9 +120,14 @@ async fn replicas_starting_at_once_migrate_an_empty_database_once() {
             .unwrap();
     assert_eq!(applied, [1, 2, 3]);
 
-    add_user_with_cli(&url, "cashier", "knockknock");
+    add_user_with_cli(&url, "cashier", "knock knock, who goes there");
     for server in &servers {
-        token(&mut server.grpc_client().await, "cashier", "knockknock").await;
+        token(
+            &mut server.grpc_client().await,
+            "cashier",
+            "knock knock, who goes there",
+        )
+        .await;
     }
 }
 
@@ -206,7 +211,7 @@ async fn traffic(
                 BOUND,
                 client.login(pb::LoginRequest {
                     identifier: "cashier".into(),
-                    password: "knockknock".into(),
+                    password: "knock knock, who goes there".into(),
                 }),
             )
             .await
@@ -242,12 +247,12 @@ async fn replicas_answer_unavailable_while_postgres_is_down_and_recover_without_
     required_postgres_url();
     let cluster = OwnCluster::start();
     let url = create_postgres_database(&cluster.url).await;
-    add_user_with_cli(&url, "cashier", "knockknock");
+    add_user_with_cli(&url, "cashier", "knock knock, who goes there");
     let pool_args = ["--db-acquire-timeout", "1s", "--db-max-connections", "4"];
     let mut a = start_server_with(&url, &pool_args);
     let mut b = start_server_with(&url, &pool_args);
     let mut on_a = a.grpc_client().await;
-    let session_token = token(&mut on_a, "cashier", "knockknock").await;
+    let session_token = token(&mut on_a, "cashier", "knock knock, who goes there").await;
 
     let running = Arc::new(AtomicBool::new(true));
     // Two loops, each alternating between the replicas.

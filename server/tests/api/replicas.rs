@@ -20,13 +20,15 @@ pub async fn postgres_database() -> String {
 #[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn a_session_from_one_replica_is_honoured_and_revoked_on_the_other() {
     let url = postgres_database().await;
-    add_user_with_cli(&url, "cashier", "knockknock");
+    add_user_with_cli(&url, "cashier", "knock knock, who goes there");
     admin(&url, &["user", "role", "grant", "cashier", "till"], "");
     let (a, b) = (start_server(&url), start_server(&url));
     let (mut on_a, mut on_b) = (a.grpc_client().await, b.grpc_client().await);
 
     // A login on A verifies on B, with the roles the database holds.
-    let Outcome::Authenticated(session) = login(&mut on_a, "cashier", "knockknock").await else {
+    let Outcome::Authenticated(session) =
+        login(&mut on_a, "cashier", "knock knock, who goes there").await
+    else {
         panic!("expected authenticated");
     };
     let verified = verify(&mut on_b, &session.token).await.unwrap();
@@ -44,7 +46,9 @@ async fn a_session_from_one_replica_is_honoured_and_revoked_on_the_other() {
     println!("logout on A refused by B after {took:?}");
 
     // `session revoke` through A's database: B rejects the next VerifyToken too.
-    let Outcome::Authenticated(other) = login(&mut on_a, "cashier", "knockknock").await else {
+    let Outcome::Authenticated(other) =
+        login(&mut on_a, "cashier", "knock knock, who goes there").await
+    else {
         panic!("expected authenticated");
     };
     verify(&mut on_b, &other.token).await.unwrap();
@@ -59,7 +63,7 @@ async fn a_session_from_one_replica_is_honoured_and_revoked_on_the_other() {
 #[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn two_factor_logins_span_replicas_and_a_code_is_accepted_once_across_them() {
     let url = postgres_database().await;
-    add_user_with_cli(&url, "lead-baker", "opensesame");
+    add_user_with_cli(&url, "lead-baker", "open sesame, said Ali Baba");
     let enrollment: serde_json::Value = serde_json::from_str(&admin(
         &url,
         &["--json", "user", "totp", "enroll", "lead-baker"],
@@ -83,7 +87,9 @@ async fn two_factor_logins_span_replicas_and_a_code_is_accepted_once_across_them
     let (mut on_a, mut on_b) = (a.grpc_client().await, b.grpc_client().await);
 
     // A code accepted on A...
-    let Outcome::TwoFactor(first) = login(&mut on_a, "lead-baker", "opensesame").await else {
+    let Outcome::TwoFactor(first) =
+        login(&mut on_a, "lead-baker", "open sesame, said Ali Baba").await
+    else {
         panic!("expected a two-factor challenge");
     };
     let Outcome::Authenticated(_) = second_factor(&mut on_a, &first.two_factor_id, &code).await
@@ -91,7 +97,9 @@ async fn two_factor_logins_span_replicas_and_a_code_is_accepted_once_across_them
         panic!("the current code was refused on A");
     };
     // ...is refused as a replay on B.
-    let Outcome::TwoFactor(replayed) = login(&mut on_b, "lead-baker", "opensesame").await else {
+    let Outcome::TwoFactor(replayed) =
+        login(&mut on_b, "lead-baker", "open sesame, said Ali Baba").await
+    else {
         panic!("expected a two-factor challenge");
     };
     let outcome = second_factor(&mut on_b, &replayed.two_factor_id, &code).await;
@@ -102,7 +110,9 @@ async fn two_factor_logins_span_replicas_and_a_code_is_accepted_once_across_them
 
     // A challenge started on A completes on B (with the next step's code, not used yet),
     // and the token it yields verifies on A.
-    let Outcome::TwoFactor(started) = login(&mut on_a, "lead-baker", "opensesame").await else {
+    let Outcome::TwoFactor(started) =
+        login(&mut on_a, "lead-baker", "open sesame, said Ali Baba").await
+    else {
         panic!("expected a two-factor challenge");
     };
     let outcome = second_factor(&mut on_b, &started.two_factor_id, &next_code).await;

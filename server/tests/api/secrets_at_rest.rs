@@ -12,8 +12,10 @@ use crate::helpers::{
 #[tokio::test]
 async fn the_stored_totp_secret_is_sealed_and_bound_to_its_user() {
     let app = spawn_app().await;
-    let baker = app.add_user("lead-baker", "opensesame").await;
-    let cashier = app.add_user("cashier", "knockknock").await;
+    let baker = app
+        .add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
+    let cashier = app.add_user("cashier", "knock knock, who goes there").await;
     let enrollment = app.app.enroll_totp("lead-baker").await.unwrap();
     let plain = totp_rs::TOTP::from_url(&enrollment.otpauth_uri)
         .unwrap()
@@ -133,7 +135,7 @@ fn the_key_from_the_environment_seals_secrets_the_same_way() {
         ])
         .env("ST_PETER_DATABASE_URL", &url)
         .env("ST_PETER_TOTP_KEY", &key)
-        .env("PW", "opensesame")
+        .env("PW", "open sesame, said Ali Baba")
         .output()
         .unwrap();
     assert!(output.status.success());

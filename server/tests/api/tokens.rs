@@ -9,13 +9,17 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn verify_token_returns_the_user_and_their_roles() {
     let app = spawn_app().await;
-    let user = app.add_user("lead-baker", "opensesame").await;
+    let user = app
+        .add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     app.app
         .grant_role("lead-baker", "ovens:admin")
         .await
         .unwrap();
     app.app.grant_role("lead-baker", "admin").await.unwrap();
-    let token = app.token_for("lead-baker", "opensesame").await;
+    let token = app
+        .token_for("lead-baker", "open sesame, said Ali Baba")
+        .await;
 
     let verified = app.verify(&token).await.unwrap();
     let got = verified.user.unwrap();
@@ -36,8 +40,10 @@ async fn verify_token_returns_the_user_and_their_roles() {
 #[tokio::test]
 async fn an_expired_token_is_unauthenticated() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
-    let token = app.token_for("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
+    let token = app
+        .token_for("cashier", "knock knock, who goes there")
+        .await;
     app.clock.advance(Duration::from_secs(24 * 3600 - 1));
     app.verify(&token).await.unwrap();
     app.clock.advance(Duration::from_secs(1));
@@ -49,9 +55,13 @@ async fn an_expired_token_is_unauthenticated() {
 #[tokio::test]
 async fn a_logged_out_token_is_unauthenticated_and_logout_is_idempotent() {
     let app = spawn_app().await;
-    app.add_user("cashier", "knockknock").await;
-    let token = app.token_for("cashier", "knockknock").await;
-    let other = app.token_for("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
+    let token = app
+        .token_for("cashier", "knock knock, who goes there")
+        .await;
+    let other = app
+        .token_for("cashier", "knock knock, who goes there")
+        .await;
     let mut client = app.client.clone();
     for _ in 0..2 {
         client
@@ -72,9 +82,13 @@ async fn a_logged_out_token_is_unauthenticated_and_logout_is_idempotent() {
 #[tokio::test]
 async fn revoking_all_sessions_of_a_user_ends_each_of_them() {
     let app = spawn_app().await;
-    let user = app.add_user("cashier", "knockknock").await;
-    let first = app.token_for("cashier", "knockknock").await;
-    let second = app.token_for("cashier", "knockknock").await;
+    let user = app.add_user("cashier", "knock knock, who goes there").await;
+    let first = app
+        .token_for("cashier", "knock knock, who goes there")
+        .await;
+    let second = app
+        .token_for("cashier", "knock knock, who goes there")
+        .await;
     assert_eq!(
         app.app
             .revoke_all_sessions(&Caller::CLI, &user.user_id)

@@ -15,7 +15,8 @@ async fn enrolled_app() -> (TestApp, String) {
 
 async fn enrolled_app_with_codes() -> (TestApp, TotpEnrollment) {
     let app = spawn_app().await;
-    app.add_user("lead-baker", "opensesame").await;
+    app.add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let enrollment = app.app.enroll_totp("lead-baker").await.unwrap();
     enrollment
         .recovery_codes
@@ -25,7 +26,7 @@ async fn enrolled_app_with_codes() -> (TestApp, TotpEnrollment) {
 }
 
 async fn challenge(app: &TestApp) -> String {
-    match app.login("lead-baker", "opensesame").await {
+    match app.login("lead-baker", "open sesame, said Ali Baba").await {
         Outcome::TwoFactor(two_factor) => {
             assert_eq!(
                 two_factor.methods().collect::<Vec<_>>(),
@@ -142,7 +143,8 @@ async fn removing_totp_voids_open_challenges_and_restores_password_login() {
     app.app.disable_totp("lead-baker").await.unwrap();
     let reply = app.second_factor(&id, &app.totp_code(&uri, 0)).await;
     assert_eq!(failed_reason(&reply), pb::FailureReason::ChallengeExpired);
-    app.token_for("lead-baker", "opensesame").await;
+    app.token_for("lead-baker", "open sesame, said Ali Baba")
+        .await;
     app.stop().await;
 }
 
@@ -240,7 +242,7 @@ async fn re_enrolling_replaces_the_recovery_codes_and_removing_totp_drops_them()
 #[tokio::test]
 async fn a_recovery_code_of_another_user_is_refused() {
     let (app, baker) = enrolled_app_with_codes().await;
-    app.add_user("cashier", "knockknock").await;
+    app.add_user("cashier", "knock knock, who goes there").await;
     let cashier = app.app.enroll_totp("cashier").await.unwrap();
     cashier
         .recovery_codes

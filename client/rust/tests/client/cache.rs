@@ -10,9 +10,13 @@ use crate::helpers::{TestServer, settings, subscribe};
 #[tokio::test]
 async fn a_second_verify_is_served_from_the_cache() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let client = server.client();
-    let token = server.token(&client, "cashier", "knockknock").await;
+    let token = server
+        .token(&client, "cashier", "knock knock, who goes there")
+        .await;
     subscribe(&client).await;
     let before = server.verifies();
 
@@ -29,9 +33,13 @@ async fn a_second_verify_is_served_from_the_cache() {
 #[tokio::test]
 async fn a_hundred_concurrent_verifies_of_one_token_make_one_rpc() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let client = server.client();
-    let token = server.token(&client, "cashier", "knockknock").await;
+    let token = server
+        .token(&client, "cashier", "knock knock, who goes there")
+        .await;
     subscribe(&client).await;
     let before = server.verifies();
 
@@ -49,9 +57,13 @@ async fn a_hundred_concurrent_verifies_of_one_token_make_one_rpc() {
 #[tokio::test]
 async fn while_subscribed_entries_expire_after_the_ttl() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let client = server.client();
-    let token = server.token(&client, "cashier", "knockknock").await;
+    let token = server
+        .token(&client, "cashier", "knock knock, who goes there")
+        .await;
     subscribe(&client).await;
     let before = server.verifies();
 
@@ -69,9 +81,13 @@ async fn while_subscribed_entries_expire_after_the_ttl() {
 async fn an_entry_expires_with_its_token_even_before_the_ttl() {
     // Sessions live 30 s; the cache would keep answers 5 minutes.
     let server = TestServer::start_with(settings(Duration::from_secs(30))).await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let client = server.client();
-    let token = server.token(&client, "cashier", "knockknock").await;
+    let token = server
+        .token(&client, "cashier", "knock knock, who goes there")
+        .await;
     subscribe(&client).await;
     let before = server.verifies();
 
@@ -90,9 +106,13 @@ async fn an_entry_expires_with_its_token_even_before_the_ttl() {
 #[tokio::test]
 async fn logout_evicts_the_entry() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let client = server.client();
-    let token = server.token(&client, "cashier", "knockknock").await;
+    let token = server
+        .token(&client, "cashier", "knock knock, who goes there")
+        .await;
     client.verify_token(&token).await.unwrap();
     client.logout(&token).await.unwrap();
     assert_eq!(
@@ -106,7 +126,9 @@ async fn logout_evicts_the_entry() {
 async fn with_the_feed_off_a_revoked_token_passes_until_the_fallback_ttl() {
     // The documented trade-off of a cache nothing keeps honest, shown rather than hidden.
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let default = server
         .client_builder()
         .revocation_feed(false)
@@ -118,7 +140,9 @@ async fn with_the_feed_off_a_revoked_token_passes_until_the_fallback_ttl() {
         .fallback_ttl(Duration::from_secs(60))
         .build()
         .unwrap();
-    let token = server.token(&default, "cashier", "knockknock").await;
+    let token = server
+        .token(&default, "cashier", "knock knock, who goes there")
+        .await;
     default.verify_token(&token).await.unwrap();
     longer.verify_token(&token).await.unwrap();
 
@@ -182,10 +206,14 @@ async fn invalid_tokens_are_cached_only_briefly() {
 #[tokio::test]
 async fn capacity_bounds_the_cache() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let client = server.client_builder().cache_capacity(10).build().unwrap();
     for _ in 0..40 {
-        let token = server.token(&client, "cashier", "knockknock").await;
+        let token = server
+            .token(&client, "cashier", "knock knock, who goes there")
+            .await;
         client.verify_token(&token).await.unwrap();
     }
     let held = client.cached_answers().await;

@@ -45,7 +45,9 @@ fn random_below(n: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_under_churn_are_never_served_past_the_contract() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let long = Duration::from_secs(10 * 60);
     let caching = Client::builder(server.target())
         .cache_ttl(long)
@@ -58,7 +60,7 @@ async fn revocations_under_churn_are_never_served_past_the_contract() {
         .unwrap();
     let mut tokens = Vec::new();
     for _ in 0..TOKENS {
-        tokens.push(login(&revoker, "cashier", "knockknock").await);
+        tokens.push(login(&revoker, "cashier", "knock knock, who goes there").await);
     }
     let tokens = Arc::new(tokens);
     let watched: Arc<Vec<Watched>> = Arc::new((0..TOKENS).map(|_| Watched::default()).collect());

@@ -39,7 +39,7 @@ async fn start_process() -> ServerProcess {
         .start_async()
         .await
         .unwrap();
-    add_user(&server, "cashier", "knockknock");
+    add_user(&server, "cashier", "knock knock, who goes there");
     server
 }
 
@@ -55,10 +55,12 @@ fn revoke_with_cli(server: &ServerProcess, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_logged_out_through_another_client_is_refused_by_the_feed() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let caching = caching_client(server.target(), StillClock::new());
     let other = uncached_client(server.target());
-    let token = login(&other, "cashier", "knockknock").await;
+    let token = login(&other, "cashier", "knock knock, who goes there").await;
     subscribe(&caching).await;
 
     caching.verify_token(&token).await.unwrap();
@@ -75,7 +77,7 @@ async fn a_token_logged_out_through_another_client_is_refused_by_the_feed() {
 async fn a_role_granted_with_the_cli_changes_the_cached_roles() {
     let server = start_process().await;
     let caching = caching_client(server.target(), StillClock::new());
-    let token = login(&caching, "cashier", "knockknock").await;
+    let token = login(&caching, "cashier", "knock knock, who goes there").await;
     subscribe(&caching).await;
     assert!(caching.verify_token(&token).await.unwrap().roles.is_empty());
 
@@ -96,7 +98,7 @@ async fn a_cut_stream_resumes_from_its_sequence_and_the_replay_evicts() {
     // A first event, so the client has a sequence to resume from (0 would be "from now",
     // whose first checkpoint clears everything: no proof of a replay).
     other
-        .logout(&login(&other, "cashier", "knockknock").await)
+        .logout(&login(&other, "cashier", "knock knock, who goes there").await)
         .await
         .unwrap();
     eventually("a first sequence", || async {
@@ -104,8 +106,8 @@ async fn a_cut_stream_resumes_from_its_sequence_and_the_replay_evicts() {
     })
     .await;
     let seen = caching.feed_status().last_sequence;
-    let revoked = login(&other, "cashier", "knockknock").await;
-    let kept = login(&other, "cashier", "knockknock").await;
+    let revoked = login(&other, "cashier", "knock knock, who goes there").await;
+    let kept = login(&other, "cashier", "knock knock, who goes there").await;
     caching.verify_token(&revoked).await.unwrap();
     caching.verify_token(&kept).await.unwrap();
 
@@ -140,14 +142,14 @@ async fn a_server_on_a_new_database_resets_the_cache() {
     let other = uncached_client(server.target());
     subscribe(&caching).await;
     other
-        .logout(&login(&other, "cashier", "knockknock").await)
+        .logout(&login(&other, "cashier", "knock knock, who goes there").await)
         .await
         .unwrap();
     eventually("a first sequence", || async {
         caching.feed_status().last_sequence > 0
     })
     .await;
-    let token = login(&other, "cashier", "knockknock").await;
+    let token = login(&other, "cashier", "knock knock, who goes there").await;
     caching.verify_token(&token).await.unwrap();
 
     // The same port, a new empty database: the client's sequence is from another log.
@@ -192,7 +194,7 @@ async fn with_st_peter_down_a_cached_answer_serves_for_the_fallback_ttl_only() {
         .connect_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let token = login(&client, "cashier", "knockknock").await;
+    let token = login(&client, "cashier", "knock knock, who goes there").await;
     subscribe(&client).await;
     client.verify_token(&token).await.unwrap();
 
@@ -212,11 +214,13 @@ async fn with_st_peter_down_a_cached_answer_serves_for_the_fallback_ttl_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_verifies_of_many_tokens_open_one_stream() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let other = uncached_client(server.target());
     let mut tokens = Vec::new();
     for _ in 0..20 {
-        tokens.push(login(&other, "cashier", "knockknock").await);
+        tokens.push(login(&other, "cashier", "knock knock, who goes there").await);
     }
     // Right after its start the server refuses subscribers until its own feed has caught
     // up (the client then retries): wait for that, so one stream means one call.

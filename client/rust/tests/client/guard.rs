@@ -39,10 +39,12 @@ async fn call(
 #[tokio::test]
 async fn the_guard_admits_verified_callers_by_bearer_or_cookie() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let router = app(&server);
     let token = server
-        .token(&server.client(), "cashier", "knockknock")
+        .token(&server.client(), "cashier", "knock knock, who goes there")
         .await;
 
     let (status, _, body) = call(&router, &[("authorization", bearer(&token))]).await;
@@ -80,10 +82,12 @@ async fn the_guard_rejects_missing_and_invalid_tokens() {
 #[tokio::test]
 async fn the_guard_reports_st_peter_unavailable() {
     let mut server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let router = app(&server);
     let token = server
-        .token(&server.client(), "cashier", "knockknock")
+        .token(&server.client(), "cashier", "knock knock, who goes there")
         .await;
     server.stop().await;
 

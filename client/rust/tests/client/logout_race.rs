@@ -38,7 +38,9 @@ struct Stale {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_racing_an_in_flight_verify_leaves_no_stale_answer() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let client = server.client();
     let mut stale = Stale::default();
 
@@ -46,7 +48,9 @@ async fn logout_racing_an_in_flight_verify_leaves_no_stale_answer() {
         // 1. The verify was answered "valid" before the logout began; its response arrives
         // only after logout returned. A verify started after logout returned must not join
         // that old fetch.
-        let token = server.token(&client, "cashier", "knockknock").await;
+        let token = server
+            .token(&client, "cashier", "knock knock, who goes there")
+            .await;
         let hold = server.hold_next("VerifyToken", HoldPoint::AfterAnswer);
         let early = tokio::spawn({
             let (client, token) = (client.clone(), token.clone());
@@ -74,7 +78,9 @@ async fn logout_racing_an_in_flight_verify_leaves_no_stale_answer() {
 
         // 2. The verify is sent after logout's first eviction and answered before the
         // revocation; its response arrives after logout's second eviction.
-        let token = server.token(&client, "cashier", "knockknock").await;
+        let token = server
+            .token(&client, "cashier", "knock knock, who goes there")
+            .await;
         client.verify_token(&token).await.unwrap();
         let logout_hold = server.hold_next("Logout", HoldPoint::BeforeHandling);
         let verify_hold = server.hold_next("VerifyToken", HoldPoint::AfterAnswer);
@@ -97,7 +103,9 @@ async fn logout_racing_an_in_flight_verify_leaves_no_stale_answer() {
         }
 
         // 3. Nothing held: the verify is started just before the logout.
-        let token = server.token(&client, "cashier", "knockknock").await;
+        let token = server
+            .token(&client, "cashier", "knock knock, who goes there")
+            .await;
         let verify = tokio::spawn({
             let (client, token) = (client.clone(), token.clone());
             async move { client.verify_token(&token).await }

@@ -5,12 +5,15 @@ use crate::helpers::TestServer;
 #[tokio::test]
 async fn login_verify_lookup_and_logout() {
     let server = TestServer::start().await;
-    let baker_id = server.add_user("lead-baker", "opensesame").await.user_id;
+    let baker_id = server
+        .add_user("lead-baker", "open sesame, said Ali Baba")
+        .await
+        .user_id;
     server.app.grant_role("lead-baker", "admin").await.unwrap();
     let client = server.client();
 
     let LoginOutcome::Authenticated(session) = client
-        .login("LEAD-BAKER@bakery.example", "opensesame")
+        .login("LEAD-BAKER@bakery.example", "open sesame, said Ali Baba")
         .await
         .unwrap()
     else {
@@ -33,7 +36,10 @@ async fn login_verify_lookup_and_logout() {
     assert!(verified.has_role("admin"));
     assert_eq!(verified.expires_at, session.expires_at);
 
-    let cashier_id = server.add_user("cashier", "knockknock").await.user_id;
+    let cashier_id = server
+        .add_user("cashier", "knock knock, who goes there")
+        .await
+        .user_id;
     let found = client
         .lookup_user(&baker_id, &session.token, "cashier@bakery.example")
         .await
@@ -64,10 +70,15 @@ async fn login_verify_lookup_and_logout() {
 #[tokio::test]
 async fn failed_logins_are_outcomes_not_errors() {
     let server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let client = server.client();
     let wrong = client.login("cashier", "wrong-password").await.unwrap();
-    let unknown = client.login("nobody", "knockknock").await.unwrap();
+    let unknown = client
+        .login("nobody", "knock knock, who goes there")
+        .await
+        .unwrap();
     assert_eq!(wrong, unknown);
     let LoginOutcome::Failed(failure) = wrong else {
         panic!("expected failed")
@@ -79,7 +90,9 @@ async fn failed_logins_are_outcomes_not_errors() {
 #[tokio::test]
 async fn two_factor_login() {
     let server = TestServer::start().await;
-    server.add_user("lead-baker", "opensesame").await;
+    server
+        .add_user("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let uri = server
         .app
         .enroll_totp("lead-baker")
@@ -88,8 +101,10 @@ async fn two_factor_login() {
         .otpauth_uri;
     let client = server.client();
 
-    let LoginOutcome::TwoFactor(challenge) =
-        client.login("lead-baker", "opensesame").await.unwrap()
+    let LoginOutcome::TwoFactor(challenge) = client
+        .login("lead-baker", "open sesame, said Ali Baba")
+        .await
+        .unwrap()
     else {
         panic!("expected two_factor");
     };

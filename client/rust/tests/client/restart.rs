@@ -28,7 +28,11 @@ fn uncached_client(server: &ServerProcess) -> Client {
 }
 
 async fn login(client: &Client) -> String {
-    match client.login("cashier", "knockknock").await.unwrap() {
+    match client
+        .login("cashier", "knock knock, who goes there")
+        .await
+        .unwrap()
+    {
         LoginOutcome::Authenticated(session) => session.token,
         other => panic!("expected authenticated, got {other:?}"),
     }
@@ -52,7 +56,7 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_across_restarts_are_unavailable_or_right_and_succeed_once_back() {
     let mut server = start().await;
-    add_user(&server, "cashier", "knockknock");
+    add_user(&server, "cashier", "knock knock, who goes there");
     let client = uncached_client(&server);
     let token = login(&client).await;
     let bogus = format!("stp_{}", "A".repeat(43));
@@ -132,7 +136,7 @@ async fn calls_across_restarts_are_unavailable_or_right_and_succeed_once_back() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_call_on_an_idle_connection_after_a_restart_succeeds() {
     let mut server = start().await;
-    add_user(&server, "cashier", "knockknock");
+    add_user(&server, "cashier", "knock knock, who goes there");
     let client = uncached_client(&server);
     let token = login(&client).await;
     client.verify_token(&token).await.unwrap();

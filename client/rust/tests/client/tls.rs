@@ -42,12 +42,17 @@ async fn start(tls: ServerTlsConfig) -> (String, TestServer) {
         })
         .start()
         .await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     (server.target(), server)
 }
 
 async fn login_and_verify(client: &Client) -> Result<(), Error> {
-    let LoginOutcome::Authenticated(session) = client.login("cashier", "knockknock").await? else {
+    let LoginOutcome::Authenticated(session) = client
+        .login("cashier", "knock knock, who goes there")
+        .await?
+    else {
         panic!("expected authenticated");
     };
     assert_eq!(
@@ -72,12 +77,20 @@ async fn the_client_talks_tls_to_a_server_with_a_generated_certificate() {
 
     // The system roots do not know this CA: the handshake fails, reported as unavailable.
     let untrusting = Client::connect(&target).unwrap();
-    let err = untrusting.login("cashier", "knockknock").await.unwrap_err();
+    let err = untrusting
+        .login("cashier", "knock knock, who goes there")
+        .await
+        .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 
     // A plaintext client cannot talk to the TLS port either.
     let plain = Client::connect(target.replace("https://", "http://")).unwrap();
-    assert!(plain.login("cashier", "knockknock").await.is_err());
+    assert!(
+        plain
+            .login("cashier", "knock knock, who goes there")
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -104,6 +117,9 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         .ca_certificate_pem(&pki.ca_pem)
         .build()
         .unwrap();
-    let err = anonymous.login("cashier", "knockknock").await.unwrap_err();
+    let err = anonymous
+        .login("cashier", "knock knock, who goes there")
+        .await
+        .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 }

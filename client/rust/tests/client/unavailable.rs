@@ -21,17 +21,26 @@ async fn connect_is_lazy_and_a_dead_server_is_unavailable_on_first_call() {
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     assert!(err.is_unavailable());
-    let err = client.login("cashier", "knockknock").await.unwrap_err();
+    let err = client
+        .login("cashier", "knock knock, who goes there")
+        .await
+        .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 }
 
 #[tokio::test]
 async fn a_stopped_server_is_unavailable_but_cached_answers_still_serve() {
     let mut server = TestServer::start().await;
-    server.add_user("cashier", "knockknock").await;
+    server
+        .add_user("cashier", "knock knock, who goes there")
+        .await;
     let client = server.client();
-    let cached = server.token(&client, "cashier", "knockknock").await;
-    let uncached = server.token(&client, "cashier", "knockknock").await;
+    let cached = server
+        .token(&client, "cashier", "knock knock, who goes there")
+        .await;
+    let uncached = server
+        .token(&client, "cashier", "knock knock, who goes there")
+        .await;
     // Filled once subscribed: the feed's first checkpoint clears the cache.
     subscribe(&client).await;
     client.verify_token(&cached).await.unwrap();

@@ -47,7 +47,10 @@ fn json_out(output: &Output) -> Value {
 async fn login_grant_list_revoke() {
     let server = TestServer::start().await;
     let admin = server.add_user("owner", "owner-password").await.user_id;
-    let baker = server.add_user("lead-baker", "opensesame").await.user_id;
+    let baker = server
+        .add_user("lead-baker", "open sesame, said Ali Baba")
+        .await
+        .user_id;
 
     let login = json_out(
         &run(

@@ -9,8 +9,14 @@ use crate::helpers::{TestServer, headers, password, request, session, subscribed
 /// lead-baker with a full row, cashier with a row, stranger with none.
 async fn bakery() -> (TestServer, String, String) {
     let server = TestServer::start().await;
-    let baker = server.add_user("lead-baker", "opensesame").await.user_id;
-    let cashier = server.add_user("cashier", "knockknock").await.user_id;
+    let baker = server
+        .add_user("lead-baker", "open sesame, said Ali Baba")
+        .await
+        .user_id;
+    let cashier = server
+        .add_user("cashier", "knock knock, who goes there")
+        .await
+        .user_id;
     server.add_user("stranger", "letmein123").await;
     let roles = server.roles().await;
     roles
@@ -41,7 +47,9 @@ fn identity(pairs: Value) -> serde_json::Map<String, Value> {
 #[tokio::test]
 async fn session_token_maps_to_the_users_headers() {
     let (server, _, _) = bakery().await;
-    let token = server.token("lead-baker", "opensesame").await;
+    let token = server
+        .token("lead-baker", "open sesame, said Ali Baba")
+        .await;
     let got = server
         .on_auth()
         .await
@@ -59,7 +67,10 @@ async fn password_login_maps_to_the_users_headers() {
     let (server, _, _) = bakery().await;
     let adapter = server.on_auth().await;
     let got = adapter
-        .on_auth(&password("lead-baker@bakery.example", "opensesame"))
+        .on_auth(&password(
+            "lead-baker@bakery.example",
+            "open sesame, said Ali Baba",
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -77,7 +88,7 @@ async fn every_owned_header_is_returned_null_where_the_row_lacks_it() {
         .owned_headers(["@shiftLead"])
         .unwrap();
     let got = adapter
-        .on_auth(&password("cashier", "knockknock"))
+        .on_auth(&password("cashier", "knock knock, who goes there"))
         .await
         .unwrap();
     assert_eq!(
@@ -91,10 +102,12 @@ async fn wrong_password_and_unknown_user_are_refused() {
     let (server, _, _) = bakery().await;
     let adapter = server.on_auth().await;
     let wrong = adapter
-        .on_auth(&password("lead-baker", "opensesame!"))
+        .on_auth(&password("lead-baker", "open sesame, said Ali Baba!"))
         .await;
     assert!(matches!(wrong, Err(Error::LoginRefused)), "{wrong:?}");
-    let unknown = adapter.on_auth(&password("nobody", "opensesame")).await;
+    let unknown = adapter
+        .on_auth(&password("nobody", "open sesame, said Ali Baba"))
+        .await;
     assert!(matches!(unknown, Err(Error::LoginRefused)), "{unknown:?}");
 }
 
@@ -106,7 +119,9 @@ async fn invalid_or_logged_out_tokens_are_refused() {
     let got = adapter.on_auth(&session(&made_up)).await;
     assert!(matches!(got, Err(Error::InvalidToken)), "{got:?}");
 
-    let token = server.token("lead-baker", "opensesame").await;
+    let token = server
+        .token("lead-baker", "open sesame, said Ali Baba")
+        .await;
     // Logged out through the adapter's own client, so its cache forgets the token at once.
     adapter.client().logout(&token).await.unwrap();
     let got = adapter.on_auth(&session(&token)).await;
@@ -128,7 +143,9 @@ async fn a_verified_user_without_a_row_is_refused() {
 async fn revoking_the_row_refuses_the_next_request() {
     let (server, baker, _) = bakery().await;
     let adapter = server.on_auth().await;
-    let token = server.token("lead-baker", "opensesame").await;
+    let token = server
+        .token("lead-baker", "open sesame, said Ali Baba")
+        .await;
     adapter.on_auth(&session(&token)).await.unwrap();
     assert!(server.roles().await.revoke(&baker).await.unwrap());
     let got = adapter.on_auth(&session(&token)).await;
@@ -139,7 +156,7 @@ async fn revoking_the_row_refuses_the_next_request() {
 async fn a_client_sent_owned_header_is_refused_before_st_peter_is_asked() {
     let (mut server, _, _) = bakery().await;
     let adapter = server.on_auth().await;
-    let token = server.token("cashier", "knockknock").await;
+    let token = server.token("cashier", "knock knock, who goes there").await;
     let mut forged = session(&token);
     forged.insert("@employeeId".into(), json!("baker-001"));
     let got = adapter.on_auth(&forged).await;
@@ -167,8 +184,10 @@ async fn a_client_sent_owned_header_is_refused_before_st_peter_is_asked() {
 async fn st_peter_unreachable_fails_closed_but_cached_answers_still_count() {
     let (mut server, _, _) = bakery().await;
     let adapter = server.on_auth().await;
-    let cached = server.token("lead-baker", "opensesame").await;
-    let uncached = server.token("cashier", "knockknock").await;
+    let cached = server
+        .token("lead-baker", "open sesame, said Ali Baba")
+        .await;
+    let uncached = server.token("cashier", "knock knock, who goes there").await;
     adapter.on_auth(&session(&cached)).await.unwrap();
     // Cached again once subscribed (the feed's first checkpoint clears the cache); with
     // st-peter stopped it then serves for the fallback TTL (5 s).
@@ -180,7 +199,9 @@ async fn st_peter_unreachable_fails_closed_but_cached_answers_still_count() {
     assert_eq!(got["@employeeId"], json!("baker-001"));
     let got = adapter.on_auth(&session(&uncached)).await;
     assert!(matches!(got, Err(Error::Unavailable(_))), "{got:?}");
-    let got = adapter.on_auth(&password("lead-baker", "opensesame")).await;
+    let got = adapter
+        .on_auth(&password("lead-baker", "open sesame, said Ali Baba"))
+        .await;
     assert!(matches!(got, Err(Error::Unavailable(_))), "{got:?}");
 }
 
@@ -214,7 +235,7 @@ async fn keys_granted_through_another_connection_become_owned_without_a_query_pe
         .await
         .unwrap();
     let got = adapter
-        .on_auth(&password("lead-baker", "opensesame"))
+        .on_auth(&password("lead-baker", "open sesame, said Ali Baba"))
         .await
         .unwrap();
     assert_eq!(got["@shiftLead"], json!("yes"));
@@ -235,7 +256,7 @@ async fn keys_granted_through_another_connection_become_owned_without_a_query_pe
         assert!(Instant::now() < deadline, "@till never became owned");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut forged = password("lead-baker", "opensesame");
+    let mut forged = password("lead-baker", "open sesame, said Ali Baba");
     forged.insert("@till".into(), json!("9"));
     let got = adapter.on_auth(&forged).await;
     assert!(
@@ -243,7 +264,7 @@ async fn keys_granted_through_another_connection_become_owned_without_a_query_pe
         "{got:?}"
     );
     let got = adapter
-        .on_auth(&password("lead-baker", "opensesame"))
+        .on_auth(&password("lead-baker", "open sesame, said Ali Baba"))
         .await
         .unwrap();
     assert_eq!(got["@till"], Value::Null);
@@ -260,7 +281,9 @@ async fn a_session_logged_out_elsewhere_is_refused_without_waiting_for_a_ttl() {
         .build()
         .unwrap();
     let adapter = OnAuth::new(client, server.roles().await);
-    let token = server.token("lead-baker", "opensesame").await;
+    let token = server
+        .token("lead-baker", "open sesame, said Ali Baba")
+        .await;
     // The first verification opens the feed; its first checkpoint clears the cache, so the
     // answer that counts is cached after that.
     adapter.on_auth(&session(&token)).await.unwrap();
