@@ -106,6 +106,12 @@ export class VerifyCache {
     this.inFlight.delete(key);
   }
 
+  /** The user of the answer cached for `key`, fresh or not; undefined when none is cached
+   * or st-peter answered that the token is not valid. */
+  userIdOf(key: string): string | undefined {
+    return this.entries.get(key)?.answer?.user.userId;
+  }
+
   /** Drops every answer about `userId`. Which user a fetch in flight is about is not known
    * until it answers, so none of them is joined or stored after this. */
   evictUser(userId: string): void {

@@ -3,11 +3,12 @@ import type * as http2 from "node:http2";
 import { Code, createClient, type Client as RpcClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 
+import { Account } from "./account.js";
 import { VerifyCache, tokenKey, type Answer } from "./cache.js";
 import { Connection } from "./connection.js";
 import { FEED_DEFAULTS, RevocationFeed, type RevocationFeedStatus } from "./feed.js";
 import { fromRpc, invalidToken, StPeterError, UnavailableError } from "./errors.js";
-import { AuthService } from "./genpb/st_peter/auth/v1/auth_pb.js";
+import { AccountService, AuthService } from "./genpb/st_peter/auth/v1/auth_pb.js";
 import {
   loginResultFrom,
   userFrom,
@@ -62,6 +63,7 @@ export function connect(target: string, options: ClientOptions = {}): Client {
 
 export class Client {
   private readonly rpc: RpcClient<typeof AuthService>;
+  private readonly accountRpc: RpcClient<typeof AccountService>;
   private readonly connection: Connection;
   private readonly cache: VerifyCache;
   private readonly feed: RevocationFeed | undefined;
@@ -79,14 +81,13 @@ export class Client {
     }
     const baseUrl = url.origin;
     this.connection = new Connection(baseUrl, url.protocol === "https:" ? options.tls : undefined);
-    this.rpc = createClient(
-      AuthService,
-      createGrpcTransport({
-        baseUrl,
-        sessionManager: this.connection,
-        interceptors: options.interceptors ?? [],
-      }),
-    );
+    const transport = createGrpcTransport({
+      baseUrl,
+      sessionManager: this.connection,
+      interceptors: options.interceptors ?? [],
+    });
+    this.rpc = createClient(AuthService, transport);
+    this.accountRpc = createClient(AccountService, transport);
     this.timeoutMs = options.requestTimeoutMs ?? 5_000;
     this.cache = new VerifyCache({
       ttlMs: options.cacheTtlMs ?? 300_000,
@@ -188,6 +189,34 @@ export class Client {
     } finally {
       // A verify that raced the logout may have cached the token again.
       this.cache.evict(key);
+    }
+  }
+
+  /**
+   * The account of the user whose session token this is: password change, TOTP enrollment
+   * and removal, recovery codes, sessions (st-peter's AccountService, on this client's
+   * connection and deadline). Makes no call; a token that is not valid shows up as an
+   * InvalidTokenError from the first method called. Calls that end sessions drop this
+   * client's cached verifyToken answers for the user.
+   */
+  account(token: string): Account {
+    return new Account(token, {
+      rpc: this.accountRpc,
+      timeoutMs: this.timeoutMs,
+      sessionsEnded: (token) => this.sessionsEnded(token),
+      tokenInvalid: (token) => this.cache.evict(tokenKey(token)),
+    });
+  }
+
+  /** Sessions of the token's user were ended (maybe the token's own): the same eviction as
+   * a feed event about the user, when the cached answer for the token says who that is;
+   * else only the token's own entry (the feed evicts the rest within a second or so). */
+  private sessionsEnded(token: string): void {
+    const key = tokenKey(token);
+    const userId = this.cache.userIdOf(key);
+    this.cache.evict(key);
+    if (userId !== undefined) {
+      this.cache.evictUser(userId);
     }
   }
 

@@ -10,8 +10,18 @@ export type ErrorKind =
   | "unavailable"
   /** The request was malformed; the message names the field. */
   | "invalid_argument"
-  /** lookupUser found no user with that identifier. */
+  /** lookupUser found no user with that identifier; revokeSession got an unknown, ended or
+   * another user's session id. */
   | "not_found"
+  /** An account call's `currentPassword` is wrong (it counts towards the login throttle). */
+  | "permission_denied"
+  /** The account is not in the state the call needs: TOTP already on (beginTotpEnrollment),
+   * not on (disableTotp, regenerateRecoveryCodes), or an unknown, expired or used
+   * enrollment (confirmTotpEnrollment). The message names the field. */
+  | "failed_precondition"
+  /** Too many attempts (wrong current passwords count like failed logins): wait, then try
+   * again. */
+  | "rate_limited"
   /** Any other answer from st-peter (a server fault, usually). */
   | "status";
 
@@ -36,6 +46,9 @@ export class InvalidTokenError extends StPeterError {}
 export class UnavailableError extends StPeterError {}
 export class InvalidArgumentError extends StPeterError {}
 export class NotFoundError extends StPeterError {}
+export class PermissionDeniedError extends StPeterError {}
+export class FailedPreconditionError extends StPeterError {}
+export class RateLimitedError extends StPeterError {}
 
 function describe(kind: ErrorKind): string {
   switch (kind) {
@@ -45,6 +58,12 @@ function describe(kind: ErrorKind): string {
       return "invalid argument";
     case "not_found":
       return "not found";
+    case "permission_denied":
+      return "permission denied";
+    case "failed_precondition":
+      return "failed precondition";
+    case "rate_limited":
+      return "rate limited";
     default:
       return "st-peter answered an error";
   }
@@ -70,6 +89,12 @@ export function fromRpc(error: unknown): StPeterError {
       return new InvalidArgumentError("invalid_argument", connect.code, detail, options);
     case Code.NotFound:
       return new NotFoundError("not_found", connect.code, detail, options);
+    case Code.PermissionDenied:
+      return new PermissionDeniedError("permission_denied", connect.code, detail, options);
+    case Code.FailedPrecondition:
+      return new FailedPreconditionError("failed_precondition", connect.code, detail, options);
+    case Code.ResourceExhausted:
+      return new RateLimitedError("rate_limited", connect.code, detail, options);
     case Code.Unavailable:
     case Code.DeadlineExceeded:
     case Code.Canceled:

@@ -9,12 +9,16 @@
 // long a token revoked elsewhere can still pass here then.
 export { connect, Client, type ClientOptions } from "./client.js";
 export type { RevocationFeedStatus } from "./feed.js";
+export { Account, TotpEnrollment, type RevokeOtherSessionsOption, type QrCodeOptions } from "./account.js";
 export {
   StPeterError,
   InvalidTokenError,
   UnavailableError,
   InvalidArgumentError,
   NotFoundError,
+  PermissionDeniedError,
+  FailedPreconditionError,
+  RateLimitedError,
   type ErrorKind,
 } from "./errors.js";
 export type {
@@ -26,6 +30,8 @@ export type {
   Failed,
   TwoFactorMethod,
   FailureReason,
+  Session,
+  TotpConfirmation,
 } from "./model.js";
 export { SESSION_COOKIE, bearer, tokenFromHeaders, tokenFromRequest, type RequestHeaders } from "./token.js";
 export { VERSION } from "./version.js";

@@ -6,6 +6,7 @@ import {
 } from "./genpb/st_peter/auth/v1/auth_pb.js";
 import type {
   LoginResponse,
+  Session as PbSession,
   User as PbUser,
   VerifyTokenResponse,
 } from "./genpb/st_peter/auth/v1/auth_pb.js";
@@ -71,7 +72,44 @@ export type FailureReason =
   | "challenge_expired"
   | "unknown";
 
-function date(timestamp: Timestamp | undefined): Date {
+/** One live session of a user, from `Account.listSessions`. */
+export interface Session {
+  /** Names the session for `Account.revokeSession` (a UUID; not a token). */
+  sessionId: string;
+  /** When the session was opened (the login). */
+  createdAt: Date;
+  /** When it ends unless revoked first. */
+  expiresAt: Date;
+  /** When st-peter last saw its token (accurate to a few minutes: verified answers are
+   * cached); undefined when never seen since the login. */
+  lastSeenAt?: Date;
+  /** True for the session of the token the account handle was made with. */
+  current: boolean;
+}
+
+/** What `Account.confirmTotpEnrollment` answers: TOTP is on. */
+export interface TotpConfirmation {
+  /** One-time recovery codes (`xxxx-xxxx-xxxx-xxxx`), each accepted once in place of a
+   * TOTP code. Shown this once: st-peter keeps only their hashes. */
+  recoveryCodes: string[];
+  /** How many other sessions were ended (0 unless `revokeOtherSessions`). */
+  revokedSessions: number;
+}
+
+export function sessionFrom(session: PbSession): Session {
+  const out: Session = {
+    sessionId: session.sessionId,
+    createdAt: date(session.createdAt),
+    expiresAt: date(session.expiresAt),
+    current: session.current,
+  };
+  if (session.lastSeenAt) {
+    out.lastSeenAt = timestampDate(session.lastSeenAt);
+  }
+  return out;
+}
+
+export function date(timestamp: Timestamp | undefined): Date {
   return timestamp ? timestampDate(timestamp) : new Date(0);
 }
 

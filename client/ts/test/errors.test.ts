@@ -4,7 +4,15 @@ import { test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 import { fromRpc } from "../src/errors.js";
-import { StPeterError, UnavailableError } from "../src/index.js";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  RateLimitedError,
+  StPeterError,
+  UnavailableError,
+} from "../src/index.js";
 
 function nodeError(code: string): Error {
   return Object.assign(new Error(`read ${code}`), { code });
@@ -25,5 +33,23 @@ test("the same codes sent by st-peter stay what they are", () => {
     assert.ok(error instanceof StPeterError && !(error instanceof UnavailableError), String(error));
     assert.equal(error.kind, "status");
     assert.equal(error.code, code);
+  }
+});
+
+test("account call refusals map onto their own kinds, keeping st-peter's message", () => {
+  const cases = [
+    [Code.PermissionDenied, "permission_denied", PermissionDeniedError],
+    [Code.FailedPrecondition, "failed_precondition", FailedPreconditionError],
+    [Code.ResourceExhausted, "rate_limited", RateLimitedError],
+    [Code.NotFound, "not_found", NotFoundError],
+    [Code.InvalidArgument, "invalid_argument", InvalidArgumentError],
+  ] as const;
+  for (const [code, kind, type] of cases) {
+    const error = fromRpc(new ConnectError("current_password: is wrong", code));
+    assert.ok(error instanceof type && error instanceof StPeterError, `${Code[code]}: ${String(error)}`);
+    assert.equal(error.kind, kind);
+    assert.equal(error.code, code);
+    assert.equal(error.detail, "current_password: is wrong");
+    assert.match(error.message, /current_password: is wrong$/);
   }
 });
