@@ -131,6 +131,18 @@ func (c *verifyCache) evict(key tokenKey) {
 	}
 }
 
+// userOf answers whose token key is, from a valid answer held for it (fresh or not).
+func (c *verifyCache) userOf(key tokenKey) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if elem, ok := c.entries[key]; ok {
+		if user := elem.Value.(*cached).answer.user; user != nil {
+			return user.User.UserID, true
+		}
+	}
+	return "", false
+}
+
 // evictUser drops every answer about one user (disabled, roles changed, all sessions
 // revoked).
 func (c *verifyCache) evictUser(userID string) {

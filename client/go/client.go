@@ -28,6 +28,7 @@ var ErrInvalidTarget = errors.New("invalid target")
 type Client struct {
 	conn    *grpc.ClientConn
 	rpc     pb.AuthServiceClient
+	account pb.AccountServiceClient
 	cache   *verifyCache
 	feed    *feed // nil when off
 	flight  singleflight.Group
@@ -147,6 +148,7 @@ func Connect(target string, opts ...Option) (*Client, error) {
 	client := &Client{
 		conn:    conn,
 		rpc:     pb.NewAuthServiceClient(conn),
+		account: pb.NewAccountServiceClient(conn),
 		timeout: s.requestTimeout,
 	}
 	client.cache = newVerifyCache(s.cacheTTL, s.fallbackTTL, s.invalidTTL, s.capacity, s.now)

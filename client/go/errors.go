@@ -20,8 +20,21 @@ var (
 	ErrUnavailable = errors.New("st-peter is unavailable")
 	// ErrInvalidArgument: the request was malformed; the message names the field.
 	ErrInvalidArgument = errors.New("invalid argument")
-	// ErrNotFound: LookupUser found no user with that identifier.
+	// ErrNotFound: LookupUser found no user with that identifier; Account.RevokeSession
+	// found no live session of the caller's with that id (an unknown, ended or another
+	// user's session).
 	ErrNotFound = errors.New("not found")
+	// ErrPermissionDenied: the caller is who they say but may not do this; for the
+	// Account calls, the current password given is wrong (it counts towards the login
+	// throttle, like a failed login).
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrFailedPrecondition: the account is not in the state the call needs (TOTP already
+	// on, or not on; a TOTP enrollment unknown, expired, used up or confirmed already).
+	// The message says which.
+	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrRateLimited: too many attempts (wrong passwords, for instance); the message says
+	// how long to wait. Asking again before then answers the same.
+	ErrRateLimited = errors.New("rate limited")
 )
 
 // Error is every error an RPC returns. errors.Is matches it against the kind above
@@ -74,6 +87,12 @@ func fromRPC(err error) error {
 		e.kind = ErrInvalidArgument
 	case codes.NotFound:
 		e.kind = ErrNotFound
+	case codes.PermissionDenied:
+		e.kind = ErrPermissionDenied
+	case codes.FailedPrecondition:
+		e.kind = ErrFailedPrecondition
+	case codes.ResourceExhausted:
+		e.kind = ErrRateLimited
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		e.kind = ErrUnavailable
 	}
