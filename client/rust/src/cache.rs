@@ -240,6 +240,15 @@ impl VerifyCache {
         self.evict(Eviction::Token(&key(token)));
     }
 
+    /// The user a cached valid answer for `token` names, fresh or not (a token's user never
+    /// changes); `None` when nothing valid is cached for it.
+    pub(crate) fn user_of(&self, token: &str) -> Option<String> {
+        match self.entries.get(&key(token))?.answer {
+            Answer::Valid(verified) => Some(verified.user.user_id),
+            Answer::Invalid => None,
+        }
+    }
+
     pub(crate) fn len(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()

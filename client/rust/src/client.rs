@@ -2,9 +2,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use st_peter_proto::auth::v1 as pb;
+use st_peter_proto::auth::v1::account_service_client::AccountServiceClient;
 use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use crate::account::Account;
 use crate::cache::{CacheSettings, VerifyCache};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
@@ -16,6 +18,8 @@ use crate::model::{LoginOutcome, User, VerifiedUser};
 #[derive(Clone)]
 pub struct Client {
     grpc: AuthServiceClient<Channel>,
+    /// On the same connection.
+    account: AccountServiceClient<Channel>,
     cache: Arc<VerifyCache>,
     /// `None` when turned off, or when nothing valid is cached for it to keep honest.
     feed: Option<Arc<Feed>>,
@@ -78,6 +82,21 @@ impl Client {
                 Ok(VerifiedUser::from(response.into_inner()))
             })
             .await
+    }
+
+    /// The account of the user whose session token this is: their password, TOTP and
+    /// sessions (see [`Account`]). No round trip; a bad token surfaces as
+    /// [`Error::InvalidToken`] from the first call.
+    pub fn account(&self, token: impl Into<String>) -> Account {
+        Account::new(self.clone(), token.into())
+    }
+
+    pub(crate) fn account_grpc(&self) -> AccountServiceClient<Channel> {
+        self.account.clone()
+    }
+
+    pub(crate) fn cache(&self) -> &VerifyCache {
+        &self.cache
     }
 
     /// How many answers the cache holds now (after settling pending evictions).
@@ -256,10 +275,17 @@ impl ClientBuilder {
                 .tls_config(tls)
                 .map_err(|e| invalid(e.to_string()))?;
         }
-        let grpc = AuthServiceClient::new(endpoint.connect_lazy());
+        let channel = endpoint.connect_lazy();
+        let grpc = AuthServiceClient::new(channel.clone());
+        let account = AccountServiceClient::new(channel);
         let cache = Arc::new(VerifyCache::new(self.cache, self.clock));
         let feed = (self.revocation_feed && !self.cache.ttl.is_zero())
             .then(|| Arc::new(Feed::new(grpc.clone(), cache.clone())));
-        Ok(Client { grpc, cache, feed })
+        Ok(Client {
+            grpc,
+            account,
+            cache,
+            feed,
+        })
     }
 }

@@ -1,6 +1,7 @@
 use tonic::Code;
 
-/// What went wrong, in the three kinds a caller handles differently.
+/// What went wrong. Three kinds every call can answer and a caller handles differently
+/// (`InvalidToken`, `Unavailable`, `InvalidArgument`), and the refusals of particular calls.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// *This token is not valid*: unknown, expired, revoked, or its user is disabled (for
@@ -15,9 +16,21 @@ pub enum Error {
     /// *You sent something malformed*: the message names the field and the reason.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// `lookup_user` found nobody for the identifier.
+    /// `lookup_user` found nobody for the identifier; `Account::revoke_session` found no
+    /// live session of the caller's with that id.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The current password given to an account call is wrong. It counts towards the
+    /// user's login throttles, like a failed login.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The account is not in the state the call needs (TOTP already on, or not on; an
+    /// enrollment unknown, expired or already confirmed). The message says which.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// Too many attempts (st-peter's throttles); the message says when to retry.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
     /// The target given to `Client::connect` is not a usable URI.
     #[error("invalid target {target:?}: {reason}")]
     InvalidTarget { target: String, reason: String },
@@ -38,6 +51,9 @@ impl Error {
             Code::Unauthenticated => Error::InvalidToken,
             Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument(message),
             Code::NotFound => Error::NotFound(message),
+            Code::PermissionDenied => Error::PermissionDenied(message),
+            Code::FailedPrecondition => Error::FailedPrecondition(message),
+            Code::ResourceExhausted => Error::RateLimited(message),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 Error::Unavailable(transport_detail(&status))
             }
@@ -77,6 +93,31 @@ mod tests {
             status.set_source(Arc::new(std::io::Error::other("stream reset")));
             let error = Error::from_status(status);
             assert!(error.is_unavailable(), "{code:?}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn the_refusals_of_account_calls_have_their_own_kinds_and_keep_the_message() {
+        let cases = [
+            (
+                tonic::Status::permission_denied("current_password: is wrong"),
+                Error::PermissionDenied("current_password: is wrong".into()),
+            ),
+            (
+                tonic::Status::failed_precondition("totp: not enrolled"),
+                Error::FailedPrecondition("totp: not enrolled".into()),
+            ),
+            (
+                tonic::Status::resource_exhausted("too many requests: retry after 30 s"),
+                Error::RateLimited("too many requests: retry after 30 s".into()),
+            ),
+            (
+                tonic::Status::not_found("session not found"),
+                Error::NotFound("session not found".into()),
+            ),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(Error::from_status(status), expected);
         }
     }
 

@@ -45,6 +45,7 @@
 //! [`GuardLayer`] is a `tower` layer for tonic and axum: see `examples/guarded_service.rs`.
 //!
 //! [st-peter]: https://example.invalid/st-peter
+mod account;
 mod cache;
 mod client;
 mod clock;
@@ -55,6 +56,7 @@ mod guard;
 mod model;
 mod token;
 
+pub use account::{Account, SessionInfo, TotpEnabled, TotpEnrollment};
 pub use cache::CacheSettings;
 pub use client::{Client, ClientBuilder};
 pub use clock::{Clock, SystemClock};
