@@ -22,4 +22,44 @@
 //	case errors.Is(err, stpeter.ErrInvalidToken): // 401
 //	case errors.Is(err, stpeter.ErrUnavailable):  // 503, retry later
 //	}
+//
+// # Account self-service
+//
+// Client.Account(token) is the self-service of the user whose session token it is
+// (st-peter's AccountService, the token sent as "authorization: Bearer"): change the
+// password, enroll or remove TOTP, replace the recovery codes, list and end sessions. It
+// shares the client's connection, request timeout and cache; printing it does not show
+// the token.
+//
+//	account := client.Account(token)
+//	revoked, err := account.ChangePassword(ctx, current, next,
+//		stpeter.ChangePasswordOptions{RevokeOtherSessions: true})
+//	switch {
+//	case errors.Is(err, stpeter.ErrPermissionDenied): // the current password is wrong
+//	case errors.Is(err, stpeter.ErrInvalidArgument):  // too weak: show err's Message
+//	case errors.Is(err, stpeter.ErrRateLimited):      // too many wrong passwords
+//	}
+//
+//	enrollment, err := account.BeginTotpEnrollment(ctx) // ErrFailedPrecondition: TOTP is on
+//	image, err := enrollment.QRCodePNG(256)             // or show enrollment.Secret()
+//	// ... the user scans it and types the code their authenticator shows:
+//	confirmed, err := account.ConfirmTotpEnrollment(ctx, enrollment.EnrollmentID, code,
+//		stpeter.ConfirmTotpOptions{RevokeOtherSessions: true})
+//	// show confirmed.RecoveryCodes once; ErrInvalidArgument: wrong code
+//
+//	sessions, err := account.ListSessions(ctx) // newest first, the caller's is Current
+//	err = account.RevokeSession(ctx, sessions[1].SessionID) // ErrNotFound: not the user's
+//	revoked, err = account.RevokeOtherSessions(ctx)
+//
+// DisableTotp and RegenerateRecoveryCodes take the current password too. The otpauth URI
+// and secret of a TotpEnrollment (methods OtpauthURI and Secret, not fields) stay out of
+// its printed forms and of encoding/json; the recovery codes of a TotpConfirmation stay
+// out of its printed forms.
+//
+// A call that ends sessions (ChangePassword or ConfirmTotpEnrollment asked to revoke the
+// others, RevokeSession, RevokeOtherSessions) drops this client's cached VerifyToken
+// answers of the user, as a revocation feed event would, when the answer for the
+// account's own token is cached (it says who the user is; without it, the feed evicts
+// within moments, or the fallback TTL bounds it with the feed off); RevokeSession drops
+// the answer for the account's own token too, as the session ended may be its own.
 package stpeter
