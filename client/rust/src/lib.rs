@@ -41,6 +41,65 @@
 //! never cached). UNAUTHENTICATED answers are cached for 5 s
 //! ([`ClientBuilder::invalid_token_ttl`]); transport errors are never cached.
 //!
+//! ## Account self-service
+//! [`Client::account`] binds a user's session token to their account
+//! (`st_peter.auth.v1.AccountService`): change the password, enroll or remove TOTP,
+//! regenerate recovery codes, list and end sessions. The token goes as
+//! `authorization: Bearer <token>` over the client's connection; it is not printed by
+//! `Debug`, nor is an enrollment's otpauth URI (it holds the TOTP secret) or a
+//! confirmation's recovery codes.
+//!
+//! ```no_run
+//! use st_peter_client::{Client, Error};
+//!
+//! # async fn demo(st_peter: Client, token: String, code_from_the_app: &str) -> Result<(), Error> {
+//! let account = st_peter.account(token);
+//!
+//! match account
+//!     .change_password("open sesame, said Ali Baba", "correct horse battery staple", true)
+//!     .await
+//! {
+//!     Ok(ended) => println!("password changed, {ended} other sessions ended"),
+//!     Err(Error::PermissionDenied(_)) => println!("the current password is wrong"),
+//!     Err(Error::InvalidArgument(why)) => println!("refused: {why}"), // "new_password: is too easy to guess ..."
+//!     Err(Error::RateLimited(why)) => println!("too many tries: {why}"),
+//!     Err(other) => return Err(other),
+//! }
+//!
+//! // TOTP: show the QR code (an <svg> element), then confirm with a code from the app.
+//! let enrollment = account.begin_totp_enrollment().await?;
+//! let page = format!("<p>Scan this:</p>{}", enrollment.qr_svg());
+//! # drop(page);
+//! let enabled = account
+//!     .confirm_totp_enrollment(enrollment.enrollment_id(), code_from_the_app, false)
+//!     .await?;
+//! println!("write these down: {:?}", enabled.recovery_codes); // shown this once
+//!
+//! // Sessions, newest first; the caller's own is `current`.
+//! for session in account.list_sessions().await? {
+//!     if !session.current {
+//!         account.revoke_session(&session.session_id).await?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Refusals have their own [`Error`] kinds and keep st-peter's message, which names the
+//! field: [`Error::PermissionDenied`] (wrong current password; it counts towards the login
+//! throttles), [`Error::RateLimited`] (throttled), [`Error::InvalidArgument`] (a weak new
+//! password, a wrong confirmation code), [`Error::FailedPrecondition`] (TOTP already on or
+//! not on; an unknown, expired or used enrollment), [`Error::NotFound`] (a session id that
+//! is not one of the caller's live sessions). A bad token is [`Error::InvalidToken`].
+//! Calls are not retried.
+//!
+//! Calls that end sessions (`change_password` or `confirm_totp_enrollment` with
+//! `revoke_other_sessions`, `revoke_session`, `revoke_other_sessions`) drop this client's
+//! cached answers for the user as they return, as a revocation feed event for the user
+//! would, so a revoked token is refused here at once. The user is known from the cached
+//! answer for the account's token; when that is not cached, the revocation feed does it
+//! (within about a second). `revoke_session` also drops the account's own token, since the
+//! session it ended may be its own.
+//!
 //! ## Guarding a service
 //! [`GuardLayer`] is a `tower` layer for tonic and axum: see `examples/guarded_service.rs`.
 //!
