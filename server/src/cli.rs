@@ -58,6 +58,18 @@ pub struct Cli {
     #[arg(long, global = true, env = "ST_PETER_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub db_acquire_timeout: Duration,
 
+    /// The strength (zxcvbn score, 0 to 4) every new password needs: users created here,
+    /// passwords set here, and passwords users change through AccountService. 3 is
+    /// "safely unguessable"; 0 checks the length (8 characters) alone.
+    #[arg(
+        long,
+        global = true,
+        env = "ST_PETER_MIN_PASSWORD_SCORE",
+        default_value_t = crate::secrets::password_strength::DEFAULT_MIN_SCORE,
+        value_parser = clap::value_parser!(u8).range(0..=4)
+    )]
+    pub min_password_score: u8,
+
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -88,7 +100,7 @@ pub enum Command {
     /// Administer users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Administer sessions.
+    /// Administer sessions: list and revoke them.
     #[command(subcommand)]
     Session(SessionCommand),
 }
@@ -135,6 +147,9 @@ pub enum UserCommand {
     Disable { identifier: String },
     /// Enable a disabled user.
     Enable { identifier: String },
+    /// Set a user's password (from stdin or an environment variable), with the same
+    /// strength rule as every new password.
+    Password(SetPassword),
     /// Grant or revoke platform roles.
     #[command(subcommand)]
     Role(RoleCommand),
@@ -163,6 +178,22 @@ pub struct AddUser {
     pub password_env: Option<String>,
 }
 
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("password_source").required(true))]
+pub struct SetPassword {
+    /// The user (id, handle, email or phone).
+    pub identifier: String,
+    /// Read the new password from the first line of standard input.
+    #[arg(long, group = "password_source")]
+    pub password_stdin: bool,
+    /// Read the new password from this environment variable.
+    #[arg(long, value_name = "VAR", group = "password_source")]
+    pub password_env: Option<String>,
+    /// Also revoke every live session of the user.
+    #[arg(long)]
+    pub revoke_sessions: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RoleCommand {
     Grant { identifier: String, role: String },
@@ -175,16 +206,28 @@ pub enum TotpCommand {
     Enroll { identifier: String },
     /// Remove TOTP from a user.
     Disable { identifier: String },
+    /// Issue new recovery codes to a user with TOTP (the old ones stop working).
+    RecoveryCodes { identifier: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SessionCommand {
-    /// Revoke one session (token from stdin or an environment variable) or all of a user's.
+    /// List a user's live sessions, newest first.
+    List {
+        /// The user (id, handle, email or phone).
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke one session (by id, or by its token from stdin or an environment variable)
+    /// or all of a user's.
     #[command(group = clap::ArgGroup::new("which").required(true))]
     Revoke {
         /// Revoke every live session of this user (id, handle, email or phone).
         #[arg(long, group = "which")]
         user: Option<String>,
+        /// Revoke the session with this id (from `session list`).
+        #[arg(long, value_name = "SESSION_ID", group = "which")]
+        id: Option<String>,
         /// Read the token to revoke from the first line of standard input.
         #[arg(long, group = "which")]
         token_stdin: bool,
@@ -209,7 +252,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             acquire_timeout: cli.db_acquire_timeout,
         },
         totp_key,
-        settings: Settings::default(),
+        settings: Settings {
+            min_password_score: cli.min_password_score,
+            ..Settings::default()
+        },
     };
     match cli.command {
         Command::Serve(args) => {
@@ -245,28 +291,68 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = startup::open(config).await?;
             user_command(&app, command, cli.json).await
         }
-        Command::Session(SessionCommand::Revoke {
+        Command::Session(command) => {
+            let app = startup::open(config).await?;
+            session_command(&app, command, cli.json).await
+        }
+    }
+}
+
+async fn session_command(app: &StPeter, command: SessionCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        SessionCommand::List { user } => {
+            let sessions = app.list_sessions(&user).await?;
+            print(json, &sessions, || {
+                if sessions.is_empty() {
+                    return "no live sessions".to_owned();
+                }
+                sessions
+                    .iter()
+                    .map(|session| {
+                        format!(
+                            "{}  created {}  expires {}  last seen {}",
+                            session.session_id,
+                            time_text(session.created_at),
+                            time_text(session.expires_at),
+                            session.last_seen_at.map_or("never".into(), time_text),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        SessionCommand::Revoke {
             user,
+            id,
             token_stdin,
             token_env,
-        }) => {
-            let app = startup::open(config).await?;
-            let revoked = match user {
-                Some(identifier) => {
+        } => {
+            let revoked = match (user, id) {
+                (Some(identifier), _) => {
                     let user = app.find_user(&identifier).await?;
                     app.revoke_all_sessions(&Caller::CLI, &user.owner.id)
                         .await?
                 }
-                None => {
+                (None, Some(session_id)) => {
+                    app.revoke_session(&session_id).await?;
+                    1
+                }
+                (None, None) => {
                     let token = read_secret(token_stdin, token_env.as_deref(), "token")?;
                     u64::from(app.revoke_token(&Caller::CLI, &token).await?)
                 }
             };
-            print(cli.json, &serde_json::json!({ "revoked": revoked }), || {
+            print(json, &serde_json::json!({ "revoked": revoked }), || {
                 format!("revoked {revoked} session(s)")
             })
         }
     }
+}
+
+/// A Unix-milliseconds time as RFC 3339 (UTC, seconds).
+fn time_text(millis: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 async fn user_command(app: &StPeter, command: UserCommand, json: bool) -> anyhow::Result<()> {
@@ -311,6 +397,24 @@ async fn user_command(app: &StPeter, command: UserCommand, json: bool) -> anyhow
             let user = app.set_disabled(&identifier, false).await?;
             print(json, &user, || format!("enabled {}", user.handle))
         }
+        UserCommand::Password(set) => {
+            let password =
+                read_secret(set.password_stdin, set.password_env.as_deref(), "password")?;
+            let revoked = app
+                .set_password(&set.identifier, &password, set.revoke_sessions)
+                .await?;
+            print(
+                json,
+                &serde_json::json!({ "revoked_sessions": revoked }),
+                || {
+                    if set.revoke_sessions {
+                        format!("password set; revoked {revoked} session(s)")
+                    } else {
+                        "password set".to_owned()
+                    }
+                },
+            )
+        }
         UserCommand::Role(RoleCommand::Grant { identifier, role }) => {
             let changed = app.grant_role(&identifier, &role).await?;
             print(json, &serde_json::json!({ "changed": changed }), || {
@@ -343,6 +447,20 @@ async fn user_command(app: &StPeter, command: UserCommand, json: bool) -> anyhow
                     enrollment.recovery_codes.join("\n")
                 )
             })
+        }
+        UserCommand::Totp(TotpCommand::RecoveryCodes { identifier }) => {
+            let codes = app.regenerate_recovery_codes(&identifier).await?;
+            print(
+                json,
+                &serde_json::json!({ "recovery_codes": codes }),
+                || {
+                    format!(
+                        "New recovery codes (the old ones no longer work; each works once; they \
+                     are not shown again):\n{}",
+                        codes.join("\n")
+                    )
+                },
+            )
         }
         UserCommand::Totp(TotpCommand::Disable { identifier }) => {
             let user_id = app.disable_totp(&identifier).await?;

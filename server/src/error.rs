@@ -17,6 +17,14 @@ pub enum Error {
     /// the caller may retry after this long. Answered at once, never queued.
     #[error("server busy: retry after {} ms", .retry_after.as_millis())]
     Overloaded { retry_after: std::time::Duration },
+    /// The caller is who they say, but may not do this: the current password they gave
+    /// for a sensitive change is wrong.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request is well-formed but the account is not in the state it needs (TOTP
+    /// already enrolled, an enrollment expired): names what to do instead.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("{0} not found")]
     NotFound(String),
     /// A unique value (handle, email, phone) is taken.

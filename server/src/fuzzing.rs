@@ -35,7 +35,7 @@ pub fn request_validation(data: &[u8]) {
             "identifier",
         );
         named(password::check_login(&login.password), "password");
-        named(password::check_new(&login.password), "password");
+        named(password::check_new("password", &login.password), "password");
         named(identifier::normalize_handle(&login.identifier), "handle");
         named(identifier::normalize_email(&login.identifier), "email");
         named(identifier::normalize_phone(&login.identifier), "phone");

@@ -92,6 +92,16 @@ impl Store for ObservedStore {
         self.inner.set_disabled(user_id, disabled, now).await
     }
 
+    async fn change_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        revoke: Option<RevokeSessions<'_>>,
+        now: UnixMillis,
+    ) -> Result<u64> {
+        self.inner.change_password(user_id, hash, revoke, now).await
+    }
+
     async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()> {
         self.inner.set_password_hash(user_id, hash, now).await
     }
@@ -118,6 +128,40 @@ impl Store for ObservedStore {
         self.inner
             .set_totp_secret(user_id, sealed_secret, recovery_code_hashes, now)
             .await
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        hashes: &[SecretHash],
+        now: UnixMillis,
+    ) -> Result<bool> {
+        self.inner
+            .replace_recovery_codes(user_id, hashes, now)
+            .await
+    }
+
+    async fn put_totp_enrollment(&self, enrollment: NewTotpEnrollment<'_>) -> Result<()> {
+        self.inner.put_totp_enrollment(enrollment).await
+    }
+
+    async fn attempt_totp_enrollment(
+        &self,
+        id_hash: &SecretHash,
+        user_id: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+    ) -> Result<Option<Vec<u8>>> {
+        self.inner
+            .attempt_totp_enrollment(id_hash, user_id, now, max_attempts)
+            .await
+    }
+
+    async fn confirm_totp_enrollment(
+        &self,
+        confirmation: TotpConfirmation<'_>,
+    ) -> Result<Option<u64>> {
+        self.inner.confirm_totp_enrollment(confirmation).await
     }
 
     async fn unused_recovery_codes(&self, user_id: &str) -> Result<u64> {
@@ -147,8 +191,31 @@ impl Store for ObservedStore {
         self.inner.revoke_session(token_hash, now).await
     }
 
-    async fn revoke_user_sessions(&self, user_id: &str, now: UnixMillis) -> Result<u64> {
-        self.inner.revoke_user_sessions(user_id, now).await
+    async fn revoke_user_sessions(
+        &self,
+        revoke: RevokeSessions<'_>,
+        now: UnixMillis,
+    ) -> Result<u64> {
+        self.inner.revoke_user_sessions(revoke, now).await
+    }
+
+    async fn live_sessions(&self, user_id: &str, now: UnixMillis) -> Result<Vec<SessionRecord>> {
+        self.inner.live_sessions(user_id, now).await
+    }
+
+    async fn revoke_session_by_id(
+        &self,
+        session_id: &str,
+        user_id: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Option<SecretHash>> {
+        self.inner
+            .revoke_session_by_id(session_id, user_id, now)
+            .await
+    }
+
+    async fn note_sessions_seen(&self, seen: &[(SecretHash, UnixMillis)]) -> Result<()> {
+        self.inner.note_sessions_seen(seen).await
     }
 
     async fn create_challenge(

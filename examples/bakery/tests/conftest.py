@@ -24,8 +24,8 @@ sys.path.insert(0, str(HERE.parent))
 from bakery_server import build_server, make_http_server  # noqa: E402
 from st_peter_telepact import OnAuth  # noqa: E402
 
-USERS = {"owner": "owner-password", "lead-baker": "open sesame, said Ali Baba", "cashier": "knock knock, who goes there",
-         "apprentice": "flourpower"}
+USERS = {"owner": "owner of the corner bakery", "lead-baker": "open sesame, said Ali Baba", "cashier": "knock knock, who goes there",
+         "apprentice": "flour power in the morning"}
 
 
 def st_peter_binary() -> str:

@@ -32,7 +32,7 @@ def result(response: list) -> dict:
 def staff(bakery):
     """The owner logs in with the CLI and grants the two staff rows with it."""
     login = bakery.grant_cli("login", "--target", bakery.st_peter.target, "--identifier",
-                             "owner", "--password-stdin", "--json", stdin="owner-password\n")
+                             "owner", "--password-stdin", "--json", stdin="owner of the corner bakery\n")
     assert login.returncode == 0, login.stderr
     owner = json.loads(login.stdout)
     assert owner["user_id"] == bakery.user_ids["owner"]
@@ -96,7 +96,7 @@ def test_only_the_oven_approves_the_special(bakery, staff):
     [
         pytest.param(password("lead-baker", "opensesamE"), id="wrong password"),
         pytest.param(password("nobody", "open sesame, said Ali Baba"), id="unknown user"),
-        pytest.param(password("apprentice", "flourpower"), id="no role row"),
+        pytest.param(password("apprentice", "flour power in the morning"), id="no role row"),
         pytest.param(session("stp_" + "A" * 43), id="made-up token"),
         pytest.param({}, id="no credentials"),
     ],
@@ -157,7 +157,7 @@ def test_identity_log_holds_exactly_the_authenticated_requests(bakery, staff):
         (session(token), {"fn.approveSpecial": {"special": "rye"}}, True),
         ({"@employeeId": "baker-001"}, {"fn.myShift": {}}, False),
         ({"@employeeId": "baker-001"}, {"fn.menu": {}}, False),
-        (password("apprentice", "flourpower"), {"fn.myShift": {}}, False),
+        (password("apprentice", "flour power in the morning"), {"fn.myShift": {}}, False),
         (session(token), {"fn.myShift": {}}, True),
     ]
     for headers, body, _ in calls:

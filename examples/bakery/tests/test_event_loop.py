@@ -93,7 +93,7 @@ def test_one_loop_keeps_running_while_many_requests_wait_for_st_peter(tmp_path):
 def test_one_loop_serves_many_real_requests_while_it_keeps_ticking(bakery, tmp_path):
     roles_db = tmp_path / "roles.db"
     owner = bakery.grant_cli("login", "--target", bakery.st_peter.target, "--identifier",
-                             "owner", "--password-stdin", "--json", stdin="owner-password\n")
+                             "owner", "--password-stdin", "--json", stdin="owner of the corner bakery\n")
     assert owner.returncode == 0, owner.stderr
     owner = json.loads(owner.stdout)
     granted = bakery.grant_cli(
@@ -147,7 +147,7 @@ def test_owned_headers_are_read_from_memory_and_follow_grants_from_another_proce
     # A grant by the CLI, another process writing the same file, adds a key: the adapter
     # owns it soon after, without a query per request.
     owner = bakery.grant_cli("login", "--target", bakery.st_peter.target, "--identifier",
-                             "owner", "--password-stdin", "--json", stdin="owner-password\n")
+                             "owner", "--password-stdin", "--json", stdin="owner of the corner bakery\n")
     owner = json.loads(owner.stdout)
     granted = bakery.grant_cli(
         "grant", "--target", bakery.st_peter.target, "--roles-db", str(roles_db),

@@ -5,7 +5,8 @@ use crate::domain::audit::{self, Event};
 use crate::domain::identifier;
 use crate::domain::sessions::check_token_size;
 use crate::error::{Error, Result, invalid};
-use crate::store::{NewUser, UserRecord};
+use crate::secrets::password_strength;
+use crate::store::{NewUser, RevokeSessions, UserRecord};
 
 const MAX_DISPLAY_NAME_CHARS: usize = 128;
 const MAX_ROLE_CHARS: usize = 64;
@@ -47,7 +48,10 @@ impl StPeter {
                 "must not contain control characters",
             ));
         }
-        let password_hash = self.passwords.hash_new(&account.password).await?;
+        let context = strings_of(&handle, email.as_deref(), phone.as_deref(), &display_name);
+        let password_hash = self
+            .new_password_hash("password", &account.password, &context, None)
+            .await?;
         let user = NewUser {
             id: uuid::Uuid::new_v4().to_string(),
             handle,
@@ -66,6 +70,68 @@ impl StPeter {
             display_name: user.display_name,
             disabled: false,
         })
+    }
+
+    /// Sets a user's password on an administrator's word (no current password), with the
+    /// same strength rule as every new password; optionally revokes all their sessions.
+    /// Returns how many sessions were revoked.
+    pub async fn set_password(
+        &self,
+        identifier: &str,
+        new_password: &str,
+        revoke_sessions: bool,
+    ) -> Result<u64> {
+        let user = self.find_user(identifier).await?;
+        let hash = self
+            .new_password_hash("password", new_password, &user_context(&user), None)
+            .await?;
+        let revoke = revoke_sessions.then_some(RevokeSessions {
+            user_id: &user.owner.id,
+            except: None,
+        });
+        let revoked = self
+            .store
+            .change_password(&user.owner.id, &hash, revoke, self.now())
+            .await?;
+        if revoked > 0 {
+            self.changed_user(&user.owner.id);
+        }
+        audit::record(
+            Event::PasswordChange,
+            "set",
+            Some(&user.owner.id),
+            &Caller::CLI,
+        );
+        Ok(revoked)
+    }
+
+    /// Checks a new password in `field` for length and strength (with the user's own
+    /// strings as context), then hashes it, within the caller's deadline if any.
+    pub(crate) async fn new_password_hash(
+        &self,
+        field: &'static str,
+        new_password: &str,
+        context: &[&str],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<String> {
+        self.check_new_password(field, new_password, context)?;
+        self.passwords.admit(deadline)?.hash(new_password).await
+    }
+
+    /// The rule every new password meets: long enough and, by zxcvbn's estimate with the
+    /// user's own strings as context, at least `Settings::min_password_score`.
+    pub(crate) fn check_new_password(
+        &self,
+        field: &'static str,
+        new_password: &str,
+        context: &[&str],
+    ) -> Result<()> {
+        password_strength::check(
+            field,
+            new_password,
+            context,
+            self.settings.min_password_score,
+        )
     }
 
     pub async fn list_users(&self) -> Result<Vec<(UserView, Vec<String>)>> {
@@ -173,6 +239,30 @@ impl StPeter {
         audit::record(Event::Lookup, "found", Some(&actor_id), caller);
         Ok(UserView::from(&user))
     }
+}
+
+/// A user's own strings, which a new password must not be built from.
+pub(crate) fn user_context(user: &UserRecord) -> Vec<&str> {
+    let owner = &user.owner;
+    strings_of(
+        &owner.handle,
+        owner.email.as_deref(),
+        owner.phone.as_deref(),
+        &owner.display_name,
+    )
+}
+
+fn strings_of<'a>(
+    handle: &'a str,
+    email: Option<&'a str>,
+    phone: Option<&'a str>,
+    display_name: &'a str,
+) -> Vec<&'a str> {
+    [Some(handle), email, phone, Some(display_name)]
+        .into_iter()
+        .flatten()
+        .filter(|value| !value.is_empty())
+        .collect()
 }
 
 /// Roles are short names such as `admin` or `billing:read`.

@@ -1,10 +1,12 @@
 //! `StPeter`: the domain operations that both faces (gRPC and the admin CLI) call. Its
-//! methods live beside what they act on: `accounts`, `sessions`, `two_factor`.
+//! methods live beside what they act on: `accounts`, `sessions`, `two_factor`, and
+//! `self_service` for what signed-in users do to their own account.
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock, UnixMillis, millis};
+use crate::domain::last_seen::LastSeen;
 use crate::domain::throttle::{ThrottlePolicies, Throttles};
 use crate::error::Result;
 use crate::revocation::cache::VerifyCacheSettings;
@@ -64,8 +66,12 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// How long a two-factor challenge lives.
     pub challenge_ttl: Duration,
-    /// Codes a challenge accepts before it dies.
+    /// Codes a challenge (or a pending TOTP enrollment) accepts before it dies.
     pub challenge_max_attempts: u32,
+    /// How long a TOTP enrollment waits for its confirming code.
+    pub totp_enrollment_ttl: Duration,
+    /// The zxcvbn score (0 to 4) a new password needs; 0 checks the length alone.
+    pub min_password_score: u8,
     /// Issuer shown by authenticator apps.
     pub totp_issuer: String,
     pub password_params: PasswordParams,
@@ -86,6 +92,8 @@ impl Default for Settings {
             session_ttl: Duration::from_secs(24 * 60 * 60),
             challenge_ttl: Duration::from_secs(5 * 60),
             challenge_max_attempts: 5,
+            totp_enrollment_ttl: Duration::from_secs(10 * 60),
+            min_password_score: crate::secrets::password_strength::DEFAULT_MIN_SCORE,
             totp_issuer: "st-peter".into(),
             password_params: PasswordParams::OWASP,
             hash_concurrency: crate::secrets::password::default_concurrency(),
@@ -134,6 +142,7 @@ pub struct StPeter {
     pub(crate) settings: Settings,
     pub(crate) throttles: Throttles,
     pub(crate) revocations: Arc<Revocations>,
+    pub(crate) last_seen: LastSeen,
 }
 
 impl StPeter {
@@ -148,6 +157,7 @@ impl StPeter {
             passwords,
             throttles: Throttles::new(&settings.throttle, clock.clone()),
             revocations: Arc::new(Revocations::new(settings.verify_cache)),
+            last_seen: LastSeen::default(),
             clock,
             settings,
         })

@@ -12,6 +12,12 @@ pub enum Event {
     Logout,
     Revoke,
     Lookup,
+    /// A password set by its user (with the current one) or by the admin.
+    PasswordChange,
+    /// TOTP enrollment begun or confirmed by its user.
+    TotpEnrollment,
+    TotpDisable,
+    RecoveryCodes,
 }
 
 impl Event {
@@ -22,6 +28,10 @@ impl Event {
             Event::Logout => "logout",
             Event::Revoke => "revoke",
             Event::Lookup => "lookup",
+            Event::PasswordChange => "password_change",
+            Event::TotpEnrollment => "totp_enrollment",
+            Event::TotpDisable => "totp_disable",
+            Event::RecoveryCodes => "recovery_codes",
         }
     }
 }

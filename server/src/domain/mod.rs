@@ -6,6 +6,8 @@ pub mod accounts;
 pub mod app;
 pub(crate) mod audit;
 pub(crate) mod identifier;
+pub(crate) mod last_seen;
+pub mod self_service;
 pub mod sessions;
 pub mod throttle;
 pub mod two_factor;

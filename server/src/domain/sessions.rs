@@ -7,8 +7,8 @@ use crate::domain::audit::{self, Event};
 use crate::domain::identifier;
 use crate::error::{Error, Result, invalid};
 use crate::secrets::password;
-use crate::secrets::token::{self, SESSION_PREFIX};
-use crate::store::{Change, NewSession, UserRecord};
+use crate::secrets::token::{self, SESSION_PREFIX, SecretHash};
+use crate::store::{Change, NewSession, RevokeSessions, SessionRecord, UserRecord};
 
 /// Longest token accepted on the wire; real ones are 47 bytes.
 pub const MAX_TOKEN_BYTES: usize = 256;
@@ -153,6 +153,7 @@ impl StPeter {
                     .session_owner(&hash, now)
                     .await?
                     .ok_or(Error::Unauthenticated("token is not valid"))?;
+                self.last_seen.saw(&hash, now);
                 if let Some(ticket) = ticket {
                     cache.fill(hash, &owner, ticket, now);
                 }
@@ -196,12 +197,80 @@ impl StPeter {
 
     /// Revokes every live session of a user; returns how many.
     pub async fn revoke_all_sessions(&self, caller: &Caller, user_id: &str) -> Result<u64> {
-        let revoked = self.store.revoke_user_sessions(user_id, self.now()).await?;
-        if revoked > 0 {
-            self.changed_user(user_id);
-        }
+        let revoked = self
+            .revoke_sessions(RevokeSessions {
+                user_id,
+                except: None,
+            })
+            .await?;
         audit::record(Event::Revoke, "revoked_all", Some(user_id), caller);
         Ok(revoked)
+    }
+
+    /// Revokes sessions of a user (all, or all but the caller's) and tells the cache.
+    pub(crate) async fn revoke_sessions(&self, revoke: RevokeSessions<'_>) -> Result<u64> {
+        let revoked = self.store.revoke_user_sessions(revoke, self.now()).await?;
+        if revoked > 0 {
+            self.changed_user(revoke.user_id);
+        }
+        Ok(revoked)
+    }
+
+    /// The live sessions of a user, newest first, `current` marking this token hash's.
+    /// Sightings noted so far are written first, so the list is as fresh as it can be.
+    pub(crate) async fn sessions_of(
+        &self,
+        user_id: &str,
+        current: Option<&SecretHash>,
+    ) -> Result<Vec<SessionView>> {
+        self.write_last_seen().await;
+        let sessions = self.store.live_sessions(user_id, self.now()).await?;
+        Ok(sessions
+            .into_iter()
+            .map(|session| SessionView::new(session, current))
+            .collect())
+    }
+
+    /// Ends a session named by its id: the user's own (`owner`), or any (the admin).
+    pub(crate) async fn revoke_session_by_id(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        owner: Option<&str>,
+    ) -> Result<()> {
+        let session_id = check_session_id(session_id)?;
+        let revoked = self
+            .store
+            .revoke_session_by_id(&session_id, owner, self.now())
+            .await?;
+        let Some(hash) = revoked else {
+            audit::record(Event::Revoke, "no_such_session", owner, caller);
+            return Err(Error::NotFound("session".into()));
+        };
+        self.revocations.changed_here(&Change::Token(hash));
+        audit::record(Event::Revoke, "revoked_by_id", owner, caller);
+        Ok(())
+    }
+
+    /// Writes the session sightings noted since the last write. Best effort: a failure is
+    /// logged, and the next sighting of each token notes it again.
+    pub async fn write_last_seen(&self) {
+        let seen = self.last_seen.take();
+        if let Err(error) = self.store.note_sessions_seen(&seen).await {
+            tracing::warn!(%error, sessions = seen.len(), "writing when sessions were last seen failed");
+        }
+    }
+
+    /// A user's live sessions, for the admin.
+    pub async fn list_sessions(&self, identifier: &str) -> Result<Vec<SessionView>> {
+        let user = self.find_user(identifier).await?;
+        self.sessions_of(&user.owner.id, None).await
+    }
+
+    /// Ends any user's session by its id, on an administrator's word.
+    pub async fn revoke_session(&self, session_id: &str) -> Result<()> {
+        self.revoke_session_by_id(&Caller::CLI, session_id, None)
+            .await
     }
 
     /// Every cached answer for this user just became stale (the change is committed).
@@ -216,6 +285,7 @@ impl StPeter {
         let expires_at = now.saturating_add(millis(self.settings.session_ttl));
         self.store
             .create_session(NewSession {
+                id: &new_session_id(),
                 token_hash: &minted.hash,
                 user_id: &user.owner.id,
                 created_at: now,
@@ -248,6 +318,49 @@ impl StPeter {
             }
         }
     }
+}
+
+/// A session as its user (or the admin) sees it listed: no token, no hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionView {
+    pub session_id: String,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub last_seen_at: Option<UnixMillis>,
+    /// The session whose token made the request.
+    pub current: bool,
+}
+
+impl SessionView {
+    fn new(session: SessionRecord, current: Option<&SecretHash>) -> Self {
+        Self {
+            current: current.is_some_and(|hash| *hash == session.token_hash),
+            session_id: session.id,
+            created_at: session.created_at,
+            expires_at: session.expires_at,
+            last_seen_at: session.last_seen_at,
+        }
+    }
+}
+
+/// A new session's id: a random UUID, unrelated to its token.
+pub(crate) fn new_session_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A session id as ListSessions gives it: a UUID, in its canonical lowercase form.
+fn check_session_id(session_id: &str) -> Result<String> {
+    if session_id.is_empty() {
+        return Err(invalid("session_id", "must not be empty"));
+    }
+    uuid::Uuid::parse_str(session_id.trim())
+        .map(|id| id.to_string())
+        .map_err(|_| {
+            invalid(
+                "session_id",
+                "must be a session_id from ListSessions (a UUID)",
+            )
+        })
 }
 
 /// Empty and oversize tokens are malformed requests; anything else is checked against the

@@ -155,6 +155,7 @@ impl StPeter {
                 &challenge_hash,
                 factor,
                 NewSession {
+                    id: &crate::domain::sessions::new_session_id(),
                     token_hash: &session.hash,
                     user_id: &user.owner.id,
                     created_at: now,
@@ -214,7 +215,34 @@ impl StPeter {
         })
     }
 
-    fn totp_key(&self) -> Result<&TotpKey> {
+    /// Issues new recovery codes to a user with TOTP on an administrator's word; the old
+    /// ones stop working.
+    pub async fn regenerate_recovery_codes(&self, identifier: &str) -> Result<Vec<String>> {
+        let user = self.find_user(identifier).await?;
+        let codes = self.replace_recovery_codes(&user.owner.id).await?;
+        audit::record(
+            Event::RecoveryCodes,
+            "regenerated",
+            Some(&user.owner.id),
+            &Caller::CLI,
+        );
+        Ok(codes)
+    }
+
+    /// New recovery codes replace the user's; `FailedPrecondition` without TOTP.
+    pub(crate) async fn replace_recovery_codes(&self, user_id: &str) -> Result<Vec<String>> {
+        let (codes, hashes) = recovery_codes::issue(user_id);
+        if !self
+            .store
+            .replace_recovery_codes(user_id, &hashes, self.now())
+            .await?
+        {
+            return Err(Error::FailedPrecondition("TOTP is not enrolled".into()));
+        }
+        Ok(codes)
+    }
+
+    pub(crate) fn totp_key(&self) -> Result<&TotpKey> {
         self.settings.totp_key.as_ref().ok_or_else(|| {
             Error::Config("no TOTP key: set --totp-key-file or ST_PETER_TOTP_KEY".into())
         })
@@ -224,7 +252,7 @@ impl StPeter {
     pub async fn disable_totp(&self, identifier: &str) -> Result<String> {
         let user = self.find_user(identifier).await?;
         if user.totp_secret.is_none() {
-            return Err(Error::Conflict(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "{}: TOTP is not enrolled",
                 user.owner.handle
             )));

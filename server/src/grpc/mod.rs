@@ -1,6 +1,7 @@
-//! The gRPC face: `st_peter.auth.v1.AuthService` over the domain operations, and the one
+//! The gRPC face: `st_peter.auth.v1.AuthService` (and `AccountService`, in `account`) over the domain operations, and the one
 //! place where domain errors become `tonic::Status`. [`serve`] puts it on a listener beside
 //! health and reflection.
+pub mod account;
 pub mod serve;
 pub mod watch;
 
@@ -116,7 +117,7 @@ impl AuthService for AuthGrpc {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Caller {
+pub(crate) fn caller<T>(request: &Request<T>) -> Caller {
     Caller::grpc(
         request.remote_addr().map(|address| address.ip()),
         deadline(request.metadata()),
@@ -152,7 +153,7 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 /// Domain errors to gRPC statuses. Storage and internal faults are logged here with
 /// their detail and answered without it.
-fn status(error: Error) -> Status {
+pub(crate) fn status(error: Error) -> Status {
     match error {
         Error::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
         Error::Unauthenticated(why) => Status::unauthenticated(why),
@@ -175,6 +176,8 @@ fn status(error: Error) -> Status {
             )
         }
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+        Error::PermissionDenied(why) => Status::permission_denied(why),
+        Error::FailedPrecondition(why) => Status::failed_precondition(why),
         Error::Conflict(why) => Status::already_exists(why),
         Error::Unavailable(_) => {
             tracing::error!(%error, "database unavailable");

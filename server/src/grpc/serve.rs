@@ -19,10 +19,12 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use st_peter_proto::auth::v1::account_service_server::AccountServiceServer;
 use st_peter_proto::auth::v1::auth_service_server::AuthServiceServer;
 
 use crate::domain::app::StPeter;
 use crate::grpc::AuthGrpc;
+use crate::grpc::account::AccountGrpc;
 
 /// Largest request message accepted. Every field of the contract is far smaller; a larger
 /// body is refused with OUT_OF_RANGE before it is buffered.
@@ -30,6 +32,10 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// How often expired sessions and challenges are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// How often the session sightings noted in memory are written (`ListSessions` writes
+/// them too, before it reads).
+const LAST_SEEN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How often the database is probed for the health service, and how long a probe may take.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -41,6 +47,9 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The service name the auth service reports health under (`st_peter.auth.v1.AuthService`).
 const AUTH_SERVICE: &str = <AuthServiceServer<AuthGrpc> as tonic::server::NamedService>::NAME;
+/// The self-service account service's name, for health.
+const ACCOUNT_SERVICE: &str =
+    <AccountServiceServer<AccountGrpc> as tonic::server::NamedService>::NAME;
 
 /// How to serve beyond the listener.
 #[derive(Debug, Clone)]
@@ -126,8 +135,11 @@ pub async fn run_with(
 
     let auth = AuthServiceServer::new(AuthGrpc::new(app.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let account = AccountServiceServer::new(AccountGrpc::new(app.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let purger = tokio::spawn(purge_periodically(app.clone()));
+    let sightings = tokio::spawn(write_last_seen_periodically(app.clone()));
     let revocations = app.revocations().clone();
     revocations.set_closing(false);
     let follower = tokio::spawn(crate::revocation::follow(
@@ -144,7 +156,7 @@ pub async fn run_with(
 
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let prober = tokio::spawn(probe_database(
-        app,
+        app.clone(),
         health_reporter.clone(),
         stopped.clone(),
     ));
@@ -167,7 +179,8 @@ pub async fn run_with(
     let routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(auth);
+        .add_service(auth)
+        .add_service(account);
     let routes = match &options.wrap_routes {
         Some(wrap) => (wrap.0)(routes),
         None => routes,
@@ -187,6 +200,9 @@ pub async fn run_with(
         }
     };
     purger.abort();
+    sightings.abort();
+    // What was noted since the last write would be lost with the process.
+    app.write_last_seen().await;
     prober.abort();
     follower.abort();
     // Not following any more: the cache must not answer if this domain serves again.
@@ -197,6 +213,7 @@ pub async fn run_with(
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(AUTH_SERVICE, status).await;
+    reporter.set_service_status(ACCOUNT_SERVICE, status).await;
 }
 
 /// Keeps the health status in step with the database until shutdown begins (from then
@@ -249,6 +266,15 @@ async fn purge_periodically(app: Arc<StPeter>) {
             Ok(purged) => tracing::info!(purged, "deleted expired sessions and challenges"),
             Err(error) => tracing::warn!(%error, "purging expired rows failed"),
         }
+    }
+}
+
+async fn write_last_seen_periodically(app: Arc<StPeter>) {
+    let mut every = tokio::time::interval(LAST_SEEN_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        app.write_last_seen().await;
     }
 }
 

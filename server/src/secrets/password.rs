@@ -303,7 +303,7 @@ impl Passwords {
 
     /// Hashes a new password into a PHC string after checking its length.
     pub async fn hash_new(&self, password: &str) -> Result<String> {
-        check_new(password)?;
+        check_new("password", password)?;
         self.hash(password).await
     }
 
@@ -421,24 +421,30 @@ fn verify_with_memory(
 
 /// Length check for a password given at login, before any hashing.
 pub fn check_login(password: &str) -> Result<()> {
+    check_given("password", password)
+}
+
+/// Length check for a password a caller gives in `field` (a login's, or the current one
+/// a sensitive change asks for), before any hashing.
+pub fn check_given(field: &'static str, password: &str) -> Result<()> {
     if password.is_empty() {
-        return Err(invalid("password", "must not be empty"));
+        return Err(invalid(field, "must not be empty"));
     }
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(invalid(
-            "password",
+            field,
             format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
         ));
     }
     Ok(())
 }
 
-/// Length check for a password being set.
-pub fn check_new(password: &str) -> Result<()> {
-    check_login(password)?;
+/// Length check for a password being set (its strength is `password_strength`'s).
+pub fn check_new(field: &'static str, password: &str) -> Result<()> {
+    check_given(field, password)?;
     if password.chars().count() < MIN_NEW_PASSWORD_CHARS {
         return Err(invalid(
-            "password",
+            field,
             format!("must be at least {MIN_NEW_PASSWORD_CHARS} characters"),
         ));
     }
@@ -645,7 +651,7 @@ mod tests {
                 .contains("at most 1024 bytes")
         );
         assert!(
-            check_new("short")
+            check_new("password", "short")
                 .unwrap_err()
                 .to_string()
                 .contains("at least 8")

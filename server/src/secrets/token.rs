@@ -1,4 +1,4 @@
-//! Opaque bearer secrets: session tokens and two-factor challenge ids.
+//! Opaque bearer secrets: session tokens, two-factor challenge ids and TOTP enrollment ids.
 //!
 //! Each is a fixed prefix and 32 random bytes in base64url. Only a SHA-256 of the secret
 //! is stored, so a database leak yields nothing usable.
@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 pub const SESSION_PREFIX: &str = "stp_";
 /// Two-factor challenge ids: `stc_` + 43 base64url characters.
 pub const CHALLENGE_PREFIX: &str = "stc_";
+/// Pending TOTP enrollment ids: `ste_` + 43 base64url characters.
+pub const ENROLLMENT_PREFIX: &str = "ste_";
 
 const RANDOM_BYTES: usize = 32;
 const ENCODED_LEN: usize = 43;

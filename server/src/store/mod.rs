@@ -62,10 +62,54 @@ pub struct SessionOwner {
 /// A session to insert.
 #[derive(Debug, Clone, Copy)]
 pub struct NewSession<'a> {
+    /// The id its user names it by (a UUID); not a secret, and not a token.
+    pub id: &'a str,
     pub token_hash: &'a SecretHash,
     pub user_id: &'a str,
     pub created_at: UnixMillis,
     pub expires_at: UnixMillis,
+}
+
+/// A live session as its user sees it listed.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: String,
+    /// Never leaves the server: it tells the caller's own session from the others.
+    pub token_hash: SecretHash,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub last_seen_at: Option<UnixMillis>,
+}
+
+/// A TOTP enrollment to hold until its user confirms it with a code.
+#[derive(Debug, Clone, Copy)]
+pub struct NewTotpEnrollment<'a> {
+    pub id_hash: &'a SecretHash,
+    pub user_id: &'a str,
+    pub sealed_secret: &'a [u8],
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+/// What activates a pending TOTP enrollment, in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct TotpConfirmation<'a> {
+    pub id_hash: &'a SecretHash,
+    pub user_id: &'a str,
+    /// The step of the code that confirmed: spent, so a login cannot replay it.
+    pub step: i64,
+    pub recovery_code_hashes: &'a [SecretHash],
+    /// Revoke the user's other live sessions: every one but this token's.
+    pub revoke_others_of: Option<&'a SecretHash>,
+    pub now: UnixMillis,
+}
+
+/// Which of a user's live sessions to revoke.
+#[derive(Debug, Clone, Copy)]
+pub struct RevokeSessions<'a> {
+    pub user_id: &'a str,
+    /// Keep the session of this token hash (the caller's own).
+    pub except: Option<&'a SecretHash>,
 }
 
 /// A two-factor challenge that was alive and had attempts left (one is now spent).
@@ -143,6 +187,15 @@ pub trait Store: Send + Sync + 'static {
     /// transaction, as its last statement.
     async fn set_disabled(&self, user_id: &str, disabled: bool, now: UnixMillis) -> Result<bool>;
     async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()>;
+    /// In one transaction: sets a new password hash and, when asked, revokes sessions of
+    /// the user as [`Store::revoke_user_sessions`] does. Returns how many were revoked.
+    async fn change_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        revoke: Option<RevokeSessions<'_>>,
+        now: UnixMillis,
+    ) -> Result<u64>;
     /// Returns false when the user already had the role.
     async fn grant_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool>;
     /// Returns false when the user did not have the role.
@@ -157,6 +210,33 @@ pub trait Store: Send + Sync + 'static {
         recovery_code_hashes: &[SecretHash],
         now: UnixMillis,
     ) -> Result<()>;
+    /// Replaces the recovery codes of a user who has TOTP; false (and nothing changed)
+    /// when the user has none.
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        hashes: &[SecretHash],
+        now: UnixMillis,
+    ) -> Result<bool>;
+    /// Holds a TOTP enrollment until it is confirmed, replacing the user's pending one.
+    async fn put_totp_enrollment(&self, enrollment: NewTotpEnrollment<'_>) -> Result<()>;
+    /// Spends one attempt of the user's pending enrollment with this id if it is alive at
+    /// `now` with fewer than `max_attempts` spent, and returns its sealed secret.
+    async fn attempt_totp_enrollment(
+        &self,
+        id_hash: &SecretHash,
+        user_id: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+    ) -> Result<Option<Vec<u8>>>;
+    /// In one transaction: consumes the pending enrollment, makes its secret the user's
+    /// (with the confirming step spent), replaces the recovery codes and, when asked,
+    /// revokes the other sessions. `None` when the enrollment was gone (a concurrent
+    /// confirm) or the user has TOTP already; otherwise how many sessions were revoked.
+    async fn confirm_totp_enrollment(
+        &self,
+        confirmation: TotpConfirmation<'_>,
+    ) -> Result<Option<u64>>;
     /// Recovery codes of the user not used yet.
     async fn unused_recovery_codes(&self, user_id: &str) -> Result<u64>;
 
@@ -170,8 +250,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<SessionOwner>>;
     /// Returns false when no live session had that hash.
     async fn revoke_session(&self, token_hash: &SecretHash, now: UnixMillis) -> Result<bool>;
-    /// Returns how many live sessions were revoked.
-    async fn revoke_user_sessions(&self, user_id: &str, now: UnixMillis) -> Result<u64>;
+    /// Revokes the user's live sessions (all, or all but one); returns how many.
+    async fn revoke_user_sessions(
+        &self,
+        revoke: RevokeSessions<'_>,
+        now: UnixMillis,
+    ) -> Result<u64>;
+    /// The user's sessions live at `now`, newest first.
+    async fn live_sessions(&self, user_id: &str, now: UnixMillis) -> Result<Vec<SessionRecord>>;
+    /// Revokes the live session with this id, if it is the user's (`None` for any user:
+    /// the admin); returns the revoked session's token hash.
+    async fn revoke_session_by_id(
+        &self,
+        session_id: &str,
+        user_id: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Option<SecretHash>>;
+    /// Records when session tokens were last seen (a time never moves back).
+    async fn note_sessions_seen(&self, seen: &[(SecretHash, UnixMillis)]) -> Result<()>;
 
     async fn create_challenge(
         &self,
@@ -209,7 +305,7 @@ pub trait Store: Send + Sync + 'static {
     /// has none (SQLite), so the follower polls.
     async fn log_notices(&self) -> Result<Option<Box<dyn LogNotices>>>;
 
-    /// Deletes challenges and sessions that ended before `before`, and revocation log
+    /// Deletes challenges, enrollments and sessions that ended before `before`, and revocation log
     /// rows older than `log_before` (always keeping the newest, which holds the head).
     async fn purge_expired(&self, before: UnixMillis, log_before: UnixMillis) -> Result<u64>;
 

@@ -10,9 +10,9 @@ use sqlx::{
 };
 
 use super::{
-    ChallengeAttempt, Change, LogBounds, LogNotices, NewSession, NewUser, OwnerRecord,
-    PoolSettings, Revocation, SecondFactor, SessionOwner, Store, TwoFactorCompletion, UserRecord,
-    unique_violation,
+    ChallengeAttempt, Change, LogBounds, LogNotices, NewSession, NewTotpEnrollment, NewUser,
+    OwnerRecord, PoolSettings, Revocation, RevokeSessions, SecondFactor, SessionOwner,
+    SessionRecord, Store, TotpConfirmation, TwoFactorCompletion, UserRecord, unique_violation,
 };
 use crate::clock::UnixMillis;
 use crate::domain::identifier::Identifier;
@@ -146,6 +146,28 @@ where
         Ok(())
     }
 
+    async fn change_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        revoke: Option<RevokeSessions<'_>>,
+        now: UnixMillis,
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(hash)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let revoked = match revoke {
+            Some(revoke) => revoke_sessions_in::<DB>(&mut tx, revoke, now).await?,
+            None => 0,
+        };
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
     async fn grant_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
@@ -206,22 +228,134 @@ where
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+        // Any pending self-service enrollment is void too: this decides the secret.
+        sqlx::query("DELETE FROM totp_enrollments WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        for hash in recovery_code_hashes {
-            sqlx::query(
-                "INSERT INTO recovery_codes (user_id, code_hash, issued_at) VALUES ($1, $2, $3)",
-            )
-            .bind(user_id)
-            .bind(&hash[..])
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_recovery_codes::<DB>(&mut tx, user_id, recovery_code_hashes, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        hashes: &[SecretHash],
+        now: UnixMillis,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Touching the user row first takes its lock (PostgreSQL), so a concurrent
+        // DisableTotp cannot slip between the check and the insert.
+        let enrolled = sqlx::query(
+            "UPDATE users SET updated_at = $1 WHERE id = $2 AND totp_secret IS NOT NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&enrolled) != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_recovery_codes::<DB>(&mut tx, user_id, hashes, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn put_totp_enrollment(&self, enrollment: NewTotpEnrollment<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM totp_enrollments WHERE user_id = $1")
+            .bind(enrollment.user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO totp_enrollments (id_hash, user_id, sealed_secret, created_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&enrollment.id_hash[..])
+        .bind(enrollment.user_id)
+        .bind(enrollment.sealed_secret)
+        .bind(enrollment.created_at)
+        .bind(enrollment.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn attempt_totp_enrollment(
+        &self,
+        id_hash: &SecretHash,
+        user_id: &str,
+        now: UnixMillis,
+        max_attempts: u32,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE totp_enrollments SET attempts = attempts + 1 \
+             WHERE id_hash = $1 AND user_id = $2 AND expires_at > $3 AND attempts < $4 \
+             RETURNING sealed_secret",
+        )
+        .bind(&id_hash[..])
+        .bind(user_id)
+        .bind(now)
+        .bind(i64::from(max_attempts))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn confirm_totp_enrollment(
+        &self,
+        confirmation: TotpConfirmation<'_>,
+    ) -> Result<Option<u64>> {
+        let TotpConfirmation {
+            id_hash,
+            user_id,
+            step,
+            recovery_code_hashes,
+            revoke_others_of,
+            now,
+        } = confirmation;
+        let mut tx = self.pool.begin().await?;
+        let sealed: Option<Vec<u8>> = sqlx::query_scalar(
+            "DELETE FROM totp_enrollments WHERE id_hash = $1 AND user_id = $2 \
+             RETURNING sealed_secret",
+        )
+        .bind(&id_hash[..])
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(sealed) = sealed else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let activated = sqlx::query(
+            "UPDATE users SET totp_secret = $1, totp_last_step = $2, updated_at = $3 \
+             WHERE id = $4 AND totp_secret IS NULL",
+        )
+        .bind(&sealed[..])
+        .bind(step)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&activated) != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        insert_recovery_codes::<DB>(&mut tx, user_id, recovery_code_hashes, now).await?;
+        let revoked = match revoke_others_of {
+            Some(keep) => {
+                let revoke = RevokeSessions {
+                    user_id,
+                    except: Some(keep),
+                };
+                revoke_sessions_in::<DB>(&mut tx, revoke, now).await?
+            }
+            None => 0,
+        };
+        tx.commit().await?;
+        Ok(Some(revoked))
     }
 
     async fn unused_recovery_codes(&self, user_id: &str) -> Result<u64> {
@@ -269,22 +403,84 @@ where
         Ok(revoked)
     }
 
-    async fn revoke_user_sessions(&self, user_id: &str, now: UnixMillis) -> Result<u64> {
+    async fn revoke_user_sessions(
+        &self,
+        revoke: RevokeSessions<'_>,
+        now: UnixMillis,
+    ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 \
-             WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1",
-        )
-        .bind(now)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        let revoked = DB::rows_affected(&updated);
-        if revoked > 0 {
-            append_revocation(&mut *tx, &Change::User(user_id.to_owned()), now).await?;
-        }
+        let revoked = revoke_sessions_in::<DB>(&mut tx, revoke, now).await?;
         tx.commit().await?;
         Ok(revoked)
+    }
+
+    async fn live_sessions(&self, user_id: &str, now: UnixMillis) -> Result<Vec<SessionRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, token_hash, created_at, expires_at, last_seen_at FROM sessions \
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY created_at DESC, id",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SessionRecord {
+                    id: row.try_get("id")?,
+                    token_hash: token_hash_column(row.try_get("token_hash")?)?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    last_seen_at: row.try_get("last_seen_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_session_by_id(
+        &self,
+        session_id: &str,
+        user_id: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Option<SecretHash>> {
+        let mut tx = self.pool.begin().await?;
+        let hash: Option<Vec<u8>> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE id = $2 AND ($3 IS NULL OR user_id = $3) \
+             AND revoked_at IS NULL AND expires_at > $1 RETURNING token_hash",
+        )
+        .bind(now)
+        .bind(session_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(hash) = hash else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let hash = token_hash_column(hash)?;
+        append_revocation(&mut *tx, &Change::Token(hash), now).await?;
+        tx.commit().await?;
+        Ok(Some(hash))
+    }
+
+    async fn note_sessions_seen(&self, seen: &[(SecretHash, UnixMillis)]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (hash, at) in seen {
+            sqlx::query(
+                "UPDATE sessions SET last_seen_at = $1 \
+                 WHERE token_hash = $2 AND (last_seen_at IS NULL OR last_seen_at < $1)",
+            )
+            .bind(*at)
+            .bind(&hash[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn create_challenge(
@@ -423,6 +619,10 @@ where
             .bind(before)
             .execute(&mut *tx)
             .await?;
+        let enrollments = sqlx::query("DELETE FROM totp_enrollments WHERE expires_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
         let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(before)
             .execute(&mut *tx)
@@ -437,7 +637,10 @@ where
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(DB::rows_affected(&challenges) + DB::rows_affected(&sessions) + DB::rows_affected(&log))
+        Ok([challenges, enrollments, sessions, log]
+            .iter()
+            .map(DB::rows_affected)
+            .sum())
     }
 
     async fn ping(&self) -> Result<()> {
@@ -500,9 +703,10 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
     sqlx::query(
-        "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
+    .bind(session.id)
     .bind(&session.token_hash[..])
     .bind(session.user_id)
     .bind(session.created_at)
@@ -510,6 +714,79 @@ where
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// Revokes a user's live sessions (all, or all but one) and, if there were any, logs it.
+/// It ends with the log's append: call it last in a transaction.
+async fn revoke_sessions_in<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    revoke: RevokeSessions<'_>,
+    now: UnixMillis,
+) -> Result<u64>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let updated = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1 \
+         WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 \
+         AND ($3 IS NULL OR token_hash <> $3)",
+    )
+    .bind(now)
+    .bind(revoke.user_id)
+    .bind(revoke.except.map(|hash| &hash[..]))
+    .execute(&mut **tx)
+    .await?;
+    let revoked = DB::rows_affected(&updated);
+    if revoked > 0 {
+        append_revocation(&mut **tx, &Change::User(revoke.user_id.to_owned()), now).await?;
+    }
+    Ok(revoked)
+}
+
+/// Replaces a user's recovery codes with these hashes, in the caller's transaction.
+async fn insert_recovery_codes<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    user_id: &str,
+    hashes: &[SecretHash],
+    now: UnixMillis,
+) -> Result<()>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    for hash in hashes {
+        sqlx::query(
+            "INSERT INTO recovery_codes (user_id, code_hash, issued_at) VALUES ($1, $2, $3)",
+        )
+        .bind(user_id)
+        .bind(&hash[..])
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A token hash column read back as the fixed-size hash it was written as.
+fn token_hash_column(bytes: Vec<u8>) -> Result<SecretHash> {
+    bytes.try_into().map_err(|bytes: Vec<u8>| {
+        Error::Internal(format!("token hash of {} bytes in the store", bytes.len()))
+    })
 }
 
 /// Appends one row to the revocation log. It must be the last statement of its transaction:

@@ -184,12 +184,16 @@ async fn a_replayed_totp_code_is_refused() {
 #[tokio::test]
 async fn a_lookup_flood_by_one_actor_is_rate_limited() {
     let app = spawn_app().await;
-    let flooder = app.add_user("scraper", "scraping1").await;
-    let honest = app.add_user("shift-manager", "clipboard1").await;
+    let flooder = app.add_user("scraper", "scraping every page it can").await;
+    let honest = app
+        .add_user("shift-manager", "clipboard and a pencil stub")
+        .await;
     app.add_user("lead-baker", "open sesame, said Ali Baba")
         .await;
-    let flooder_token = app.token_for("scraper", "scraping1").await;
-    let honest_token = app.token_for("shift-manager", "clipboard1").await;
+    let flooder_token = app.token_for("scraper", "scraping every page it can").await;
+    let honest_token = app
+        .token_for("shift-manager", "clipboard and a pencil stub")
+        .await;
     let lookup = |actor_id: String, token: String| {
         let mut client = app.client.clone();
         async move {

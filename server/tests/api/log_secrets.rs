@@ -15,7 +15,9 @@ use crate::helpers::{
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
     let app = spawn_app().await;
-    let actor = app.add_user("shift-manager", "clipboard1").await;
+    let actor = app
+        .add_user("shift-manager", "clipboard and a pencil stub")
+        .await;
     app.add_user("lead-baker", "open sesame, said Ali Baba")
         .await;
     let uri = app.app.enroll_totp("lead-baker").await.unwrap().otpauth_uri;
@@ -83,7 +85,9 @@ async fn secrets_never_reach_the_logs() {
 
     // Verify, lookup, logout.
     app.clock.advance(std::time::Duration::from_secs(60 * 60));
-    let actor_token = app.token_for("shift-manager", "clipboard1").await;
+    let actor_token = app
+        .token_for("shift-manager", "clipboard and a pencil stub")
+        .await;
     app.verify(&session.token).await.unwrap();
     let _ = app.verify("stp_not-a-real-token").await;
     client

@@ -24,8 +24,12 @@ async fn lookup(
 #[tokio::test]
 async fn a_valid_actor_resolves_email_handle_and_phone() {
     let app = spawn_app().await;
-    let actor = app.add_user("shift-manager", "clipboard1").await;
-    let token = app.token_for("shift-manager", "clipboard1").await;
+    let actor = app
+        .add_user("shift-manager", "clipboard and a pencil stub")
+        .await;
+    let token = app
+        .token_for("shift-manager", "clipboard and a pencil stub")
+        .await;
     let baker = app
         .app
         .create_user(st_peter_server::domain::accounts::NewAccount {
@@ -50,12 +54,16 @@ async fn a_valid_actor_resolves_email_handle_and_phone() {
 #[tokio::test]
 async fn an_actor_token_that_is_not_the_actors_own_is_unauthenticated() {
     let app = spawn_app().await;
-    let actor = app.add_user("shift-manager", "clipboard1").await;
+    let actor = app
+        .add_user("shift-manager", "clipboard and a pencil stub")
+        .await;
     app.add_user("cashier", "knock knock, who goes there").await;
     let cashier_token = app
         .token_for("cashier", "knock knock, who goes there")
         .await;
-    let actor_token = app.token_for("shift-manager", "clipboard1").await;
+    let actor_token = app
+        .token_for("shift-manager", "clipboard and a pencil stub")
+        .await;
 
     let status = lookup(&app, &actor.user_id, &cashier_token, "cashier")
         .await
@@ -90,8 +98,12 @@ async fn an_actor_token_that_is_not_the_actors_own_is_unauthenticated() {
 #[tokio::test]
 async fn an_identifier_that_matches_nobody_is_not_found() {
     let app = spawn_app().await;
-    let actor = app.add_user("shift-manager", "clipboard1").await;
-    let token = app.token_for("shift-manager", "clipboard1").await;
+    let actor = app
+        .add_user("shift-manager", "clipboard and a pencil stub")
+        .await;
+    let token = app
+        .token_for("shift-manager", "clipboard and a pencil stub")
+        .await;
     let status = lookup(&app, &actor.user_id, &token, "ghost@bakery.example")
         .await
         .unwrap_err();
@@ -102,8 +114,11 @@ async fn an_identifier_that_matches_nobody_is_not_found() {
 #[tokio::test]
 async fn a_malformed_actor_id_is_invalid_argument() {
     let app = spawn_app().await;
-    app.add_user("shift-manager", "clipboard1").await;
-    let token = app.token_for("shift-manager", "clipboard1").await;
+    app.add_user("shift-manager", "clipboard and a pencil stub")
+        .await;
+    let token = app
+        .token_for("shift-manager", "clipboard and a pencil stub")
+        .await;
     let status = lookup(&app, "shift-manager", &token, "cashier")
         .await
         .unwrap_err();

@@ -3,6 +3,7 @@
 //! called through the generated tonic client (and the real binary where a process must die).
 mod helpers;
 
+mod account;
 mod attacks;
 mod bad_input;
 mod durability;

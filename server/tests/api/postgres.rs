@@ -118,7 +118,7 @@ async fn replicas_starting_at_once_migrate_an_empty_database_once() {
             .fetch_all(&mut db)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3]);
+    assert_eq!(applied, [1, 2, 3, 4]);
 
     add_user_with_cli(&url, "cashier", "knock knock, who goes there");
     for server in &servers {

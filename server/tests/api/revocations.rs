@@ -76,9 +76,11 @@ async fn observed_session() -> (
 ) {
     let server = observed_server(backend_database().await).await;
     let observed = server.observed.clone().unwrap();
-    server.add_user("alice", "alice-password").await;
+    server
+        .add_user("alice", "alice keeps bees in the orchard")
+        .await;
     let mut client = server.grpc_client().await;
-    let token = token(&mut client, "alice", "alice-password").await;
+    let token = token(&mut client, "alice", "alice keeps bees in the orchard").await;
     caught_up(&server).await;
     (server, observed, client, token)
 }
@@ -106,11 +108,17 @@ async fn backend_database() -> Option<String> {
 #[tokio::test]
 async fn every_revoking_change_is_streamed_in_commit_order_and_replayed_from_a_sequence() {
     let mut app = spawn_app().await;
-    let alice = app.add_user("alice", "alice-password").await;
-    let bob = app.add_user("bob", "bob-password").await;
-    let first = app.token_for("alice", "alice-password").await;
-    let second = app.token_for("alice", "alice-password").await;
-    app.token_for("bob", "bob-password").await;
+    let alice = app
+        .add_user("alice", "alice keeps bees in the orchard")
+        .await;
+    let bob = app.add_user("bob", "bob bakes rye on tuesdays").await;
+    let first = app
+        .token_for("alice", "alice keeps bees in the orchard")
+        .await;
+    let second = app
+        .token_for("alice", "alice keeps bees in the orchard")
+        .await;
+    app.token_for("bob", "bob bakes rye on tuesdays").await;
 
     let mut events = watch(&mut app.client, 0).await;
     let start = next(&mut events).await;
@@ -183,7 +191,8 @@ async fn every_revoking_change_is_streamed_in_commit_order_and_replayed_from_a_s
 #[tokio::test]
 async fn a_subscriber_whose_sequence_was_pruned_is_told_to_reset() {
     let mut app = spawn_app().await;
-    app.add_user("alice", "alice-password").await;
+    app.add_user("alice", "alice keeps bees in the orchard")
+        .await;
     for role in ["a", "b", "c"] {
         app.app.grant_role("alice", role).await.unwrap();
     }
@@ -287,14 +296,23 @@ async fn no_revoked_token_is_answered_valid_past_the_bound_under_churn() {
         observed_server(Some(url.clone())).await,
         observed_server(Some(url.clone())).await,
     ];
-    servers[0].add_user("alice", "alice-password").await;
+    servers[0]
+        .add_user("alice", "alice keeps bees in the orchard")
+        .await;
     let mut clients = Vec::new();
     for server in &servers {
         clients.push(server.grpc_client().await);
     }
     let mut tokens = Vec::new();
     for i in 0..40 {
-        tokens.push(token(&mut clients[i % 2].clone(), "alice", "alice-password").await);
+        tokens.push(
+            token(
+                &mut clients[i % 2].clone(),
+                "alice",
+                "alice keeps bees in the orchard",
+            )
+            .await,
+        );
     }
     let tokens = Arc::new(tokens);
     // Token index → when its revocation was acknowledged.
@@ -377,10 +395,10 @@ async fn no_revoked_token_is_answered_valid_past_the_bound_under_churn() {
 async fn a_cli_revocation_reaches_a_running_sqlite_server_and_its_subscribers() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_database_url(dir.path());
-    crate::helpers::add_user_with_cli(&url, "alice", "alice-password");
+    crate::helpers::add_user_with_cli(&url, "alice", "alice keeps bees in the orchard");
     let server = start_server(&url);
     let mut client = server.grpc_client().await;
-    let token = token(&mut client, "alice", "alice-password").await;
+    let token = token(&mut client, "alice", "alice keeps bees in the orchard").await;
     verify(&mut client, &token).await.unwrap();
     let mut events = watch(&mut client, 0).await;
     next(&mut events).await;
@@ -422,10 +440,12 @@ async fn a_server_that_lost_its_listen_connection_verifies_from_the_store_until_
     let database = url.rsplit_once('/').unwrap().1.to_owned();
     let server = observed_server(Some(url.clone())).await;
     let observed = server.observed.clone().unwrap();
-    server.add_user("alice", "alice-password").await;
+    server
+        .add_user("alice", "alice keeps bees in the orchard")
+        .await;
     let mut client = server.grpc_client().await;
-    let kept = token(&mut client, "alice", "alice-password").await;
-    let revoked_elsewhere = token(&mut client, "alice", "alice-password").await;
+    let kept = token(&mut client, "alice", "alice keeps bees in the orchard").await;
+    let revoked_elsewhere = token(&mut client, "alice", "alice keeps bees in the orchard").await;
     caught_up(&server).await;
     verify(&mut client, &kept).await.unwrap();
     verify(&mut client, &revoked_elsewhere).await.unwrap();

@@ -46,7 +46,10 @@ fn json_out(output: &Output) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn login_grant_list_revoke() {
     let server = TestServer::start().await;
-    let admin = server.add_user("owner", "owner-password").await.user_id;
+    let admin = server
+        .add_user("owner", "owner of the corner bakery")
+        .await
+        .user_id;
     let baker = server
         .add_user("lead-baker", "open sesame, said Ali Baba")
         .await
@@ -63,7 +66,7 @@ async fn login_grant_list_revoke() {
                 "--json",
             ],
             None,
-            "owner-password\n",
+            "owner of the corner bakery\n",
         )
         .await,
     );

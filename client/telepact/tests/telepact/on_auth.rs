@@ -17,7 +17,9 @@ async fn bakery() -> (TestServer, String, String) {
         .add_user("cashier", "knock knock, who goes there")
         .await
         .user_id;
-    server.add_user("stranger", "letmein123").await;
+    server
+        .add_user("stranger", "a stranger at the back door")
+        .await;
     let roles = server.roles().await;
     roles
         .grant(
@@ -134,7 +136,7 @@ async fn a_verified_user_without_a_row_is_refused() {
     let got = server
         .on_auth()
         .await
-        .on_auth(&password("stranger", "letmein123"))
+        .on_auth(&password("stranger", "a stranger at the back door"))
         .await;
     assert!(matches!(got, Err(Error::NoIdentity { .. })), "{got:?}");
 }

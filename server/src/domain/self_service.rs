@@ -1,0 +1,403 @@
+//! Self-service: what signed-in users do to their own account (`AccountService`). The
+//! caller is the owner of a valid session token; changes that could lock them out or hand
+//! the account to whoever holds a stolen token also need the current password, whose
+//! failures count towards the login throttles. The admin command line's counterparts
+//! (by identifier, no current password) live beside the rules they share: `accounts`,
+//! `sessions`, `two_factor`.
+use crate::clock::{UnixMillis, millis};
+use crate::domain::accounts::user_context;
+use crate::domain::app::{Caller, StPeter};
+use crate::domain::audit::{self, Event};
+use crate::domain::identifier::Identifier;
+use crate::domain::sessions::SessionView;
+use crate::error::{Error, Result, invalid};
+use crate::secrets::password;
+use crate::secrets::recovery_codes;
+use crate::secrets::token::{self, ENROLLMENT_PREFIX, SecretHash};
+use crate::secrets::totp;
+use crate::store::{NewTotpEnrollment, RevokeSessions, TotpConfirmation, UserRecord};
+
+const MAX_ENROLLMENT_ID_BYTES: usize = 256;
+
+/// The caller of a self-service operation: the user, and which session is theirs.
+struct SignedIn {
+    user: UserRecord,
+    token_hash: SecretHash,
+}
+
+impl SignedIn {
+    fn id(&self) -> &str {
+        &self.user.owner.id
+    }
+
+    /// Every other live session of the user.
+    fn others(&self) -> RevokeSessions<'_> {
+        RevokeSessions {
+            user_id: self.id(),
+            except: Some(&self.token_hash),
+        }
+    }
+}
+
+/// A TOTP enrollment waiting for its confirming code. The URI holds the new secret.
+#[derive(Clone)]
+pub struct PendingTotp {
+    pub enrollment_id: String,
+    pub otpauth_uri: String,
+    pub expires_at: UnixMillis,
+}
+
+impl std::fmt::Debug for PendingTotp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingTotp")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// TOTP is active: the recovery codes, shown once.
+#[derive(Clone)]
+pub struct ConfirmedTotp {
+    pub recovery_codes: Vec<String>,
+    pub revoked_sessions: u64,
+}
+
+impl std::fmt::Debug for ConfirmedTotp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfirmedTotp")
+            .field("revoked_sessions", &self.revoked_sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StPeter {
+    /// Sets a new password after checking the current one. The caller's session stays;
+    /// with `revoke_other_sessions` every other one ends. Returns how many ended.
+    pub async fn change_own_password(
+        &self,
+        caller: &Caller,
+        token: &str,
+        current_password: &str,
+        new_password: &str,
+        revoke_other_sessions: bool,
+    ) -> Result<u64> {
+        let me = self.signed_in(token).await?;
+        password::check_given("current_password", current_password)?;
+        if new_password == current_password {
+            return Err(invalid(
+                "new_password",
+                "must differ from the current password",
+            ));
+        }
+        // Strength first: it costs no hash and spends no attempt.
+        self.check_new_password("new_password", new_password, &user_context(&me.user))?;
+        self.check_current_password(Event::PasswordChange, caller, &me.user, current_password)
+            .await?;
+        let hash = self
+            .passwords
+            .admit(caller.deadline)?
+            .hash(new_password)
+            .await?;
+        let revoke = revoke_other_sessions.then(|| me.others());
+        let revoked = self
+            .store
+            .change_password(me.id(), &hash, revoke, self.now())
+            .await?;
+        if revoked > 0 {
+            self.changed_user(me.id());
+        }
+        let outcome = if revoke_other_sessions {
+            "changed_and_revoked_others"
+        } else {
+            "changed"
+        };
+        audit::record(Event::PasswordChange, outcome, Some(me.id()), caller);
+        Ok(revoked)
+    }
+
+    /// Holds a new TOTP secret for the caller until a code from it confirms it. A second
+    /// Begin replaces the first; a user who has TOTP must disable it first.
+    pub async fn begin_totp_enrollment(&self, caller: &Caller, token: &str) -> Result<PendingTotp> {
+        let me = self.signed_in(token).await?;
+        if me.user.totp_secret.is_some() {
+            return Err(Error::FailedPrecondition(
+                "TOTP is already enrolled: disable it first (DisableTotp, with the current \
+                 password), then enroll the new authenticator"
+                    .into(),
+            ));
+        }
+        let secret = totp::new_secret();
+        let otpauth_uri =
+            totp::otpauth_uri(&secret, &self.settings.totp_issuer, &me.user.owner.handle)?;
+        let sealed = self.totp_key()?.seal(me.id(), &secret)?;
+        let minted = token::mint(ENROLLMENT_PREFIX);
+        let now = self.now();
+        let expires_at = now.saturating_add(millis(self.settings.totp_enrollment_ttl));
+        self.store
+            .put_totp_enrollment(NewTotpEnrollment {
+                id_hash: &minted.hash,
+                user_id: me.id(),
+                sealed_secret: &sealed,
+                created_at: now,
+                expires_at,
+            })
+            .await?;
+        audit::record(Event::TotpEnrollment, "begun", Some(me.id()), caller);
+        Ok(PendingTotp {
+            enrollment_id: minted.secret,
+            otpauth_uri,
+            expires_at,
+        })
+    }
+
+    /// Activates the caller's pending enrollment with a code from the new authenticator
+    /// and issues recovery codes. The code's step is spent: a login cannot replay it.
+    pub async fn confirm_totp_enrollment(
+        &self,
+        caller: &Caller,
+        token: &str,
+        enrollment_id: &str,
+        code: &str,
+        revoke_other_sessions: bool,
+    ) -> Result<ConfirmedTotp> {
+        let me = self.signed_in(token).await?;
+        check_enrollment_id(enrollment_id)?;
+        totp::check_code_shape(code)?;
+        let now = self.now();
+        if let Some(wait) = self.throttles.two_factor_user.wait(&me.user.owner.id, now) {
+            audit::record(Event::TotpEnrollment, "throttled", Some(me.id()), caller);
+            return Err(Error::RateLimited(wait));
+        }
+        let id_hash = token::hash(enrollment_id);
+        let sealed = self
+            .store
+            .attempt_totp_enrollment(&id_hash, me.id(), now, self.settings.challenge_max_attempts)
+            .await?;
+        let Some(sealed) = sealed else {
+            audit::record(
+                Event::TotpEnrollment,
+                "no_such_enrollment",
+                Some(me.id()),
+                caller,
+            );
+            return Err(enrollment_gone());
+        };
+        let secret = self.totp_key()?.open(me.id(), &sealed)?;
+        let Some(step) = totp::matching_step(&secret, code, now)? else {
+            self.throttles.two_factor_user.fail(&me.user.owner.id, now);
+            audit::record(Event::TotpEnrollment, "wrong_code", Some(me.id()), caller);
+            return Err(invalid(
+                "code",
+                "does not match the new authenticator: check that it was set up from this \
+                 enrollment's QR code and that the device's clock is right",
+            ));
+        };
+        let (recovery_codes, hashes) = recovery_codes::issue(me.id());
+        let confirmed = self
+            .store
+            .confirm_totp_enrollment(TotpConfirmation {
+                id_hash: &id_hash,
+                user_id: me.id(),
+                step,
+                recovery_code_hashes: &hashes,
+                revoke_others_of: revoke_other_sessions.then_some(&me.token_hash),
+                now,
+            })
+            .await?;
+        let Some(revoked_sessions) = confirmed else {
+            audit::record(
+                Event::TotpEnrollment,
+                "no_such_enrollment",
+                Some(me.id()),
+                caller,
+            );
+            return Err(enrollment_gone());
+        };
+        self.throttles.two_factor_user.forgive(&me.user.owner.id);
+        if revoked_sessions > 0 {
+            self.changed_user(me.id());
+        }
+        audit::record(Event::TotpEnrollment, "confirmed", Some(me.id()), caller);
+        Ok(ConfirmedTotp {
+            recovery_codes,
+            revoked_sessions,
+        })
+    }
+
+    /// Removes the caller's TOTP and recovery codes, given the current password.
+    pub async fn disable_own_totp(
+        &self,
+        caller: &Caller,
+        token: &str,
+        current_password: &str,
+    ) -> Result<()> {
+        let me = self.signed_in(token).await?;
+        password::check_given("current_password", current_password)?;
+        if me.user.totp_secret.is_none() {
+            return Err(totp_not_enrolled());
+        }
+        self.check_current_password(Event::TotpDisable, caller, &me.user, current_password)
+            .await?;
+        self.store
+            .set_totp_secret(me.id(), None, &[], self.now())
+            .await?;
+        audit::record(Event::TotpDisable, "disabled", Some(me.id()), caller);
+        Ok(())
+    }
+
+    /// Replaces the caller's recovery codes, given the current password.
+    pub async fn regenerate_own_recovery_codes(
+        &self,
+        caller: &Caller,
+        token: &str,
+        current_password: &str,
+    ) -> Result<Vec<String>> {
+        let me = self.signed_in(token).await?;
+        password::check_given("current_password", current_password)?;
+        if me.user.totp_secret.is_none() {
+            return Err(totp_not_enrolled());
+        }
+        self.check_current_password(Event::RecoveryCodes, caller, &me.user, current_password)
+            .await?;
+        let codes = self.replace_recovery_codes(me.id()).await?;
+        audit::record(Event::RecoveryCodes, "regenerated", Some(me.id()), caller);
+        Ok(codes)
+    }
+
+    /// The caller's live sessions, newest first, their own marked `current`.
+    pub async fn list_own_sessions(&self, token: &str) -> Result<Vec<SessionView>> {
+        let me = self.signed_in(token).await?;
+        self.sessions_of(me.id(), Some(&me.token_hash)).await
+    }
+
+    /// Ends one of the caller's sessions by id; another user's is `NotFound`.
+    pub async fn revoke_own_session(
+        &self,
+        caller: &Caller,
+        token: &str,
+        session_id: &str,
+    ) -> Result<()> {
+        let me = self.signed_in(token).await?;
+        self.revoke_session_by_id(caller, session_id, Some(me.id()))
+            .await
+    }
+
+    /// Ends every live session of the caller but the one making the call.
+    pub async fn revoke_own_other_sessions(&self, caller: &Caller, token: &str) -> Result<u64> {
+        let me = self.signed_in(token).await?;
+        let revoked = self.revoke_sessions(me.others()).await?;
+        audit::record(Event::Revoke, "revoked_others", Some(me.id()), caller);
+        Ok(revoked)
+    }
+
+    /// The owner of a bearer token, or `Unauthenticated` for anything but a valid session.
+    async fn signed_in(&self, token: &str) -> Result<SignedIn> {
+        let not_valid =
+            Error::Unauthenticated("authorization: the bearer token is not a valid session");
+        let verified = match self.verify_token(token).await {
+            Ok(verified) => verified,
+            Err(Error::Unauthenticated(_) | Error::InvalidArgument { .. }) => {
+                return Err(not_valid);
+            }
+            Err(other) => return Err(other),
+        };
+        let token_hash = token::hash(token);
+        self.last_seen.saw(&token_hash, self.now());
+        let user = self
+            .store
+            .find_user_by_id(&verified.user.user_id)
+            .await?
+            .filter(|user| !user.owner.disabled)
+            .ok_or(not_valid)?;
+        Ok(SignedIn { user, token_hash })
+    }
+
+    /// Checks the current password a sensitive change was given. Failures count towards
+    /// the login throttles of every identifier of the user and of the caller's address,
+    /// so a stolen session cannot be used to guess the password faster than a login can.
+    async fn check_current_password(
+        &self,
+        event: Event,
+        caller: &Caller,
+        user: &UserRecord,
+        current_password: &str,
+    ) -> Result<()> {
+        let keys = identifier_keys(user);
+        let throttles = &self.throttles;
+        let now = self.now();
+        let wait = keys
+            .iter()
+            .filter_map(|key| throttles.login_identifier.wait(key, now))
+            .max()
+            .max(
+                caller
+                    .address
+                    .and_then(|address| throttles.login_address.wait(&address, now)),
+            );
+        if let Some(wait) = wait {
+            audit::record(event, "throttled", Some(&user.owner.id), caller);
+            return Err(Error::RateLimited(wait));
+        }
+        let check = self
+            .passwords
+            .admit(caller.deadline)?
+            .verify(current_password, Some(&user.password_hash))
+            .await?;
+        if !check.matches {
+            let now = self.now();
+            for key in &keys {
+                throttles.login_identifier.fail(key, now);
+            }
+            if let Some(address) = caller.address {
+                throttles.login_address.fail(&address, now);
+            }
+            audit::record(event, "wrong_password", Some(&user.owner.id), caller);
+            return Err(Error::PermissionDenied("current_password: is wrong".into()));
+        }
+        for key in &keys {
+            throttles.login_identifier.forgive(key);
+        }
+        Ok(())
+    }
+}
+
+/// The login-throttle keys of every identifier the user can log in with.
+fn identifier_keys(user: &UserRecord) -> Vec<String> {
+    let owner = &user.owner;
+    [
+        Some(Identifier::Handle(owner.handle.clone())),
+        owner.email.clone().map(Identifier::Email),
+        owner.phone.clone().map(Identifier::Phone),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|identifier| identifier.key())
+    .collect()
+}
+
+fn check_enrollment_id(enrollment_id: &str) -> Result<()> {
+    if enrollment_id.is_empty() {
+        return Err(invalid("enrollment_id", "must not be empty"));
+    }
+    if enrollment_id.len() > MAX_ENROLLMENT_ID_BYTES
+        || !token::is_well_formed(ENROLLMENT_PREFIX, enrollment_id)
+    {
+        return Err(invalid(
+            "enrollment_id",
+            "is not an enrollment id from BeginTotpEnrollment (expected 'ste_' and 43 characters)",
+        ));
+    }
+    Ok(())
+}
+
+fn enrollment_gone() -> Error {
+    Error::FailedPrecondition(
+        "enrollment_id: unknown, expired, out of attempts or already confirmed: call \
+         BeginTotpEnrollment again"
+            .into(),
+    )
+}
+
+fn totp_not_enrolled() -> Error {
+    Error::FailedPrecondition("TOTP is not enrolled".into())
+}
