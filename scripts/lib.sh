@@ -174,3 +174,15 @@ ensure_h2load() {
   fi
   h2load --version 2>&1 | head -n 1
 }
+
+# Chromium (Debian's package) for the example web app's browser test, driven by
+# playwright-core through its executablePath (Playwright downloads no browser).
+CHROMIUM_BIN=/usr/bin/chromium
+ensure_chromium() {
+  if [[ ! -x "$CHROMIUM_BIN" ]]; then
+    echo "installing chromium with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium || return 1
+  fi
+  "$CHROMIUM_BIN" --version 2>/dev/null | head -n 1
+  [[ -x "$CHROMIUM_BIN" ]]
+}

@@ -44,6 +44,15 @@ run_go_tests client/go || step_failed
 step "TypeScript client (client/ts)"
 run_node_tests client/ts || step_failed
 
+# The example consuming web app (log in, two-factor step, account page) through the
+# TypeScript client, walked through in Debian's headless Chromium with Playwright.
+step "example account web app in headless Chromium (examples/account-web)"
+if ensure_chromium; then
+  CHROMIUM_BIN="$CHROMIUM_BIN" run_node_tests examples/account-web || step_failed
+else
+  step_failed
+fi
+
 step "Telepact adapter wheel and the bakery example (pytest, in $TELEPACT_VENV)"
 if ensure_telepact_venv; then
   run_pytest "$TELEPACT_VENV/bin/pytest" -p no:cacheprovider examples/bakery/tests || step_failed
