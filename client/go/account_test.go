@@ -10,8 +10,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
 
 	stpeter "github.com/st-peter/st-peter/client/go"
 )
@@ -147,7 +150,8 @@ func TestAccountChangePasswordEvictsTheUsersCachedAnswers(t *testing.T) {
 func TestAccountTotpEnrollment(t *testing.T) {
 	server := startServer(t)
 	server.addUser(newUser{Handle: "night-baker", Password: thirdPassword})
-	client, _ := countingClient(t, server.target())
+	// Caching for an hour without a feed: the confirmation's own eviction is seen.
+	client, _ := longCacheClient(t, server.target())
 	fresh := uncachedClient(t, server)
 	ctx := context.Background()
 	caller := login(t, client, "night-baker", thirdPassword)
@@ -203,6 +207,8 @@ func TestAccountTotpEnrollment(t *testing.T) {
 	_, err = account.ConfirmTotpEnrollment(ctx, enrollment.EnrollmentID, wrongTOTPCode(t, uri, now), stpeter.ConfirmTotpOptions{})
 	wantKind(t, "confirm with a wrong code", err, stpeter.ErrInvalidArgument, "code")
 	wantValid(t, fresh, "another session before the confirmation", other.Token)
+	wantValid(t, client, "another session before the confirmation, cached", other.Token)
+	wantValid(t, client, "the caller's session before the confirmation, cached", caller.Token)
 
 	code := totpCode(t, uri, time.Now())
 	confirmed, err := account.ConfirmTotpEnrollment(ctx, enrollment.EnrollmentID, code, stpeter.ConfirmTotpOptions{RevokeOtherSessions: true})
@@ -222,6 +228,7 @@ func TestAccountTotpEnrollment(t *testing.T) {
 		t.Fatalf("printing a confirmation shows its recovery codes: %s", printed)
 	}
 	wantRevoked(t, fresh, "another session, ended by the confirmation", other.Token)
+	wantRevoked(t, client, "another session, ended by the confirmation, cached before", other.Token)
 	wantValid(t, fresh, "the caller's session after the confirmation", caller.Token)
 
 	_, err = account.ConfirmTotpEnrollment(ctx, enrollment.EnrollmentID, totpCode(t, uri, time.Now()), stpeter.ConfirmTotpOptions{})
@@ -433,6 +440,46 @@ func TestAccountRevocationsEvictCachedAnswers(t *testing.T) {
 	wantRevoked(t, client, "the caller's own session, cached before", caller.Token)
 }
 
+// A VerifyToken of the account's own token that is in flight while the account revokes its
+// own session must not put a valid answer back into the cache, even when no answer for
+// the token was cached to say whose it is.
+func TestAccountRevokingItsOwnSessionDropsAVerifyInFlight(t *testing.T) {
+	server := startServer(t)
+	server.addUser(newUser{Handle: "pastry-chef", Password: firstPassword})
+	answered, release := make(chan struct{}), make(chan struct{})
+	var held atomic.Bool
+	hold := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if strings.HasSuffix(method, "/VerifyToken") && held.CompareAndSwap(false, true) {
+			close(answered)
+			<-release
+		}
+		return err
+	}
+	client, _ := countingClient(t, server.target(), stpeter.WithRevocationFeed(false),
+		stpeter.WithCacheTTL(time.Hour), stpeter.WithFallbackCacheTTL(time.Hour),
+		stpeter.WithDialOptions(grpc.WithChainUnaryInterceptor(hold)))
+	ctx := context.Background()
+	session := login(t, client, "pastry-chef", firstPassword)
+	account := client.Account(session.Token)
+	_, own := sessionIDs(t, account)
+
+	inFlight := make(chan error, 1)
+	go func() {
+		_, err := client.VerifyToken(ctx, session.Token)
+		inFlight <- err
+	}()
+	<-answered // st-peter has said the token is valid; the client has not stored it yet
+	if err := account.RevokeSession(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-inFlight; err != nil {
+		t.Fatalf("the verify in flight: %v", err)
+	}
+	wantRevoked(t, client, "the revoked own session, verified while it was being revoked", session.Token)
+}
+
 func TestAccountNeedsAValidToken(t *testing.T) {
 	server := startServer(t)
 	server.addUser(newUser{Handle: "pastry-chef", Password: firstPassword})
@@ -463,7 +510,7 @@ func TestAccountWrongPasswordsAreThrottled(t *testing.T) {
 	account := client.Account(login(t, client, "pastry-chef", firstPassword).Token)
 	// The login throttle lets 5 failures go free, then makes each wait.
 	for attempt := 1; ; attempt++ {
-		err := account.DisableTotp(ctx, "not the password at all")
+		_, err := account.ChangePassword(ctx, "not the password at all", secondPassword, stpeter.ChangePasswordOptions{})
 		if errors.Is(err, stpeter.ErrRateLimited) {
 			wantKind(t, "throttled", err, stpeter.ErrRateLimited, "retry after")
 			if attempt < 6 {
