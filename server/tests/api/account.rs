@@ -16,13 +16,13 @@ const PASSWORD: &str = "open sesame, said Ali Baba";
 const NEW_PASSWORD: &str = "knock knock, who goes there";
 
 /// The generated AccountService client, every call carrying one bearer token.
-struct Account {
+pub(crate) struct Account {
     client: AccountServiceClient<Channel>,
     token: String,
 }
 
 impl Account {
-    async fn new(app: &TestApp, token: &str) -> Self {
+    pub(crate) async fn new(app: &TestApp, token: &str) -> Self {
         let client = AccountServiceClient::connect(format!("http://{}", app.addr))
             .await
             .unwrap();
@@ -41,7 +41,7 @@ impl Account {
         request
     }
 
-    async fn change_password(
+    pub(crate) async fn change_password(
         &self,
         current: &str,
         new: &str,
@@ -62,7 +62,7 @@ impl Account {
             .revoked_sessions)
     }
 
-    async fn begin_totp(&self) -> Result<pb::BeginTotpEnrollmentResponse, Status> {
+    pub(crate) async fn begin_totp(&self) -> Result<pb::BeginTotpEnrollmentResponse, Status> {
         let request = self.request(pb::BeginTotpEnrollmentRequest {});
         let begun = self
             .client
@@ -75,7 +75,7 @@ impl Account {
         Ok(begun)
     }
 
-    async fn confirm_totp(
+    pub(crate) async fn confirm_totp(
         &self,
         enrollment_id: &str,
         code: &str,
@@ -99,7 +99,7 @@ impl Account {
         Ok(confirmed)
     }
 
-    async fn disable_totp(&self, current: &str) -> Result<(), Status> {
+    pub(crate) async fn disable_totp(&self, current: &str) -> Result<(), Status> {
         let request = self.request(pb::DisableTotpRequest {
             current_password: current.into(),
         });
@@ -107,7 +107,7 @@ impl Account {
         Ok(())
     }
 
-    async fn regenerate_codes(&self, current: &str) -> Result<Vec<String>, Status> {
+    pub(crate) async fn regenerate_codes(&self, current: &str) -> Result<Vec<String>, Status> {
         let request = self.request(pb::RegenerateRecoveryCodesRequest {
             current_password: current.into(),
         });
@@ -122,7 +122,7 @@ impl Account {
         Ok(codes)
     }
 
-    async fn sessions(&self) -> Result<Vec<pb::Session>, Status> {
+    pub(crate) async fn sessions(&self) -> Result<Vec<pb::Session>, Status> {
         let request = self.request(pb::ListSessionsRequest {});
         Ok(self
             .client
@@ -133,7 +133,7 @@ impl Account {
             .sessions)
     }
 
-    async fn revoke_session(&self, session_id: &str) -> Result<(), Status> {
+    pub(crate) async fn revoke_session(&self, session_id: &str) -> Result<(), Status> {
         let request = self.request(pb::RevokeSessionRequest {
             session_id: session_id.into(),
         });
@@ -141,7 +141,7 @@ impl Account {
         Ok(())
     }
 
-    async fn revoke_others(&self) -> Result<u32, Status> {
+    pub(crate) async fn revoke_others(&self) -> Result<u32, Status> {
         let request = self.request(pb::RevokeOtherSessionsRequest {});
         Ok(self
             .client

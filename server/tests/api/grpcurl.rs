@@ -143,3 +143,142 @@ async fn readme_walkthrough_with_grpcurl() {
         "{failed}"
     );
 }
+
+/// grpcurl with `TOKEN` in its environment, the bearer header expanded from it (so the
+/// token stays out of the argument list) as the README's account walkthrough has it.
+fn account_call(addr: &str, token: &str, method: &str, body: &str) -> Result<String, String> {
+    let mut child = Command::new(grpcurl())
+        .args([
+            "-plaintext",
+            "-expand-headers",
+            "-H",
+            "authorization: Bearer ${TOKEN}",
+            "-d",
+            "@",
+            addr,
+            &format!("st_peter.auth.v1.AccountService/{method}"),
+        ])
+        .env("TOKEN", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(body.as_bytes()).unwrap();
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8(output.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn readme_account_walkthrough_with_grpcurl() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path());
+    admin(
+        &url,
+        &["user", "add", "--handle", "lead-baker", "--password-stdin"],
+        "open sesame, said Ali Baba\n",
+    );
+    let server = start_server(&url);
+    let addr = server.addr.to_string();
+    let mut client = server.grpc_client().await;
+    let token =
+        crate::helpers::token(&mut client, "lead-baker", "open sesame, said Ali Baba").await;
+    let other =
+        crate::helpers::token(&mut client, "lead-baker", "open sesame, said Ali Baba").await;
+
+    let services = run(&["-plaintext", &addr, "list"], None);
+    assert!(
+        services
+            .lines()
+            .any(|l| l == "st_peter.auth.v1.AccountService"),
+        "{services}"
+    );
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&account_call(&addr, &token, "ListSessions", "{}").unwrap()).unwrap();
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{listed}");
+    let mine = sessions
+        .iter()
+        .find(|s| s["current"] == true)
+        .expect("the caller's session");
+    assert!(mine["lastSeenAt"].is_string(), "{mine}");
+
+    let weak = account_call(
+        &addr,
+        &token,
+        "ChangePassword",
+        r#"{"current_password": "open sesame, said Ali Baba", "new_password": "password1"}"#,
+    )
+    .unwrap_err();
+    assert!(weak.contains("InvalidArgument"), "{weak}");
+    assert!(weak.contains("new_password: is too easy to guess (strength 0 of 4, needs 3): This is a very common password."), "{weak}");
+    crate::helpers::remember_secret("knock knock, who goes there");
+    let changed: serde_json::Value = serde_json::from_str(
+        &account_call(
+            &addr,
+            &token,
+            "ChangePassword",
+            r#"{"current_password": "open sesame, said Ali Baba", "new_password": "knock knock, who goes there",
+ "revoke_other_sessions": true}"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(changed["revokedSessions"], 1);
+    crate::helpers::refused_within(&mut client, &other, crate::helpers::REVOCATION_BOUND).await;
+
+    let begun: serde_json::Value =
+        serde_json::from_str(&account_call(&addr, &token, "BeginTotpEnrollment", "{}").unwrap())
+            .unwrap();
+    let uri = begun["otpauthUri"].as_str().unwrap();
+    crate::helpers::remember_secret(uri);
+    assert!(
+        uri.starts_with("otpauth://totp/st-peter:lead-baker?secret="),
+        "{uri}"
+    );
+    let totp = totp_rs::TOTP::from_url(uri).unwrap();
+    let code = totp.generate_current().unwrap();
+    crate::helpers::remember_secret(&code);
+    let confirmed: serde_json::Value = serde_json::from_str(
+        &account_call(
+            &addr,
+            &token,
+            "ConfirmTotpEnrollment",
+            &format!(
+                r#"{{"enrollment_id": "{}", "code": "{code}"}}"#,
+                begun["enrollmentId"].as_str().unwrap()
+            ),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(confirmed["recoveryCodes"].as_array().unwrap().len(), 10);
+    for code in confirmed["recoveryCodes"].as_array().unwrap() {
+        crate::helpers::remember_secret(code.as_str().unwrap());
+    }
+
+    let newer =
+        crate::helpers::login(&mut client, "lead-baker", "knock knock, who goes there").await;
+    assert!(matches!(
+        newer,
+        st_peter_proto::auth::v1::login_response::Result::TwoFactor(_)
+    ));
+
+    let session_id = mine["sessionId"].as_str().unwrap();
+    account_call(
+        &addr,
+        &token,
+        "RevokeSession",
+        &format!(r#"{{"session_id": "{session_id}"}}"#),
+    )
+    .unwrap();
+    let gone = account_call(&addr, &token, "ListSessions", "{}").unwrap_err();
+    assert!(gone.contains("Unauthenticated"), "{gone}");
+}

@@ -7,6 +7,7 @@
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 
+use crate::account::Account;
 use crate::helpers::{
     add_user_with_cli, admin, database_url, logs, remember_secret, secrets, spawn_app,
     start_server, token, verify,
@@ -104,6 +105,34 @@ async fn secrets_never_reach_the_logs() {
         })
         .await
         .unwrap();
+
+    // Self-service: a wrong and a right current password, a weak and a strong new one, a
+    // TOTP enrollment with a wrong and a right code, new recovery codes, the sessions.
+    let account = Account::new(&app, &actor_token).await;
+    let current = "clipboard and a pencil stub";
+    let _ = account
+        .change_password("not-the-password", "ledger, till and stamps", false)
+        .await;
+    let _ = account.change_password(current, "password1", false).await;
+    account
+        .change_password(current, "ledger, till and stamps", false)
+        .await
+        .unwrap();
+    let begun = account.begin_totp().await.unwrap();
+    let _ = account
+        .confirm_totp(&begun.enrollment_id, "000000", false)
+        .await;
+    let code = app.totp_code(&begun.otpauth_uri, 0);
+    account
+        .confirm_totp(&begun.enrollment_id, &code, true)
+        .await
+        .unwrap();
+    account
+        .regenerate_codes("ledger, till and stamps")
+        .await
+        .unwrap();
+    account.sessions().await.unwrap();
+    account.revoke_others().await.unwrap();
     app.stop().await;
 
     // The real binary: admin commands and a server at debug level.
