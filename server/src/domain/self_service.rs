@@ -6,7 +6,7 @@
 //! `sessions`, `two_factor`.
 use crate::clock::{UnixMillis, millis};
 use crate::domain::accounts::user_context;
-use crate::domain::app::{Caller, StPeter};
+use crate::domain::app::{Caller, StPeter, UserView};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier::Identifier;
 use crate::domain::sessions::SessionView;
@@ -70,7 +70,31 @@ impl std::fmt::Debug for ConfirmedTotp {
     }
 }
 
+/// The caller's account as an account page shows it.
+#[derive(Debug, Clone)]
+pub struct AccountView {
+    pub user: UserView,
+    pub totp_enabled: bool,
+    pub recovery_codes_left: u64,
+}
+
 impl StPeter {
+    /// Who the caller is and which second factors they have.
+    pub async fn own_account(&self, token: &str) -> Result<AccountView> {
+        let me = self.signed_in(token).await?;
+        let totp_enabled = me.user.totp_secret.is_some();
+        let recovery_codes_left = if totp_enabled {
+            self.store.unused_recovery_codes(me.id()).await?
+        } else {
+            0
+        };
+        Ok(AccountView {
+            user: UserView::from(&me.user),
+            totp_enabled,
+            recovery_codes_left,
+        })
+    }
+
     /// Sets a new password after checking the current one. The caller's session stays;
     /// with `revoke_other_sessions` every other one ends. Returns how many ended.
     pub async fn change_own_password(

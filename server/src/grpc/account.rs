@@ -9,7 +9,7 @@ use st_peter_proto::auth::v1::account_service_server::AccountService;
 
 use crate::domain::app::StPeter;
 use crate::domain::sessions::SessionView;
-use crate::grpc::{caller, status, timestamp};
+use crate::grpc::{caller, status, timestamp, user};
 
 pub struct AccountGrpc {
     app: Arc<StPeter>,
@@ -59,6 +59,19 @@ fn session(view: SessionView) -> pb::Session {
 
 #[tonic::async_trait]
 impl AccountService for AccountGrpc {
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let token = bearer(&request)?;
+        let account = self.app.own_account(&token).await.map_err(status)?;
+        Ok(Response::new(pb::GetAccountResponse {
+            user: Some(user(account.user)),
+            totp_enabled: account.totp_enabled,
+            recovery_codes_left: count(account.recovery_codes_left),
+        }))
+    }
+
     async fn change_password(
         &self,
         request: Request<pb::ChangePasswordRequest>,

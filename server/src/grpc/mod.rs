@@ -232,7 +232,7 @@ fn failure_reason(reason: FailureReason) -> pb::FailureReason {
     }
 }
 
-fn user(user: UserView) -> pb::User {
+pub(crate) fn user(user: UserView) -> pb::User {
     pb::User {
         user_id: user.user_id,
         handle: user.handle,

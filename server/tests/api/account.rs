@@ -41,6 +41,11 @@ impl Account {
         request
     }
 
+    pub(crate) async fn get(&self) -> Result<pb::GetAccountResponse, Status> {
+        let request = self.request(pb::GetAccountRequest {});
+        Ok(self.client.clone().get_account(request).await?.into_inner())
+    }
+
     pub(crate) async fn change_password(
         &self,
         current: &str,
@@ -564,6 +569,10 @@ async fn confirming_totp_can_end_the_sessions_opened_with_the_password_alone() {
 #[tokio::test]
 async fn disabling_totp_and_new_recovery_codes_need_the_current_password() {
     let (app, account) = app_with_baker().await;
+    let before = account.get().await.unwrap();
+    assert_eq!(before.user.as_ref().unwrap().handle, "lead-baker");
+    assert!(!before.totp_enabled);
+    assert_eq!(before.recovery_codes_left, 0);
     assert_code(
         account.disable_totp(PASSWORD).await,
         Code::FailedPrecondition,
@@ -602,6 +611,9 @@ async fn disabling_totp_and_new_recovery_codes_need_the_current_password() {
         .second_factor(&challenge.two_factor_id, &second[0])
         .await;
     assert!(matches!(new, Outcome::Authenticated(_)), "{new:?}");
+    let enrolled = account.get().await.unwrap();
+    assert!(enrolled.totp_enabled);
+    assert_eq!(enrolled.recovery_codes_left, 9, "one of ten was just used");
 
     assert_code(
         account.disable_totp("wrong password").await,
@@ -617,6 +629,7 @@ async fn disabling_totp_and_new_recovery_codes_need_the_current_password() {
         app.login("lead-baker", PASSWORD).await,
         Outcome::Authenticated(_)
     ));
+    assert!(!account.get().await.unwrap().totp_enabled);
     // TOTP can be enrolled again from scratch.
     account.begin_totp().await.unwrap();
     app.stop().await;

@@ -1103,6 +1103,107 @@ func (*RevocationEvent_UserId) isRevocationEvent_Change() {}
 
 func (*RevocationEvent_Reset_) isRevocationEvent_Change() {}
 
+// Ask for the caller's account.
+type GetAccountRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAccountRequest) Reset() {
+	*x = GetAccountRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAccountRequest) ProtoMessage() {}
+
+func (x *GetAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAccountRequest.ProtoReflect.Descriptor instead.
+func (*GetAccountRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{15}
+}
+
+// The caller's account.
+type GetAccountResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user the bearer token belongs to.
+	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// True when TOTP is enrolled and confirmed: logins need a second factor.
+	TotpEnabled bool `protobuf:"varint,2,opt,name=totp_enabled,json=totpEnabled,proto3" json:"totp_enabled,omitempty"`
+	// Recovery codes not used yet (0 without TOTP).
+	RecoveryCodesLeft uint32 `protobuf:"varint,3,opt,name=recovery_codes_left,json=recoveryCodesLeft,proto3" json:"recovery_codes_left,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *GetAccountResponse) Reset() {
+	*x = GetAccountResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAccountResponse) ProtoMessage() {}
+
+func (x *GetAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAccountResponse.ProtoReflect.Descriptor instead.
+func (*GetAccountResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetAccountResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *GetAccountResponse) GetTotpEnabled() bool {
+	if x != nil {
+		return x.TotpEnabled
+	}
+	return false
+}
+
+func (x *GetAccountResponse) GetRecoveryCodesLeft() uint32 {
+	if x != nil {
+		return x.RecoveryCodesLeft
+	}
+	return 0
+}
+
 // Set a new password.
 type ChangePasswordRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1118,7 +1219,7 @@ type ChangePasswordRequest struct {
 
 func (x *ChangePasswordRequest) Reset() {
 	*x = ChangePasswordRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1231,7 @@ func (x *ChangePasswordRequest) String() string {
 func (*ChangePasswordRequest) ProtoMessage() {}
 
 func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1244,7 @@ func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
 func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{15}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ChangePasswordRequest) GetCurrentPassword() string {
@@ -1178,7 +1279,7 @@ type ChangePasswordResponse struct {
 
 func (x *ChangePasswordResponse) Reset() {
 	*x = ChangePasswordResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1291,7 @@ func (x *ChangePasswordResponse) String() string {
 func (*ChangePasswordResponse) ProtoMessage() {}
 
 func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1304,7 @@ func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
 func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{16}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChangePasswordResponse) GetRevokedSessions() uint32 {
@@ -1222,7 +1323,7 @@ type BeginTotpEnrollmentRequest struct {
 
 func (x *BeginTotpEnrollmentRequest) Reset() {
 	*x = BeginTotpEnrollmentRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1335,7 @@ func (x *BeginTotpEnrollmentRequest) String() string {
 func (*BeginTotpEnrollmentRequest) ProtoMessage() {}
 
 func (x *BeginTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1348,7 @@ func (x *BeginTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTotpEnrollmentRequest.ProtoReflect.Descriptor instead.
 func (*BeginTotpEnrollmentRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{17}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{19}
 }
 
 // A pending TOTP enrollment.
@@ -1266,7 +1367,7 @@ type BeginTotpEnrollmentResponse struct {
 
 func (x *BeginTotpEnrollmentResponse) Reset() {
 	*x = BeginTotpEnrollmentResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1379,7 @@ func (x *BeginTotpEnrollmentResponse) String() string {
 func (*BeginTotpEnrollmentResponse) ProtoMessage() {}
 
 func (x *BeginTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1392,7 @@ func (x *BeginTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTotpEnrollmentResponse.ProtoReflect.Descriptor instead.
 func (*BeginTotpEnrollmentResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{18}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BeginTotpEnrollmentResponse) GetEnrollmentId() string {
@@ -1331,7 +1432,7 @@ type ConfirmTotpEnrollmentRequest struct {
 
 func (x *ConfirmTotpEnrollmentRequest) Reset() {
 	*x = ConfirmTotpEnrollmentRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1444,7 @@ func (x *ConfirmTotpEnrollmentRequest) String() string {
 func (*ConfirmTotpEnrollmentRequest) ProtoMessage() {}
 
 func (x *ConfirmTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1457,7 @@ func (x *ConfirmTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTotpEnrollmentRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTotpEnrollmentRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{19}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConfirmTotpEnrollmentRequest) GetEnrollmentId() string {
@@ -1394,7 +1495,7 @@ type ConfirmTotpEnrollmentResponse struct {
 
 func (x *ConfirmTotpEnrollmentResponse) Reset() {
 	*x = ConfirmTotpEnrollmentResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1507,7 @@ func (x *ConfirmTotpEnrollmentResponse) String() string {
 func (*ConfirmTotpEnrollmentResponse) ProtoMessage() {}
 
 func (x *ConfirmTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1520,7 @@ func (x *ConfirmTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTotpEnrollmentResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTotpEnrollmentResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{20}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConfirmTotpEnrollmentResponse) GetRecoveryCodes() []string {
@@ -1447,7 +1548,7 @@ type DisableTotpRequest struct {
 
 func (x *DisableTotpRequest) Reset() {
 	*x = DisableTotpRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1560,7 @@ func (x *DisableTotpRequest) String() string {
 func (*DisableTotpRequest) ProtoMessage() {}
 
 func (x *DisableTotpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1573,7 @@ func (x *DisableTotpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTotpRequest.ProtoReflect.Descriptor instead.
 func (*DisableTotpRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{21}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DisableTotpRequest) GetCurrentPassword() string {
@@ -1491,7 +1592,7 @@ type DisableTotpResponse struct {
 
 func (x *DisableTotpResponse) Reset() {
 	*x = DisableTotpResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1604,7 @@ func (x *DisableTotpResponse) String() string {
 func (*DisableTotpResponse) ProtoMessage() {}
 
 func (x *DisableTotpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1617,7 @@ func (x *DisableTotpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTotpResponse.ProtoReflect.Descriptor instead.
 func (*DisableTotpResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{22}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{24}
 }
 
 // Replace the recovery codes.
@@ -1530,7 +1631,7 @@ type RegenerateRecoveryCodesRequest struct {
 
 func (x *RegenerateRecoveryCodesRequest) Reset() {
 	*x = RegenerateRecoveryCodesRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1643,7 @@ func (x *RegenerateRecoveryCodesRequest) String() string {
 func (*RegenerateRecoveryCodesRequest) ProtoMessage() {}
 
 func (x *RegenerateRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1656,7 @@ func (x *RegenerateRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateRecoveryCodesRequest.ProtoReflect.Descriptor instead.
 func (*RegenerateRecoveryCodesRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{23}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RegenerateRecoveryCodesRequest) GetCurrentPassword() string {
@@ -1576,7 +1677,7 @@ type RegenerateRecoveryCodesResponse struct {
 
 func (x *RegenerateRecoveryCodesResponse) Reset() {
 	*x = RegenerateRecoveryCodesResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1689,7 @@ func (x *RegenerateRecoveryCodesResponse) String() string {
 func (*RegenerateRecoveryCodesResponse) ProtoMessage() {}
 
 func (x *RegenerateRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1702,7 @@ func (x *RegenerateRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateRecoveryCodesResponse.ProtoReflect.Descriptor instead.
 func (*RegenerateRecoveryCodesResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{24}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RegenerateRecoveryCodesResponse) GetRecoveryCodes() []string {
@@ -1620,7 +1721,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1733,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1746,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{25}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{27}
 }
 
 // The caller's live sessions.
@@ -1659,7 +1760,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1772,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1785,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{26}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1716,7 +1817,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1829,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1842,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{27}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Session) GetSessionId() string {
@@ -1790,7 +1891,7 @@ type RevokeSessionRequest struct {
 
 func (x *RevokeSessionRequest) Reset() {
 	*x = RevokeSessionRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1903,7 @@ func (x *RevokeSessionRequest) String() string {
 func (*RevokeSessionRequest) ProtoMessage() {}
 
 func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1916,7 @@ func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{28}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevokeSessionRequest) GetSessionId() string {
@@ -1834,7 +1935,7 @@ type RevokeSessionResponse struct {
 
 func (x *RevokeSessionResponse) Reset() {
 	*x = RevokeSessionResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +1947,7 @@ func (x *RevokeSessionResponse) String() string {
 func (*RevokeSessionResponse) ProtoMessage() {}
 
 func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +1960,7 @@ func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{29}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{31}
 }
 
 // End every other session.
@@ -1871,7 +1972,7 @@ type RevokeOtherSessionsRequest struct {
 
 func (x *RevokeOtherSessionsRequest) Reset() {
 	*x = RevokeOtherSessionsRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1984,7 @@ func (x *RevokeOtherSessionsRequest) String() string {
 func (*RevokeOtherSessionsRequest) ProtoMessage() {}
 
 func (x *RevokeOtherSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +1997,7 @@ func (x *RevokeOtherSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeOtherSessionsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeOtherSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{30}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{32}
 }
 
 // The other sessions are ended.
@@ -1910,7 +2011,7 @@ type RevokeOtherSessionsResponse struct {
 
 func (x *RevokeOtherSessionsResponse) Reset() {
 	*x = RevokeOtherSessionsResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2023,7 @@ func (x *RevokeOtherSessionsResponse) String() string {
 func (*RevokeOtherSessionsResponse) ProtoMessage() {}
 
 func (x *RevokeOtherSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2036,7 @@ func (x *RevokeOtherSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeOtherSessionsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeOtherSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{31}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RevokeOtherSessionsResponse) GetRevokedSessions() uint32 {
@@ -2012,7 +2113,12 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"token_hash\x18\x02 \x01(\fH\x00R\ttokenHash\x12\x19\n" +
 	"\auser_id\x18\x03 \x01(\tH\x00R\x06userId\x12\x16\n" +
 	"\x05reset\x18\x04 \x01(\bH\x00R\x05resetB\b\n" +
-	"\x06change\"\x99\x01\n" +
+	"\x06change\"\x13\n" +
+	"\x11GetAccountRequest\"\x93\x01\n" +
+	"\x12GetAccountResponse\x12*\n" +
+	"\x04user\x18\x01 \x01(\v2\x16.st_peter.auth.v1.UserR\x04user\x12!\n" +
+	"\ftotp_enabled\x18\x02 \x01(\bR\vtotpEnabled\x12.\n" +
+	"\x13recovery_codes_left\x18\x03 \x01(\rR\x11recoveryCodesLeft\"\x99\x01\n" +
 	"\x15ChangePasswordRequest\x12)\n" +
 	"\x10current_password\x18\x01 \x01(\tR\x0fcurrentPassword\x12!\n" +
 	"\fnew_password\x18\x02 \x01(\tR\vnewPassword\x122\n" +
@@ -2077,8 +2183,10 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"LookupUser\x12#.st_peter.auth.v1.LookupUserRequest\x1a$.st_peter.auth.v1.LookupUserResponse\x12K\n" +
 	"\x06Logout\x12\x1f.st_peter.auth.v1.LogoutRequest\x1a .st_peter.auth.v1.LogoutResponse\x12b\n" +
-	"\x10WatchRevocations\x12).st_peter.auth.v1.WatchRevocationsRequest\x1a!.st_peter.auth.v1.RevocationEvent0\x012\xf4\x06\n" +
-	"\x0eAccountService\x12c\n" +
+	"\x10WatchRevocations\x12).st_peter.auth.v1.WatchRevocationsRequest\x1a!.st_peter.auth.v1.RevocationEvent0\x012\xcd\a\n" +
+	"\x0eAccountService\x12W\n" +
+	"\n" +
+	"GetAccount\x12#.st_peter.auth.v1.GetAccountRequest\x1a$.st_peter.auth.v1.GetAccountResponse\x12c\n" +
 	"\x0eChangePassword\x12'.st_peter.auth.v1.ChangePasswordRequest\x1a(.st_peter.auth.v1.ChangePasswordResponse\x12r\n" +
 	"\x13BeginTotpEnrollment\x12,.st_peter.auth.v1.BeginTotpEnrollmentRequest\x1a-.st_peter.auth.v1.BeginTotpEnrollmentResponse\x12x\n" +
 	"\x15ConfirmTotpEnrollment\x12..st_peter.auth.v1.ConfirmTotpEnrollmentRequest\x1a/.st_peter.auth.v1.ConfirmTotpEnrollmentResponse\x12Z\n" +
@@ -2101,7 +2209,7 @@ func file_st_peter_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_st_peter_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_st_peter_auth_v1_auth_proto_goTypes = []any{
 	(TwoFactorMethod)(0),                    // 0: st_peter.auth.v1.TwoFactorMethod
 	(FailureReason)(0),                      // 1: st_peter.auth.v1.FailureReason
@@ -2120,77 +2228,82 @@ var file_st_peter_auth_v1_auth_proto_goTypes = []any{
 	(*LogoutResponse)(nil),                  // 14: st_peter.auth.v1.LogoutResponse
 	(*WatchRevocationsRequest)(nil),         // 15: st_peter.auth.v1.WatchRevocationsRequest
 	(*RevocationEvent)(nil),                 // 16: st_peter.auth.v1.RevocationEvent
-	(*ChangePasswordRequest)(nil),           // 17: st_peter.auth.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),          // 18: st_peter.auth.v1.ChangePasswordResponse
-	(*BeginTotpEnrollmentRequest)(nil),      // 19: st_peter.auth.v1.BeginTotpEnrollmentRequest
-	(*BeginTotpEnrollmentResponse)(nil),     // 20: st_peter.auth.v1.BeginTotpEnrollmentResponse
-	(*ConfirmTotpEnrollmentRequest)(nil),    // 21: st_peter.auth.v1.ConfirmTotpEnrollmentRequest
-	(*ConfirmTotpEnrollmentResponse)(nil),   // 22: st_peter.auth.v1.ConfirmTotpEnrollmentResponse
-	(*DisableTotpRequest)(nil),              // 23: st_peter.auth.v1.DisableTotpRequest
-	(*DisableTotpResponse)(nil),             // 24: st_peter.auth.v1.DisableTotpResponse
-	(*RegenerateRecoveryCodesRequest)(nil),  // 25: st_peter.auth.v1.RegenerateRecoveryCodesRequest
-	(*RegenerateRecoveryCodesResponse)(nil), // 26: st_peter.auth.v1.RegenerateRecoveryCodesResponse
-	(*ListSessionsRequest)(nil),             // 27: st_peter.auth.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),            // 28: st_peter.auth.v1.ListSessionsResponse
-	(*Session)(nil),                         // 29: st_peter.auth.v1.Session
-	(*RevokeSessionRequest)(nil),            // 30: st_peter.auth.v1.RevokeSessionRequest
-	(*RevokeSessionResponse)(nil),           // 31: st_peter.auth.v1.RevokeSessionResponse
-	(*RevokeOtherSessionsRequest)(nil),      // 32: st_peter.auth.v1.RevokeOtherSessionsRequest
-	(*RevokeOtherSessionsResponse)(nil),     // 33: st_peter.auth.v1.RevokeOtherSessionsResponse
-	(*timestamppb.Timestamp)(nil),           // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),             // 35: google.protobuf.Duration
+	(*GetAccountRequest)(nil),               // 17: st_peter.auth.v1.GetAccountRequest
+	(*GetAccountResponse)(nil),              // 18: st_peter.auth.v1.GetAccountResponse
+	(*ChangePasswordRequest)(nil),           // 19: st_peter.auth.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),          // 20: st_peter.auth.v1.ChangePasswordResponse
+	(*BeginTotpEnrollmentRequest)(nil),      // 21: st_peter.auth.v1.BeginTotpEnrollmentRequest
+	(*BeginTotpEnrollmentResponse)(nil),     // 22: st_peter.auth.v1.BeginTotpEnrollmentResponse
+	(*ConfirmTotpEnrollmentRequest)(nil),    // 23: st_peter.auth.v1.ConfirmTotpEnrollmentRequest
+	(*ConfirmTotpEnrollmentResponse)(nil),   // 24: st_peter.auth.v1.ConfirmTotpEnrollmentResponse
+	(*DisableTotpRequest)(nil),              // 25: st_peter.auth.v1.DisableTotpRequest
+	(*DisableTotpResponse)(nil),             // 26: st_peter.auth.v1.DisableTotpResponse
+	(*RegenerateRecoveryCodesRequest)(nil),  // 27: st_peter.auth.v1.RegenerateRecoveryCodesRequest
+	(*RegenerateRecoveryCodesResponse)(nil), // 28: st_peter.auth.v1.RegenerateRecoveryCodesResponse
+	(*ListSessionsRequest)(nil),             // 29: st_peter.auth.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),            // 30: st_peter.auth.v1.ListSessionsResponse
+	(*Session)(nil),                         // 31: st_peter.auth.v1.Session
+	(*RevokeSessionRequest)(nil),            // 32: st_peter.auth.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),           // 33: st_peter.auth.v1.RevokeSessionResponse
+	(*RevokeOtherSessionsRequest)(nil),      // 34: st_peter.auth.v1.RevokeOtherSessionsRequest
+	(*RevokeOtherSessionsResponse)(nil),     // 35: st_peter.auth.v1.RevokeOtherSessionsResponse
+	(*timestamppb.Timestamp)(nil),           // 36: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),             // 37: google.protobuf.Duration
 }
 var file_st_peter_auth_v1_auth_proto_depIdxs = []int32{
 	5,  // 0: st_peter.auth.v1.LoginResponse.authenticated:type_name -> st_peter.auth.v1.Authenticated
 	6,  // 1: st_peter.auth.v1.LoginResponse.two_factor:type_name -> st_peter.auth.v1.TwoFactorRequired
 	7,  // 2: st_peter.auth.v1.LoginResponse.failed:type_name -> st_peter.auth.v1.Failed
-	34, // 3: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 3: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: st_peter.auth.v1.Authenticated.user:type_name -> st_peter.auth.v1.User
-	34, // 5: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 5: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 6: st_peter.auth.v1.TwoFactorRequired.methods:type_name -> st_peter.auth.v1.TwoFactorMethod
 	1,  // 7: st_peter.auth.v1.Failed.reason:type_name -> st_peter.auth.v1.FailureReason
-	35, // 8: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
+	37, // 8: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
 	2,  // 9: st_peter.auth.v1.VerifyTokenResponse.user:type_name -> st_peter.auth.v1.User
-	34, // 10: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 10: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 11: st_peter.auth.v1.LookupUserResponse.user:type_name -> st_peter.auth.v1.User
-	34, // 12: st_peter.auth.v1.BeginTotpEnrollmentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	29, // 13: st_peter.auth.v1.ListSessionsResponse.sessions:type_name -> st_peter.auth.v1.Session
-	34, // 14: st_peter.auth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	34, // 15: st_peter.auth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	34, // 16: st_peter.auth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
-	3,  // 17: st_peter.auth.v1.AuthService.Login:input_type -> st_peter.auth.v1.LoginRequest
-	8,  // 18: st_peter.auth.v1.AuthService.VerifyTwoFactor:input_type -> st_peter.auth.v1.VerifyTwoFactorRequest
-	9,  // 19: st_peter.auth.v1.AuthService.VerifyToken:input_type -> st_peter.auth.v1.VerifyTokenRequest
-	11, // 20: st_peter.auth.v1.AuthService.LookupUser:input_type -> st_peter.auth.v1.LookupUserRequest
-	13, // 21: st_peter.auth.v1.AuthService.Logout:input_type -> st_peter.auth.v1.LogoutRequest
-	15, // 22: st_peter.auth.v1.AuthService.WatchRevocations:input_type -> st_peter.auth.v1.WatchRevocationsRequest
-	17, // 23: st_peter.auth.v1.AccountService.ChangePassword:input_type -> st_peter.auth.v1.ChangePasswordRequest
-	19, // 24: st_peter.auth.v1.AccountService.BeginTotpEnrollment:input_type -> st_peter.auth.v1.BeginTotpEnrollmentRequest
-	21, // 25: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:input_type -> st_peter.auth.v1.ConfirmTotpEnrollmentRequest
-	23, // 26: st_peter.auth.v1.AccountService.DisableTotp:input_type -> st_peter.auth.v1.DisableTotpRequest
-	25, // 27: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:input_type -> st_peter.auth.v1.RegenerateRecoveryCodesRequest
-	27, // 28: st_peter.auth.v1.AccountService.ListSessions:input_type -> st_peter.auth.v1.ListSessionsRequest
-	30, // 29: st_peter.auth.v1.AccountService.RevokeSession:input_type -> st_peter.auth.v1.RevokeSessionRequest
-	32, // 30: st_peter.auth.v1.AccountService.RevokeOtherSessions:input_type -> st_peter.auth.v1.RevokeOtherSessionsRequest
-	4,  // 31: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
-	4,  // 32: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
-	10, // 33: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
-	12, // 34: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
-	14, // 35: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
-	16, // 36: st_peter.auth.v1.AuthService.WatchRevocations:output_type -> st_peter.auth.v1.RevocationEvent
-	18, // 37: st_peter.auth.v1.AccountService.ChangePassword:output_type -> st_peter.auth.v1.ChangePasswordResponse
-	20, // 38: st_peter.auth.v1.AccountService.BeginTotpEnrollment:output_type -> st_peter.auth.v1.BeginTotpEnrollmentResponse
-	22, // 39: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:output_type -> st_peter.auth.v1.ConfirmTotpEnrollmentResponse
-	24, // 40: st_peter.auth.v1.AccountService.DisableTotp:output_type -> st_peter.auth.v1.DisableTotpResponse
-	26, // 41: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:output_type -> st_peter.auth.v1.RegenerateRecoveryCodesResponse
-	28, // 42: st_peter.auth.v1.AccountService.ListSessions:output_type -> st_peter.auth.v1.ListSessionsResponse
-	31, // 43: st_peter.auth.v1.AccountService.RevokeSession:output_type -> st_peter.auth.v1.RevokeSessionResponse
-	33, // 44: st_peter.auth.v1.AccountService.RevokeOtherSessions:output_type -> st_peter.auth.v1.RevokeOtherSessionsResponse
-	31, // [31:45] is the sub-list for method output_type
-	17, // [17:31] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	2,  // 12: st_peter.auth.v1.GetAccountResponse.user:type_name -> st_peter.auth.v1.User
+	36, // 13: st_peter.auth.v1.BeginTotpEnrollmentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	31, // 14: st_peter.auth.v1.ListSessionsResponse.sessions:type_name -> st_peter.auth.v1.Session
+	36, // 15: st_peter.auth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	36, // 16: st_peter.auth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 17: st_peter.auth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	3,  // 18: st_peter.auth.v1.AuthService.Login:input_type -> st_peter.auth.v1.LoginRequest
+	8,  // 19: st_peter.auth.v1.AuthService.VerifyTwoFactor:input_type -> st_peter.auth.v1.VerifyTwoFactorRequest
+	9,  // 20: st_peter.auth.v1.AuthService.VerifyToken:input_type -> st_peter.auth.v1.VerifyTokenRequest
+	11, // 21: st_peter.auth.v1.AuthService.LookupUser:input_type -> st_peter.auth.v1.LookupUserRequest
+	13, // 22: st_peter.auth.v1.AuthService.Logout:input_type -> st_peter.auth.v1.LogoutRequest
+	15, // 23: st_peter.auth.v1.AuthService.WatchRevocations:input_type -> st_peter.auth.v1.WatchRevocationsRequest
+	17, // 24: st_peter.auth.v1.AccountService.GetAccount:input_type -> st_peter.auth.v1.GetAccountRequest
+	19, // 25: st_peter.auth.v1.AccountService.ChangePassword:input_type -> st_peter.auth.v1.ChangePasswordRequest
+	21, // 26: st_peter.auth.v1.AccountService.BeginTotpEnrollment:input_type -> st_peter.auth.v1.BeginTotpEnrollmentRequest
+	23, // 27: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:input_type -> st_peter.auth.v1.ConfirmTotpEnrollmentRequest
+	25, // 28: st_peter.auth.v1.AccountService.DisableTotp:input_type -> st_peter.auth.v1.DisableTotpRequest
+	27, // 29: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:input_type -> st_peter.auth.v1.RegenerateRecoveryCodesRequest
+	29, // 30: st_peter.auth.v1.AccountService.ListSessions:input_type -> st_peter.auth.v1.ListSessionsRequest
+	32, // 31: st_peter.auth.v1.AccountService.RevokeSession:input_type -> st_peter.auth.v1.RevokeSessionRequest
+	34, // 32: st_peter.auth.v1.AccountService.RevokeOtherSessions:input_type -> st_peter.auth.v1.RevokeOtherSessionsRequest
+	4,  // 33: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
+	4,  // 34: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
+	10, // 35: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
+	12, // 36: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
+	14, // 37: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
+	16, // 38: st_peter.auth.v1.AuthService.WatchRevocations:output_type -> st_peter.auth.v1.RevocationEvent
+	18, // 39: st_peter.auth.v1.AccountService.GetAccount:output_type -> st_peter.auth.v1.GetAccountResponse
+	20, // 40: st_peter.auth.v1.AccountService.ChangePassword:output_type -> st_peter.auth.v1.ChangePasswordResponse
+	22, // 41: st_peter.auth.v1.AccountService.BeginTotpEnrollment:output_type -> st_peter.auth.v1.BeginTotpEnrollmentResponse
+	24, // 42: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:output_type -> st_peter.auth.v1.ConfirmTotpEnrollmentResponse
+	26, // 43: st_peter.auth.v1.AccountService.DisableTotp:output_type -> st_peter.auth.v1.DisableTotpResponse
+	28, // 44: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:output_type -> st_peter.auth.v1.RegenerateRecoveryCodesResponse
+	30, // 45: st_peter.auth.v1.AccountService.ListSessions:output_type -> st_peter.auth.v1.ListSessionsResponse
+	33, // 46: st_peter.auth.v1.AccountService.RevokeSession:output_type -> st_peter.auth.v1.RevokeSessionResponse
+	35, // 47: st_peter.auth.v1.AccountService.RevokeOtherSessions:output_type -> st_peter.auth.v1.RevokeOtherSessionsResponse
+	33, // [33:48] is the sub-list for method output_type
+	18, // [18:33] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_st_peter_auth_v1_auth_proto_init() }
@@ -2214,7 +2327,7 @@ func file_st_peter_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_st_peter_auth_v1_auth_proto_rawDesc), len(file_st_peter_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

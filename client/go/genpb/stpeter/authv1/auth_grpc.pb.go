@@ -367,6 +367,7 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	AccountService_GetAccount_FullMethodName              = "/st_peter.auth.v1.AccountService/GetAccount"
 	AccountService_ChangePassword_FullMethodName          = "/st_peter.auth.v1.AccountService/ChangePassword"
 	AccountService_BeginTotpEnrollment_FullMethodName     = "/st_peter.auth.v1.AccountService/BeginTotpEnrollment"
 	AccountService_ConfirmTotpEnrollment_FullMethodName   = "/st_peter.auth.v1.AccountService/ConfirmTotpEnrollment"
@@ -389,6 +390,9 @@ const (
 // (RESOURCE_EXHAUSTED while they hold). Every change is an audit event, and a change that
 // revokes sessions reaches the revocation feed like any other revocation.
 type AccountServiceClient interface {
+	// The caller's own account: who they are and which second factors they have, so an
+	// account page can offer what fits (set TOTP up, or turn it off and renew codes).
+	GetAccount(ctx context.Context, in *GetAccountRequest, opts ...grpc.CallOption) (*GetAccountResponse, error)
 	// Set a new password. The new one is checked for length and strength (zxcvbn, with
 	// the user's handle and email as context); a weak one answers INVALID_ARGUMENT
 	// naming `new_password` and saying why. The caller's own session stays valid.
@@ -427,6 +431,16 @@ type accountServiceClient struct {
 
 func NewAccountServiceClient(cc grpc.ClientConnInterface) AccountServiceClient {
 	return &accountServiceClient{cc}
+}
+
+func (c *accountServiceClient) GetAccount(ctx context.Context, in *GetAccountRequest, opts ...grpc.CallOption) (*GetAccountResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAccountResponse)
+	err := c.cc.Invoke(ctx, AccountService_GetAccount_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *accountServiceClient) ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error) {
@@ -521,6 +535,9 @@ func (c *accountServiceClient) RevokeOtherSessions(ctx context.Context, in *Revo
 // (RESOURCE_EXHAUSTED while they hold). Every change is an audit event, and a change that
 // revokes sessions reaches the revocation feed like any other revocation.
 type AccountServiceServer interface {
+	// The caller's own account: who they are and which second factors they have, so an
+	// account page can offer what fits (set TOTP up, or turn it off and renew codes).
+	GetAccount(context.Context, *GetAccountRequest) (*GetAccountResponse, error)
 	// Set a new password. The new one is checked for length and strength (zxcvbn, with
 	// the user's handle and email as context); a weak one answers INVALID_ARGUMENT
 	// naming `new_password` and saying why. The caller's own session stays valid.
@@ -561,6 +578,9 @@ type AccountServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedAccountServiceServer struct{}
 
+func (UnimplementedAccountServiceServer) GetAccount(context.Context, *GetAccountRequest) (*GetAccountResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAccount not implemented")
+}
 func (UnimplementedAccountServiceServer) ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ChangePassword not implemented")
 }
@@ -604,6 +624,24 @@ func RegisterAccountServiceServer(s grpc.ServiceRegistrar, srv AccountServiceSer
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&AccountService_ServiceDesc, srv)
+}
+
+func _AccountService_GetAccount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAccountRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountServiceServer).GetAccount(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountService_GetAccount_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountServiceServer).GetAccount(ctx, req.(*GetAccountRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _AccountService_ChangePassword_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -757,6 +795,10 @@ var AccountService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "st_peter.auth.v1.AccountService",
 	HandlerType: (*AccountServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetAccount",
+			Handler:    _AccountService_GetAccount_Handler,
+		},
 		{
 			MethodName: "ChangePassword",
 			Handler:    _AccountService_ChangePassword_Handler,

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file st_peter/auth/v1/auth.proto.
  */
 export const file_st_peter_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEibQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEg4KBmhhbmRsZRgCIAEoCRINCgVlbWFpbBgDIAEoCRINCgVwaG9uZRgEIAEoCRIUCgxkaXNwbGF5X25hbWUYBSABKAkSEAoIZGlzYWJsZWQYBiABKAgiNAoMTG9naW5SZXF1ZXN0EhIKCmlkZW50aWZpZXIYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiugEKDUxvZ2luUmVzcG9uc2USOAoNYXV0aGVudGljYXRlZBgBIAEoCzIfLnN0X3BldGVyLmF1dGgudjEuQXV0aGVudGljYXRlZEgAEjkKCnR3b19mYWN0b3IYAiABKAsyIy5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3RvclJlcXVpcmVkSAASKgoGZmFpbGVkGAMgASgLMhguc3RfcGV0ZXIuYXV0aC52MS5GYWlsZWRIAEIICgZyZXN1bHQidAoNQXV0aGVudGljYXRlZBINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgR1c2VyGAMgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyIo4BChFUd29GYWN0b3JSZXF1aXJlZBIVCg10d29fZmFjdG9yX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKB21ldGhvZHMYAyADKA4yIS5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3Rvck1ldGhvZCJpCgZGYWlsZWQSLwoGcmVhc29uGAEgASgOMh8uc3RfcGV0ZXIuYXV0aC52MS5GYWlsdXJlUmVhc29uEi4KC3JldHJ5X2FmdGVyGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIj0KFlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJIiMKElZlcmlmeVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCSJ6ChNWZXJpZnlUb2tlblJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXISDQoFcm9sZXMYAiADKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoRTG9va3VwVXNlclJlcXVlc3QSEAoIYWN0b3JfaWQYASABKAkSEwoLYWN0b3JfdG9rZW4YAiABKAkSEgoKaWRlbnRpZmllchgDIAEoCSI6ChJMb29rdXBVc2VyUmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciIeCg1Mb2dvdXRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlIjEKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgEImcKD1Jldm9jYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoBBIUCgp0b2tlbl9oYXNoGAIgASgMSAASEQoHdXNlcl9pZBgDIAEoCUgAEg8KBXJlc2V0GAQgASgISABCCAoGY2hhbmdlImYKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCRIdChVyZXZva2Vfb3RoZXJfc2Vzc2lvbnMYAyABKAgiMgoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNIhwKGkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0InkKG0JlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRIVCg1lbnJvbGxtZW50X2lkGAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKHENvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QSFQoNZW5yb2xsbWVudF9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEh0KFXJldm9rZV9vdGhlcl9zZXNzaW9ucxgDIAEoCCJRCh1Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCRIYChByZXZva2VkX3Nlc3Npb25zGAIgASgNIi4KEkRpc2FibGVUb3RwUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJIhUKE0Rpc2FibGVUb3RwUmVzcG9uc2UiOgoeUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkiOQofUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IkMKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEisKCHNlc3Npb25zGAEgAygLMhkuc3RfcGV0ZXIuYXV0aC52MS5TZXNzaW9uIsABCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIioKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhwKGlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0IjcKG1Jldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNKnUKD1R3b0ZhY3Rvck1ldGhvZBIhCh1UV09fRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEhoKFlRXT19GQUNUT1JfTUVUSE9EX1RPVFAQARIjCh9UV09fRkFDVE9SX01FVEhPRF9SRUNPVkVSWV9DT0RFEAIqvwEKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABImCiJGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAISHwobRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DT0RFEAMSJAogRkFJTFVSRV9SRUFTT05fQ0hBTExFTkdFX0VYUElSRUQQBDKbBAoLQXV0aFNlcnZpY2USSAoFTG9naW4SHi5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJcCg9WZXJpZnlUd29GYWN0b3ISKC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVzcG9uc2USWgoLVmVyaWZ5VG9rZW4SJC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVRva2VuUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXNwb25zZRJXCgpMb29rdXBVc2VyEiMuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuTG9va3VwVXNlclJlc3BvbnNlEksKBkxvZ291dBIfLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVxdWVzdBogLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USYgoQV2F0Y2hSZXZvY2F0aW9ucxIpLnN0X3BldGVyLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIS5zdF9wZXRlci5hdXRoLnYxLlJldm9jYXRpb25FdmVudDABMvQGCg5BY2NvdW50U2VydmljZRJjCg5DaGFuZ2VQYXNzd29yZBInLnN0X3BldGVyLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0Giguc3RfcGV0ZXIuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlEnIKE0JlZ2luVG90cEVucm9sbG1lbnQSLC5zdF9wZXRlci5hdXRoLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0Gi0uc3RfcGV0ZXIuYXV0aC52MS5CZWdpblRvdHBFbnJvbGxtZW50UmVzcG9uc2USeAoVQ29uZmlybVRvdHBFbnJvbGxtZW50Ei4uc3RfcGV0ZXIuYXV0aC52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXF1ZXN0Gi8uc3RfcGV0ZXIuYXV0aC52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRJaCgtEaXNhYmxlVG90cBIkLnN0X3BldGVyLmF1dGgudjEuRGlzYWJsZVRvdHBSZXF1ZXN0GiUuc3RfcGV0ZXIuYXV0aC52MS5EaXNhYmxlVG90cFJlc3BvbnNlEn4KF1JlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzEjAuc3RfcGV0ZXIuYXV0aC52MS5SZWdlbmVyYXRlUmVjb3ZlcnlDb2Rlc1JlcXVlc3QaMS5zdF9wZXRlci5hdXRoLnYxLlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVzcG9uc2USXQoMTGlzdFNlc3Npb25zEiUuc3RfcGV0ZXIuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiYuc3RfcGV0ZXIuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJgCg1SZXZva2VTZXNzaW9uEiYuc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBonLnN0X3BldGVyLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlEnIKE1Jldm9rZU90aGVyU2Vzc2lvbnMSLC5zdF9wZXRlci5hdXRoLnYxLlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0Gi0uc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VPdGhlclNlc3Npb25zUmVzcG9uc2VCRFpCZ2l0aHViLmNvbS9zdC1wZXRlci9zdC1wZXRlci9jbGllbnQvZ28vZ2VucGIvc3RwZXRlci9hdXRodjE7YXV0aHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEibQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEg4KBmhhbmRsZRgCIAEoCRINCgVlbWFpbBgDIAEoCRINCgVwaG9uZRgEIAEoCRIUCgxkaXNwbGF5X25hbWUYBSABKAkSEAoIZGlzYWJsZWQYBiABKAgiNAoMTG9naW5SZXF1ZXN0EhIKCmlkZW50aWZpZXIYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiugEKDUxvZ2luUmVzcG9uc2USOAoNYXV0aGVudGljYXRlZBgBIAEoCzIfLnN0X3BldGVyLmF1dGgudjEuQXV0aGVudGljYXRlZEgAEjkKCnR3b19mYWN0b3IYAiABKAsyIy5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3RvclJlcXVpcmVkSAASKgoGZmFpbGVkGAMgASgLMhguc3RfcGV0ZXIuYXV0aC52MS5GYWlsZWRIAEIICgZyZXN1bHQidAoNQXV0aGVudGljYXRlZBINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgR1c2VyGAMgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyIo4BChFUd29GYWN0b3JSZXF1aXJlZBIVCg10d29fZmFjdG9yX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKB21ldGhvZHMYAyADKA4yIS5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3Rvck1ldGhvZCJpCgZGYWlsZWQSLwoGcmVhc29uGAEgASgOMh8uc3RfcGV0ZXIuYXV0aC52MS5GYWlsdXJlUmVhc29uEi4KC3JldHJ5X2FmdGVyGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIj0KFlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJIiMKElZlcmlmeVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCSJ6ChNWZXJpZnlUb2tlblJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXISDQoFcm9sZXMYAiADKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoRTG9va3VwVXNlclJlcXVlc3QSEAoIYWN0b3JfaWQYASABKAkSEwoLYWN0b3JfdG9rZW4YAiABKAkSEgoKaWRlbnRpZmllchgDIAEoCSI6ChJMb29rdXBVc2VyUmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciIeCg1Mb2dvdXRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlIjEKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgEImcKD1Jldm9jYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoBBIUCgp0b2tlbl9oYXNoGAIgASgMSAASEQoHdXNlcl9pZBgDIAEoCUgAEg8KBXJlc2V0GAQgASgISABCCAoGY2hhbmdlIhMKEUdldEFjY291bnRSZXF1ZXN0Im0KEkdldEFjY291bnRSZXNwb25zZRIkCgR1c2VyGAEgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyEhQKDHRvdHBfZW5hYmxlZBgCIAEoCBIbChNyZWNvdmVyeV9jb2Rlc19sZWZ0GAMgASgNImYKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCRIdChVyZXZva2Vfb3RoZXJfc2Vzc2lvbnMYAyABKAgiMgoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNIhwKGkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0InkKG0JlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRIVCg1lbnJvbGxtZW50X2lkGAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKHENvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QSFQoNZW5yb2xsbWVudF9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEh0KFXJldm9rZV9vdGhlcl9zZXNzaW9ucxgDIAEoCCJRCh1Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCRIYChByZXZva2VkX3Nlc3Npb25zGAIgASgNIi4KEkRpc2FibGVUb3RwUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJIhUKE0Rpc2FibGVUb3RwUmVzcG9uc2UiOgoeUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkiOQofUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IkMKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEisKCHNlc3Npb25zGAEgAygLMhkuc3RfcGV0ZXIuYXV0aC52MS5TZXNzaW9uIsABCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIioKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhwKGlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0IjcKG1Jldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNKnUKD1R3b0ZhY3Rvck1ldGhvZBIhCh1UV09fRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEhoKFlRXT19GQUNUT1JfTUVUSE9EX1RPVFAQARIjCh9UV09fRkFDVE9SX01FVEhPRF9SRUNPVkVSWV9DT0RFEAIqvwEKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABImCiJGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAISHwobRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DT0RFEAMSJAogRkFJTFVSRV9SRUFTT05fQ0hBTExFTkdFX0VYUElSRUQQBDKbBAoLQXV0aFNlcnZpY2USSAoFTG9naW4SHi5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJcCg9WZXJpZnlUd29GYWN0b3ISKC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVzcG9uc2USWgoLVmVyaWZ5VG9rZW4SJC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVRva2VuUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXNwb25zZRJXCgpMb29rdXBVc2VyEiMuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuTG9va3VwVXNlclJlc3BvbnNlEksKBkxvZ291dBIfLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVxdWVzdBogLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USYgoQV2F0Y2hSZXZvY2F0aW9ucxIpLnN0X3BldGVyLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIS5zdF9wZXRlci5hdXRoLnYxLlJldm9jYXRpb25FdmVudDABMs0HCg5BY2NvdW50U2VydmljZRJXCgpHZXRBY2NvdW50EiMuc3RfcGV0ZXIuYXV0aC52MS5HZXRBY2NvdW50UmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuR2V0QWNjb3VudFJlc3BvbnNlEmMKDkNoYW5nZVBhc3N3b3JkEicuc3RfcGV0ZXIuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaKC5zdF9wZXRlci5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UScgoTQmVnaW5Ub3RwRW5yb2xsbWVudBIsLnN0X3BldGVyLmF1dGgudjEuQmVnaW5Ub3RwRW5yb2xsbWVudFJlcXVlc3QaLS5zdF9wZXRlci5hdXRoLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRJ4ChVDb25maXJtVG90cEVucm9sbG1lbnQSLi5zdF9wZXRlci5hdXRoLnYxLkNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QaLy5zdF9wZXRlci5hdXRoLnYxLkNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEloKC0Rpc2FibGVUb3RwEiQuc3RfcGV0ZXIuYXV0aC52MS5EaXNhYmxlVG90cFJlcXVlc3QaJS5zdF9wZXRlci5hdXRoLnYxLkRpc2FibGVUb3RwUmVzcG9uc2USfgoXUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXMSMC5zdF9wZXRlci5hdXRoLnYxLlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVxdWVzdBoxLnN0X3BldGVyLmF1dGgudjEuUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXNwb25zZRJdCgxMaXN0U2Vzc2lvbnMSJS5zdF9wZXRlci5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaJi5zdF9wZXRlci5hdXRoLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlEmAKDVJldm9rZVNlc3Npb24SJi5zdF9wZXRlci5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0Gicuc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2UScgoTUmV2b2tlT3RoZXJTZXNzaW9ucxIsLnN0X3BldGVyLmF1dGgudjEuUmV2b2tlT3RoZXJTZXNzaW9uc1JlcXVlc3QaLS5zdF9wZXRlci5hdXRoLnYxLlJldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZUJEWkJnaXRodWIuY29tL3N0LXBldGVyL3N0LXBldGVyL2NsaWVudC9nby9nZW5wYi9zdHBldGVyL2F1dGh2MTthdXRodjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A user as st-peter knows them. Consuming services key their own roles on `user_id`.
@@ -505,6 +505,56 @@ export const RevocationEventSchema: GenMessage<RevocationEvent> = /*@__PURE__*/
   messageDesc(file_st_peter_auth_v1_auth, 14);
 
 /**
+ * Ask for the caller's account.
+ *
+ * @generated from message st_peter.auth.v1.GetAccountRequest
+ */
+export type GetAccountRequest = Message<"st_peter.auth.v1.GetAccountRequest"> & {
+};
+
+/**
+ * Describes the message st_peter.auth.v1.GetAccountRequest.
+ * Use `create(GetAccountRequestSchema)` to create a new message.
+ */
+export const GetAccountRequestSchema: GenMessage<GetAccountRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 15);
+
+/**
+ * The caller's account.
+ *
+ * @generated from message st_peter.auth.v1.GetAccountResponse
+ */
+export type GetAccountResponse = Message<"st_peter.auth.v1.GetAccountResponse"> & {
+  /**
+   * The user the bearer token belongs to.
+   *
+   * @generated from field: st_peter.auth.v1.User user = 1;
+   */
+  user?: User | undefined;
+
+  /**
+   * True when TOTP is enrolled and confirmed: logins need a second factor.
+   *
+   * @generated from field: bool totp_enabled = 2;
+   */
+  totpEnabled: boolean;
+
+  /**
+   * Recovery codes not used yet (0 without TOTP).
+   *
+   * @generated from field: uint32 recovery_codes_left = 3;
+   */
+  recoveryCodesLeft: number;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.GetAccountResponse.
+ * Use `create(GetAccountResponseSchema)` to create a new message.
+ */
+export const GetAccountResponseSchema: GenMessage<GetAccountResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 16);
+
+/**
  * Set a new password.
  *
  * @generated from message st_peter.auth.v1.ChangePasswordRequest
@@ -537,7 +587,7 @@ export type ChangePasswordRequest = Message<"st_peter.auth.v1.ChangePasswordRequ
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 15);
+  messageDesc(file_st_peter_auth_v1_auth, 17);
 
 /**
  * The password was changed.
@@ -558,7 +608,7 @@ export type ChangePasswordResponse = Message<"st_peter.auth.v1.ChangePasswordRes
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 16);
+  messageDesc(file_st_peter_auth_v1_auth, 18);
 
 /**
  * Start a TOTP enrollment.
@@ -573,7 +623,7 @@ export type BeginTotpEnrollmentRequest = Message<"st_peter.auth.v1.BeginTotpEnro
  * Use `create(BeginTotpEnrollmentRequestSchema)` to create a new message.
  */
 export const BeginTotpEnrollmentRequestSchema: GenMessage<BeginTotpEnrollmentRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 17);
+  messageDesc(file_st_peter_auth_v1_auth, 19);
 
 /**
  * A pending TOTP enrollment.
@@ -609,7 +659,7 @@ export type BeginTotpEnrollmentResponse = Message<"st_peter.auth.v1.BeginTotpEnr
  * Use `create(BeginTotpEnrollmentResponseSchema)` to create a new message.
  */
 export const BeginTotpEnrollmentResponseSchema: GenMessage<BeginTotpEnrollmentResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 18);
+  messageDesc(file_st_peter_auth_v1_auth, 20);
 
 /**
  * Confirm a TOTP enrollment.
@@ -645,7 +695,7 @@ export type ConfirmTotpEnrollmentRequest = Message<"st_peter.auth.v1.ConfirmTotp
  * Use `create(ConfirmTotpEnrollmentRequestSchema)` to create a new message.
  */
 export const ConfirmTotpEnrollmentRequestSchema: GenMessage<ConfirmTotpEnrollmentRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 19);
+  messageDesc(file_st_peter_auth_v1_auth, 21);
 
 /**
  * TOTP is active.
@@ -674,7 +724,7 @@ export type ConfirmTotpEnrollmentResponse = Message<"st_peter.auth.v1.ConfirmTot
  * Use `create(ConfirmTotpEnrollmentResponseSchema)` to create a new message.
  */
 export const ConfirmTotpEnrollmentResponseSchema: GenMessage<ConfirmTotpEnrollmentResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 20);
+  messageDesc(file_st_peter_auth_v1_auth, 22);
 
 /**
  * Remove TOTP.
@@ -695,7 +745,7 @@ export type DisableTotpRequest = Message<"st_peter.auth.v1.DisableTotpRequest"> 
  * Use `create(DisableTotpRequestSchema)` to create a new message.
  */
 export const DisableTotpRequestSchema: GenMessage<DisableTotpRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 21);
+  messageDesc(file_st_peter_auth_v1_auth, 23);
 
 /**
  * TOTP is removed.
@@ -710,7 +760,7 @@ export type DisableTotpResponse = Message<"st_peter.auth.v1.DisableTotpResponse"
  * Use `create(DisableTotpResponseSchema)` to create a new message.
  */
 export const DisableTotpResponseSchema: GenMessage<DisableTotpResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 22);
+  messageDesc(file_st_peter_auth_v1_auth, 24);
 
 /**
  * Replace the recovery codes.
@@ -731,7 +781,7 @@ export type RegenerateRecoveryCodesRequest = Message<"st_peter.auth.v1.Regenerat
  * Use `create(RegenerateRecoveryCodesRequestSchema)` to create a new message.
  */
 export const RegenerateRecoveryCodesRequestSchema: GenMessage<RegenerateRecoveryCodesRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 23);
+  messageDesc(file_st_peter_auth_v1_auth, 25);
 
 /**
  * The new recovery codes.
@@ -752,7 +802,7 @@ export type RegenerateRecoveryCodesResponse = Message<"st_peter.auth.v1.Regenera
  * Use `create(RegenerateRecoveryCodesResponseSchema)` to create a new message.
  */
 export const RegenerateRecoveryCodesResponseSchema: GenMessage<RegenerateRecoveryCodesResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 24);
+  messageDesc(file_st_peter_auth_v1_auth, 26);
 
 /**
  * List the caller's sessions.
@@ -767,7 +817,7 @@ export type ListSessionsRequest = Message<"st_peter.auth.v1.ListSessionsRequest"
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 25);
+  messageDesc(file_st_peter_auth_v1_auth, 27);
 
 /**
  * The caller's live sessions.
@@ -788,7 +838,7 @@ export type ListSessionsResponse = Message<"st_peter.auth.v1.ListSessionsRespons
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 26);
+  messageDesc(file_st_peter_auth_v1_auth, 28);
 
 /**
  * One live session of a user. Its id names it for RevokeSession; it is not a token and
@@ -840,7 +890,7 @@ export type Session = Message<"st_peter.auth.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 27);
+  messageDesc(file_st_peter_auth_v1_auth, 29);
 
 /**
  * End one session.
@@ -861,7 +911,7 @@ export type RevokeSessionRequest = Message<"st_peter.auth.v1.RevokeSessionReques
  * Use `create(RevokeSessionRequestSchema)` to create a new message.
  */
 export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 28);
+  messageDesc(file_st_peter_auth_v1_auth, 30);
 
 /**
  * The session is ended.
@@ -876,7 +926,7 @@ export type RevokeSessionResponse = Message<"st_peter.auth.v1.RevokeSessionRespo
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 29);
+  messageDesc(file_st_peter_auth_v1_auth, 31);
 
 /**
  * End every other session.
@@ -891,7 +941,7 @@ export type RevokeOtherSessionsRequest = Message<"st_peter.auth.v1.RevokeOtherSe
  * Use `create(RevokeOtherSessionsRequestSchema)` to create a new message.
  */
 export const RevokeOtherSessionsRequestSchema: GenMessage<RevokeOtherSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 30);
+  messageDesc(file_st_peter_auth_v1_auth, 32);
 
 /**
  * The other sessions are ended.
@@ -912,7 +962,7 @@ export type RevokeOtherSessionsResponse = Message<"st_peter.auth.v1.RevokeOtherS
  * Use `create(RevokeOtherSessionsResponseSchema)` to create a new message.
  */
 export const RevokeOtherSessionsResponseSchema: GenMessage<RevokeOtherSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 31);
+  messageDesc(file_st_peter_auth_v1_auth, 33);
 
 /**
  * A second factor.
@@ -1093,6 +1143,17 @@ export const AuthService: GenService<{
  * @generated from service st_peter.auth.v1.AccountService
  */
 export const AccountService: GenService<{
+  /**
+   * The caller's own account: who they are and which second factors they have, so an
+   * account page can offer what fits (set TOTP up, or turn it off and renew codes).
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.GetAccount
+   */
+  getAccount: {
+    methodKind: "unary";
+    input: typeof GetAccountRequestSchema;
+    output: typeof GetAccountResponseSchema;
+  },
   /**
    * Set a new password. The new one is checked for length and strength (zxcvbn, with
    * the user's handle and email as context); a weak one answers INVALID_ARGUMENT
