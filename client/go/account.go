@@ -44,6 +44,32 @@ func (a *Account) call(ctx context.Context) (context.Context, context.CancelFunc
 	return metadata.AppendToOutgoingContext(ctx, "authorization", Bearer(a.token)), cancel
 }
 
+// AccountInfo is the user's own account as an account page shows it.
+type AccountInfo struct {
+	// User is who the token belongs to.
+	User User
+	// TotpEnabled is true when TOTP is enrolled and confirmed: logins need a second
+	// factor, and the page can offer DisableTotp and RegenerateRecoveryCodes.
+	TotpEnabled bool
+	// RecoveryCodesLeft counts the recovery codes not used yet (0 without TOTP).
+	RecoveryCodesLeft int
+}
+
+// Get answers who the user is and which second factors they have.
+func (a *Account) Get(ctx context.Context) (*AccountInfo, error) {
+	ctx, cancel := a.call(ctx)
+	defer cancel()
+	response, err := a.client.account.GetAccount(ctx, &pb.GetAccountRequest{})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return &AccountInfo{
+		User:              userFrom(response.GetUser()),
+		TotpEnabled:       response.GetTotpEnabled(),
+		RecoveryCodesLeft: int(response.GetRecoveryCodesLeft()),
+	}, nil
+}
+
 // ChangePasswordOptions are the choices of ChangePassword.
 type ChangePasswordOptions struct {
 	// RevokeOtherSessions also ends every other live session of the user; the caller's

@@ -158,8 +158,15 @@ func TestAccountTotpEnrollment(t *testing.T) {
 	other := login(t, client, "night-baker", thirdPassword)
 	account := client.Account(caller.Token)
 
+	info, err := account.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.User.Handle != "night-baker" || info.TotpEnabled || info.RecoveryCodesLeft != 0 {
+		t.Fatalf("account before enrollment: %+v", info)
+	}
 	wantKind(t, "disable without TOTP", account.DisableTotp(ctx, thirdPassword), stpeter.ErrFailedPrecondition, "")
-	_, err := account.RegenerateRecoveryCodes(ctx, thirdPassword)
+	_, err = account.RegenerateRecoveryCodes(ctx, thirdPassword)
 	wantKind(t, "recovery codes without TOTP", err, stpeter.ErrFailedPrecondition, "")
 
 	replaced, err := account.BeginTotpEnrollment(ctx)
@@ -233,6 +240,13 @@ func TestAccountTotpEnrollment(t *testing.T) {
 
 	_, err = account.ConfirmTotpEnrollment(ctx, enrollment.EnrollmentID, totpCode(t, uri, time.Now()), stpeter.ConfirmTotpOptions{})
 	wantKind(t, "confirm again", err, stpeter.ErrFailedPrecondition, "enrollment_id")
+	info, err = account.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.TotpEnabled || info.RecoveryCodesLeft != len(confirmed.RecoveryCodes) {
+		t.Fatalf("account after enrollment: %+v, %d codes issued", info, len(confirmed.RecoveryCodes))
+	}
 	_, err = account.BeginTotpEnrollment(ctx)
 	wantKind(t, "begin with TOTP on", err, stpeter.ErrFailedPrecondition, "")
 

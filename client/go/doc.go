@@ -26,12 +26,13 @@
 // # Account self-service
 //
 // Client.Account(token) is the self-service of the user whose session token it is
-// (st-peter's AccountService, the token sent as "authorization: Bearer"): change the
-// password, enroll or remove TOTP, replace the recovery codes, list and end sessions. It
+// (st-peter's AccountService, the token sent as "authorization: Bearer"): see who it is
+// and whether TOTP is on, change the password, enroll or remove TOTP, replace the recovery codes, list and end sessions. It
 // shares the client's connection, request timeout and cache; printing it does not show
 // the token.
 //
 //	account := client.Account(token)
+//	info, err := account.Get(ctx) // info.User, info.TotpEnabled, info.RecoveryCodesLeft
 //	revoked, err := account.ChangePassword(ctx, current, next,
 //		stpeter.ChangePasswordOptions{RevokeOtherSessions: true})
 //	switch {
