@@ -5,17 +5,20 @@ use prost::Message;
 use st_peter_proto::auth::v1 as pb;
 
 use crate::domain::two_factor::SecondFactorCode;
-use crate::domain::{identifier, sessions};
+use crate::domain::{identifier, self_service, sessions};
 use crate::error::Error;
 use crate::secrets::password;
-use crate::secrets::token::{CHALLENGE_PREFIX, SESSION_PREFIX, hash, is_well_formed};
+use crate::secrets::password_strength;
+use crate::secrets::token::{
+    CHALLENGE_PREFIX, ENROLLMENT_PREFIX, SESSION_PREFIX, hash, is_well_formed,
+};
 
 /// The token parser takes any string without panicking and accepts only the one shape.
 pub fn token_parser(data: &[u8]) {
     let Ok(candidate) = std::str::from_utf8(data) else {
         return;
     };
-    for prefix in [SESSION_PREFIX, CHALLENGE_PREFIX] {
+    for prefix in [SESSION_PREFIX, CHALLENGE_PREFIX, ENROLLMENT_PREFIX] {
         if is_well_formed(prefix, candidate) {
             assert!(candidate.starts_with(prefix));
             assert_eq!(candidate.len(), prefix.len() + 43);
@@ -55,6 +58,35 @@ pub fn request_validation(data: &[u8]) {
             identifier::parse("identifier", &lookup.identifier),
             "identifier",
         );
+    }
+    if let Ok(change) = pb::ChangePasswordRequest::decode(data) {
+        named(
+            password::check_given("current_password", &change.current_password),
+            "current_password",
+        );
+        // zxcvbn over any text, with any context: no panic, and a refusal names the field.
+        named(
+            password_strength::check(
+                "new_password",
+                &change.new_password,
+                &[&change.current_password],
+                password_strength::DEFAULT_MIN_SCORE,
+            ),
+            "new_password",
+        );
+    }
+    if let Ok(confirm) = pb::ConfirmTotpEnrollmentRequest::decode(data) {
+        named(
+            self_service::check_enrollment_id(&confirm.enrollment_id),
+            "enrollment_id",
+        );
+        named(
+            crate::secrets::totp::check_code_shape(&confirm.code),
+            "code",
+        );
+    }
+    if let Ok(revoke) = pb::RevokeSessionRequest::decode(data) {
+        named(sessions::check_session_id(&revoke.session_id), "session_id");
     }
 }
 

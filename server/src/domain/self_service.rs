@@ -399,7 +399,7 @@ fn identifier_keys(user: &UserRecord) -> Vec<String> {
     .collect()
 }
 
-fn check_enrollment_id(enrollment_id: &str) -> Result<()> {
+pub(crate) fn check_enrollment_id(enrollment_id: &str) -> Result<()> {
     if enrollment_id.is_empty() {
         return Err(invalid("enrollment_id", "must not be empty"));
     }

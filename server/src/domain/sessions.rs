@@ -349,7 +349,7 @@ pub(crate) fn new_session_id() -> String {
 }
 
 /// A session id as ListSessions gives it: a UUID, in its canonical lowercase form.
-fn check_session_id(session_id: &str) -> Result<String> {
+pub(crate) fn check_session_id(session_id: &str) -> Result<String> {
     if session_id.is_empty() {
         return Err(invalid("session_id", "must not be empty"));
     }
