@@ -256,8 +256,12 @@ impl StPeter {
     /// logged, and the next sighting of each token notes it again.
     pub async fn write_last_seen(&self) {
         let seen = self.last_seen.take();
-        if let Err(error) = self.store.note_sessions_seen(&seen).await {
-            tracing::warn!(%error, sessions = seen.len(), "writing when sessions were last seen failed");
+        // In short transactions: SQLite has one writer, and logins and revocations must
+        // not wait behind thousands of sightings.
+        for batch in seen.chunks(LAST_SEEN_BATCH) {
+            if let Err(error) = self.store.note_sessions_seen(batch).await {
+                tracing::warn!(%error, sessions = batch.len(), "writing when sessions were last seen failed");
+            }
         }
     }
 
@@ -319,6 +323,9 @@ impl StPeter {
         }
     }
 }
+
+/// Sightings written per transaction.
+const LAST_SEEN_BATCH: usize = 256;
 
 /// A session as its user (or the admin) sees it listed: no token, no hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
