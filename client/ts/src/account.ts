@@ -9,7 +9,7 @@ import QRCode from "qrcode";
 
 import { fromRpc } from "./errors.js";
 import type { AccountService } from "./genpb/st_peter/auth/v1/auth_pb.js";
-import { date, sessionFrom, type Session, type TotpConfirmation } from "./model.js";
+import { date, sessionFrom, userFrom, type AccountInfo, type Session, type TotpConfirmation } from "./model.js";
 
 /** What an account handle needs of its client. Not for callers: use `Client.account`. */
 export interface AccountBackend {
@@ -46,6 +46,17 @@ export class Account {
   constructor(token: string, backend: AccountBackend) {
     this.#token = token;
     this.#backend = backend;
+  }
+
+  /** Who the user is and which second factors they have (TOTP on or off, recovery codes
+   * left). */
+  async get(): Promise<AccountInfo> {
+    const response = await this.#call((rpc, call) => rpc.getAccount({}, call), false);
+    return {
+      user: userFrom(response.user),
+      totpEnabled: response.totpEnabled,
+      recoveryCodesLeft: response.recoveryCodesLeft,
+    };
   }
 
   /** Sets a new password, checked for length and strength (a weak one rejects with

@@ -30,6 +30,7 @@ export type {
   Failed,
   TwoFactorMethod,
   FailureReason,
+  AccountInfo,
   Session,
   TotpConfirmation,
 } from "./model.js";

@@ -87,6 +87,17 @@ export interface Session {
   current: boolean;
 }
 
+/** The user's own account, from `Account.get`: what an account page offers depends on it. */
+export interface AccountInfo {
+  /** Who the token belongs to. */
+  user: User;
+  /** TOTP is enrolled and confirmed: logins need a second factor, and disableTotp and
+   * regenerateRecoveryCodes apply (else beginTotpEnrollment does). */
+  totpEnabled: boolean;
+  /** Recovery codes not used yet (0 without TOTP). */
+  recoveryCodesLeft: number;
+}
+
 /** What `Account.confirmTotpEnrollment` answers: TOTP is on. */
 export interface TotpConfirmation {
   /** One-time recovery codes (`xxxx-xxxx-xxxx-xxxx`), each accepted once in place of a

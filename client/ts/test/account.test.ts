@@ -153,6 +153,12 @@ test("TOTP: enroll, confirm with a real code, log in with two factors, recovery 
   const session = await login(client, handle, PASSWORD);
   const account = client.account(session.token);
 
+  const before = await account.get();
+  assert.equal(before.user.handle, handle);
+  assert.equal(before.user.email, `${handle}@bakery.example`);
+  assert.equal(before.user.userId, session.user.userId);
+  assert.equal(before.totpEnabled, false);
+  assert.equal(before.recoveryCodesLeft, 0);
   await assert.rejects(account.disableTotp(PASSWORD), rejectsWith(FailedPreconditionError, /./));
   await assert.rejects(account.regenerateRecoveryCodes(PASSWORD), rejectsWith(FailedPreconditionError, /./));
 
@@ -198,8 +204,14 @@ test("TOTP: enroll, confirm with a real code, log in with two factors, recovery 
     reason: "invalid_code",
   });
   const [first, second] = confirmed.recoveryCodes as [string, string];
+  assert.deepEqual(await account.get(), {
+    ...before,
+    totpEnabled: true,
+    recoveryCodesLeft: confirmed.recoveryCodes.length,
+  });
   const withRecovery = await client.verifyTwoFactor((await challenge()).twoFactorId, first);
   assert.equal(withRecovery.kind, "authenticated", JSON.stringify(withRecovery));
+  assert.equal((await account.get()).recoveryCodesLeft, confirmed.recoveryCodes.length - 1);
 
   await assert.rejects(
     account.regenerateRecoveryCodes("open sesame, said Ali Baba"),
@@ -218,7 +230,9 @@ test("TOTP: enroll, confirm with a real code, log in with two factors, recovery 
   assert.equal(withNew.kind, "authenticated", JSON.stringify(withNew));
 
   await assert.rejects(account.disableTotp("open sesame, said Ali Baba"), PermissionDeniedError);
+  assert.equal((await account.get()).recoveryCodesLeft, regenerated.length - 1);
   await account.disableTotp(PASSWORD);
+  assert.deepEqual(await account.get(), before);
   await login(client, handle, PASSWORD);
   await assert.rejects(account.disableTotp(PASSWORD), FailedPreconditionError);
 });
@@ -349,6 +363,7 @@ test("an account call with a token that is not valid is an invalid token error",
   for (const token of ["", "stp_not-a-real-token"]) {
     const account = client.account(token);
     await assert.rejects(account.listSessions(), InvalidTokenError);
+    await assert.rejects(account.get(), InvalidTokenError);
     await assert.rejects(account.changePassword(PASSWORD, NEW_PASSWORD), InvalidTokenError);
   }
 });
