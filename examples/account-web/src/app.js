@@ -226,10 +226,43 @@ export function createApp({ stPeter, csrfKey = randomBytes(32), secureCookies = 
     "totp-disabled": () => "Two-factor authentication is off. Sign-ins need the password alone again.",
   };
 
+  /** The two-factor section without TOTP: the state and the setup button only. */
+  function totpOffForm(who) {
+    return html`
+      <p data-testid="totp-state">Two-factor authentication is off.</p>
+      <form method="post" action="/account/totp/begin" data-testid="totp-begin-form">
+        ${csrfField(who.csrf)}
+        <p>Protect sign-ins with a code from an authenticator app.</p>
+        <button type="submit">Set up an authenticator app</button>
+      </form>`;
+  }
+
+  /** The two-factor section with TOTP on: the state, new recovery codes, turning it off. */
+  function totpOnForms(who, left) {
+    const codes = `${left} recovery ${left === 1 ? "code" : "codes"} left`;
+    return html`
+      <p data-testid="totp-state">Two-factor authentication is on — ${codes}</p>
+      ${left === 0 ? html`<p class="muted">Get new recovery codes, or a lost phone locks you out.</p>` : ""}
+      <form method="post" action="/account/recovery-codes" data-testid="recovery-codes-form">
+        ${csrfField(who.csrf)}
+        <label for="rc_password">Current password</label>
+        <input type="password" id="rc_password" name="current_password" autocomplete="current-password" required>
+        <button type="submit">New recovery codes</button>
+      </form>
+      <form method="post" action="/account/totp/disable" data-testid="totp-disable-form">
+        ${csrfField(who.csrf)}
+        <label for="dis_password">Current password</label>
+        <input type="password" id="dis_password" name="current_password" autocomplete="current-password" required>
+        <button type="submit">Turn off two-factor</button>
+      </form>`;
+  }
+
   /** The account page: password, two-factor, sessions. `errors` by section. */
   async function accountPage(req, res, who, { status = 200, notice, errors = {} } = {}) {
-    const sessions = await stPeter.account(who.token).listSessions();
-    const name = who.user.displayName || who.user.handle;
+    const account = stPeter.account(who.token);
+    const [info, sessions] = await Promise.all([account.get(), account.listSessions()]);
+    const { user, totpEnabled, recoveryCodesLeft } = info;
+    const name = user.displayName || user.handle;
     const rows = sessions.map(
       (s) => html`
         <tr data-testid="session" data-session-id="${s.sessionId}" data-current="${s.current}">
@@ -249,7 +282,7 @@ export function createApp({ stPeter, csrfKey = randomBytes(32), secureCookies = 
         </tr>`,
     );
     const body = html`
-      <p>Signed in as <strong data-testid="who">${name}</strong> (${who.user.handle}).</p>
+      <p>Signed in as <strong data-testid="who">${name}</strong> (${user.handle}).</p>
       <form method="post" action="/logout" data-testid="logout-form">
         ${csrfField(who.csrf)}
         <button type="submit">Sign out</button>
@@ -274,26 +307,7 @@ export function createApp({ stPeter, csrfKey = randomBytes(32), secureCookies = 
       <section id="two-factor">
         <h2>Two-factor authentication</h2>
         ${message("error", errors.totp)}
-        <form method="post" action="/account/totp/begin" data-testid="totp-begin-form">
-          ${csrfField(who.csrf)}
-          <p>Protect sign-ins with a code from an authenticator app.</p>
-          <button type="submit">Set up an authenticator app</button>
-        </form>
-        <details>
-          <summary>Already on? Turn it off, or get new recovery codes</summary>
-          <form method="post" action="/account/recovery-codes" data-testid="recovery-codes-form">
-            ${csrfField(who.csrf)}
-            <label for="rc_password">Current password</label>
-            <input type="password" id="rc_password" name="current_password" autocomplete="current-password" required>
-            <button type="submit">New recovery codes</button>
-          </form>
-          <form method="post" action="/account/totp/disable" data-testid="totp-disable-form">
-            ${csrfField(who.csrf)}
-            <label for="dis_password">Current password</label>
-            <input type="password" id="dis_password" name="current_password" autocomplete="current-password" required>
-            <button type="submit">Turn off two-factor</button>
-          </form>
-        </details>
+        ${totpEnabled ? totpOnForms(who, recoveryCodesLeft) : totpOffForm(who)}
       </section>
       <section id="sessions">
         <h2>Where you are signed in</h2>

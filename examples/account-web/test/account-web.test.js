@@ -79,6 +79,26 @@ async function submit(on, formTestId) {
   await Promise.all([on.waitForNavigation(), on.click(`[data-testid=${formTestId}] button[type=submit]`)]);
 }
 
+/** The account page's two-factor state line; with TOTP on, only the recovery-codes and
+ * turn-off forms are there, with it off only the setup form. */
+async function totpState(on) {
+  const state = await text(on, "totp-state");
+  const forms = {
+    begin: await on.locator("[data-testid=totp-begin-form]").count(),
+    recoveryCodes: await on.locator("[data-testid=recovery-codes-form]").count(),
+    disable: await on.locator("[data-testid=totp-disable-form]").count(),
+  };
+  const enabled = state.startsWith("Two-factor authentication is on");
+  assert.deepEqual(forms, enabled ? { begin: 0, recoveryCodes: 1, disable: 1 } : { begin: 1, recoveryCodes: 0, disable: 0 }, state);
+  return state;
+}
+
+function codesLeft(n) {
+  return `Two-factor authentication is on — ${n} recovery ${n === 1 ? "code" : "codes"} left`;
+}
+
+const TOTP_OFF = "Two-factor authentication is off.";
+
 /** The sessions table of the account page: [{ id, current, thisDevice }]. */
 async function sessionRows(on) {
   return on.$$eval("[data-testid=session]", (rows) =>
@@ -190,6 +210,8 @@ step("change password: a weak one is refused with its reason, a wrong current on
 });
 
 step("enroll TOTP: a QR code and the key, a wrong code refused, the right one turns it on and shows the recovery codes once", async (t) => {
+  // Off so far: the setup form only.
+  assert.equal(await totpState(page), TOTP_OFF);
   await submit(page, "totp-begin-form");
   assert.equal(await page.locator("h1").innerText(), "Set up an authenticator app");
   const qr = page.locator("[data-testid=qr] svg");
@@ -228,9 +250,25 @@ step("enroll TOTP: a QR code and the key, a wrong code refused, the right one tu
   for (const code of recoveryCodes) {
     assert.ok(!body.includes(code));
   }
-  // A second enrollment is refused while TOTP is on, in words.
-  await submit(page, "totp-begin-form");
-  assert.match(await page.locator("#two-factor [data-testid=error]").innerText(), /already on/);
+  // On now, with every recovery code left: new codes and turn-off, no setup button.
+  assert.equal(recoveryCodes.length, 10);
+  assert.equal(await totpState(page), codesLeft(10));
+  await shot(t, page, "account-totp-on");
+  // A second enrollment (a form from a stale tab) is refused while TOTP is on, in words.
+  const stale = await fetch(`${app.url}/account/totp/begin`, {
+    method: "POST",
+    headers: {
+      cookie: `${SESSION_COOKIE}=${(await sessionCookie(laptop)).value}`,
+      origin: app.url,
+      "content-type": "application/x-www-form-urlencoded",
+    },
+    body: new URLSearchParams({
+      csrf: await page.locator("[data-testid=recovery-codes-form] input[name=csrf]").getAttribute("value"),
+    }).toString(),
+    redirect: "manual",
+  });
+  assert.equal(stale.status, 409);
+  assert.match(await stale.text(), /already on/);
 });
 
 step("log out; signing in again needs the two-factor step: a wrong code is refused, a TOTP code completes it", async (t) => {
@@ -256,6 +294,8 @@ step("log out; signing in again needs the two-factor step: a wrong code is refus
   await submit(page, "two-factor-form");
   assert.equal(new URL(page.url()).pathname, "/account");
   assert.equal(await text(page, "who"), "Ada Lovelace");
+  // A TOTP code spends no recovery code.
+  assert.equal(await totpState(page), codesLeft(10));
   secrets.add((await sessionCookie(laptop)).value);
   await shot(t, page, "signed-in-with-totp");
 });
@@ -271,6 +311,8 @@ step("sessions: a second browser (signed in with a recovery code) is listed; thi
   secrets.add((await sessionCookie(phone)).value);
 
   await page.reload();
+  // The phone spent one recovery code.
+  assert.equal(await totpState(page), codesLeft(9));
   const rows = await sessionRows(page);
   assert.equal(rows.length, 2, JSON.stringify(rows));
   const mine = rows.filter((r) => r.current);
@@ -343,6 +385,8 @@ step("sign out everywhere else; a form posted from another origin or without the
   assert.equal(forged.status, 403);
   await page.reload();
   assert.equal((await sessionRows(page)).length, 2, "nothing was revoked");
+  // The tablet spent a second recovery code.
+  assert.equal(await totpState(page), codesLeft(8));
 
   await submit(page, "revoke-others-form");
   assert.equal(await text(page, "ok"), "Signed out everywhere else (1 session).");
@@ -355,7 +399,7 @@ step("sign out everywhere else; a form posted from another origin or without the
 
 step("new recovery codes replace the old ones; turning TOTP off needs the current password, then the password alone signs in", async (t) => {
   await page.goto(`${app.url}/account`);
-  await page.click("#two-factor summary");
+  assert.equal(await totpState(page), codesLeft(8));
   await page.fill("#rc_password", NEW_PASSWORD);
   await submit(page, "recovery-codes-form");
   assert.equal(await page.locator("h1").innerText(), "Recovery codes");
@@ -375,10 +419,13 @@ step("new recovery codes replace the old ones; turning TOTP off needs the curren
   assert.match(await text(otherPage, "error"), /^That code is not right/);
 
   await page.goto(`${app.url}/account`);
-  await page.click("#two-factor summary");
+  // A full set again, and the refused old code spent none of it.
+  assert.equal(await totpState(page), codesLeft(10));
   await page.fill("#dis_password", NEW_PASSWORD);
   await submit(page, "totp-disable-form");
   assert.match(await text(page, "ok"), /^Two-factor authentication is off\./);
+  // Off again: the setup form only.
+  assert.equal(await totpState(page), TOTP_OFF);
   await shot(t, page, "totp-disabled");
 
   await signIn(otherPage, HANDLE, NEW_PASSWORD);
