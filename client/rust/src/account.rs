@@ -387,3 +387,46 @@ impl Account {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrollment(uri: String) -> Result<TotpEnrollment, Error> {
+        pb::BeginTotpEnrollmentResponse {
+            enrollment_id: "ste_x".into(),
+            otpauth_uri: uri,
+            expires_at: None,
+        }
+        .try_into()
+    }
+
+    #[test]
+    fn the_qr_code_is_an_svg_element_and_debug_hides_the_uri() {
+        let uri = "otpauth://totp/st-peter:lead-baker?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=st-peter";
+        let enrollment = enrollment(uri.into()).unwrap();
+        let svg = enrollment.qr_svg();
+        assert!(
+            svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+            "{svg}"
+        );
+        assert!(svg.ends_with("</svg>"), "{svg}");
+        assert!(!format!("{enrollment:?}").contains("JBSWY3DP"));
+    }
+
+    #[test]
+    fn a_uri_too_long_for_a_qr_code_is_a_server_fault_not_a_panic() {
+        let error =
+            enrollment(format!("otpauth://totp/x?secret={}", "A".repeat(8000))).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Status {
+                    code: tonic::Code::Internal,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! RPCs are counted by a layer on the test server, never inferred from timing.
 mod helpers;
 
+mod account;
 mod cache;
 mod churn;
 mod conformance;
