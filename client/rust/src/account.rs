@@ -14,7 +14,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use crate::cache::Eviction;
 use crate::client::Client;
 use crate::error::Error;
-use crate::model::system_time;
+use crate::model::{User, system_time};
 
 /// One user's account, acting with their session token; from [`Client::account`]. Cheap
 /// to clone. Every call sends the token as `authorization: Bearer <token>` over the
@@ -41,6 +41,18 @@ impl fmt::Debug for Account {
             .field("token", &"<redacted>")
             .finish_non_exhaustive()
     }
+}
+
+/// The account's user and second factors, from [`Account::get`]: what an account page
+/// should offer (set TOTP up, or turn it off and renew the recovery codes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// The user the token belongs to.
+    pub user: User,
+    /// TOTP is enrolled and confirmed: logins need a second factor.
+    pub totp_enabled: bool,
+    /// Recovery codes not used yet (0 without TOTP).
+    pub recovery_codes_left: u32,
 }
 
 /// A pending TOTP enrollment, from [`Account::begin_totp_enrollment`]: show its QR code
@@ -200,6 +212,23 @@ impl Account {
             token: token.into(),
             bearer,
         }
+    }
+
+    /// Who the user is and which second factors they have. Not cached.
+    pub async fn get(&self) -> Result<AccountInfo, Error> {
+        let request = self.request(pb::GetAccountRequest {})?;
+        let response = self
+            .client
+            .account_grpc()
+            .get_account(request)
+            .await
+            .map_err(Error::from_status)?
+            .into_inner();
+        Ok(AccountInfo {
+            user: response.user.unwrap_or_default().into(),
+            totp_enabled: response.totp_enabled,
+            recovery_codes_left: response.recovery_codes_left,
+        })
     }
 
     /// Sets a new password, checked for length and strength by st-peter (a weak one is

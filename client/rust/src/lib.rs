@@ -43,7 +43,8 @@
 //!
 //! ## Account self-service
 //! [`Client::account`] binds a user's session token to their account
-//! (`st_peter.auth.v1.AccountService`): change the password, enroll or remove TOTP,
+//! (`st_peter.auth.v1.AccountService`): see who it is and whether TOTP is on
+//! ([`Account::get`]), change the password, enroll or remove TOTP,
 //! regenerate recovery codes, list and end sessions. The token goes as
 //! `authorization: Bearer <token>` over the client's connection; it is not printed by
 //! `Debug`, nor is an enrollment's otpauth URI (it holds the TOTP secret) or a
@@ -67,13 +68,15 @@
 //! }
 //!
 //! // TOTP: show the QR code (an <svg> element), then confirm with a code from the app.
-//! let enrollment = account.begin_totp_enrollment().await?;
-//! let page = format!("<p>Scan this:</p>{}", enrollment.qr_svg());
-//! # drop(page);
-//! let enabled = account
-//!     .confirm_totp_enrollment(enrollment.enrollment_id(), code_from_the_app, false)
-//!     .await?;
-//! println!("write these down: {:?}", enabled.recovery_codes); // shown this once
+//! if !account.get().await?.totp_enabled {
+//!     let enrollment = account.begin_totp_enrollment().await?;
+//!     let page = format!("<p>Scan this:</p>{}", enrollment.qr_svg());
+//! #   drop(page);
+//!     let enabled = account
+//!         .confirm_totp_enrollment(enrollment.enrollment_id(), code_from_the_app, false)
+//!         .await?;
+//!     println!("write these down: {:?}", enabled.recovery_codes); // shown this once
+//! }
 //!
 //! // Sessions, newest first; the caller's own is `current`.
 //! for session in account.list_sessions().await? {
@@ -115,7 +118,7 @@ mod guard;
 mod model;
 mod token;
 
-pub use account::{Account, SessionInfo, TotpEnabled, TotpEnrollment};
+pub use account::{Account, AccountInfo, SessionInfo, TotpEnabled, TotpEnrollment};
 pub use cache::CacheSettings;
 pub use client::{Client, ClientBuilder};
 pub use clock::{Clock, SystemClock};

@@ -165,12 +165,18 @@ async fn wrong_current_passwords_are_throttled_like_failed_logins() {
 }
 
 #[tokio::test]
-async fn totp_enrollment_recovery_codes_and_removal() {
+async fn totp_enrollment_recovery_codes_and_removal_as_get_reports_them() {
     let server = TestServer::start().await;
     server.add_user("lead-baker", PASSWORD).await;
     let client = server.client();
     let account = client.account(login(&client, "lead-baker", PASSWORD).await);
 
+    let before = account.get().await.unwrap();
+    assert_eq!(before.user.handle, "lead-baker");
+    assert_eq!(
+        (before.totp_enabled, before.recovery_codes_left),
+        (false, 0)
+    );
     // Without TOTP there is nothing to disable or regenerate.
     assert!(matches!(
         account.disable_totp(PASSWORD).await.unwrap_err(),
@@ -225,6 +231,15 @@ async fn totp_enrollment_recovery_codes_and_removal() {
         "{unknown:?}"
     );
 
+    let malformed = account
+        .confirm_totp_enrollment("not-an-enrollment", &code_now(&server, &uri), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&malformed, Error::InvalidArgument(m) if m.starts_with("enrollment_id")),
+        "{malformed:?}"
+    );
+
     let code = code_now(&server, &uri);
     let enabled = account
         .confirm_totp_enrollment(enrollment.enrollment_id(), &code, false)
@@ -236,6 +251,10 @@ async fn totp_enrollment_recovery_codes_and_removal() {
     assert!(
         enabled.recovery_codes.iter().all(|c| !debug.contains(c)),
         "{debug}"
+    );
+    assert_eq!(
+        totp_state(&account).await,
+        (true, enabled.recovery_codes.len() as u32)
     );
     // Confirmed once only.
     assert!(matches!(
@@ -273,6 +292,11 @@ async fn totp_enrollment_recovery_codes_and_removal() {
         LoginOutcome::Authenticated(_)
     ));
 
+    assert_eq!(
+        totp_state(&account).await,
+        (true, enabled.recovery_codes.len() as u32 - 1)
+    );
+
     // New recovery codes replace the old ones.
     assert!(matches!(
         account
@@ -283,6 +307,7 @@ async fn totp_enrollment_recovery_codes_and_removal() {
     ));
     let fresh = account.regenerate_recovery_codes(PASSWORD).await.unwrap();
     assert!(!fresh.is_empty());
+    assert_eq!(totp_state(&account).await, (true, fresh.len() as u32));
     assert!(fresh.iter().all(|c| !enabled.recovery_codes.contains(c)));
     let challenge = two_factor(&client).await;
     assert!(matches!(
@@ -309,6 +334,7 @@ async fn totp_enrollment_recovery_codes_and_removal() {
         Error::PermissionDenied(_)
     ));
     account.disable_totp(PASSWORD).await.unwrap();
+    assert_eq!(totp_state(&account).await, (false, 0));
     assert!(matches!(
         client.login("lead-baker", PASSWORD).await.unwrap(),
         LoginOutcome::Authenticated(_)
@@ -317,6 +343,12 @@ async fn totp_enrollment_recovery_codes_and_removal() {
         account.disable_totp(PASSWORD).await.unwrap_err(),
         Error::FailedPrecondition(_)
     ));
+}
+
+/// What `Account::get` says of TOTP: on or off, and the recovery codes left.
+async fn totp_state(account: &st_peter_client::Account) -> (bool, u32) {
+    let info = account.get().await.unwrap();
+    (info.totp_enabled, info.recovery_codes_left)
 }
 
 async fn two_factor(client: &Client) -> st_peter_client::TwoFactorChallenge {
@@ -425,6 +457,11 @@ async fn sessions_are_listed_newest_first_and_revoked_by_id() {
         );
     }
     assert_eq!(cashier.list_sessions().await.unwrap().len(), 1);
+    let malformed = account.revoke_session("not-a-uuid").await.unwrap_err();
+    assert!(
+        matches!(&malformed, Error::InvalidArgument(m) if m.starts_with("session_id")),
+        "{malformed:?}"
+    );
 
     cached_valid(&server, &client, &mine).await;
     cached_valid(&server, &client, &other).await;
@@ -506,6 +543,7 @@ async fn a_bad_token_is_invalid_token_for_every_call() {
             account.revoke_other_sessions().await.unwrap_err(),
             Error::InvalidToken
         );
+        assert_eq!(account.get().await.unwrap_err(), Error::InvalidToken);
         assert_eq!(
             account
                 .change_password(PASSWORD, NEW_PASSWORD, true)
