@@ -274,15 +274,15 @@ def test_st_peter_stopped_fails_closed_except_cached_sessions(bakery, staff):
 def test_two_factor_users_must_use_the_session_variant(bakery, staff):
     # A separate user, so enrolling TOTP does not change the other tests' users.
     bakery.st_peter.admin("user", "add", "--handle", "pastry-chef", "--password-stdin",
-                          stdin="puffpastry\n")
-    token = login_token(bakery, "pastry-chef", "puffpastry")
+                          stdin="puff pastry folded seven times\n")
+    token = login_token(bakery, "pastry-chef", "puff pastry folded seven times")
     owner_args = ["grant", "--target", bakery.st_peter.target, "--roles-db",
                   str(bakery.roles_db), "--identifier", "pastry-chef", "--set",
                   "@employeeId=chef-004", "--set", "@station=oven", "--actor-id",
                   staff["user_id"]]
     assert bakery.grant_cli(*owner_args, token=staff["token"]).returncode == 0
     bakery.st_peter.admin("user", "totp", "enroll", "pastry-chef")
-    got = bakery.call(password("pastry-chef", "puffpastry"), {"fn.myShift": {}})
+    got = bakery.call(password("pastry-chef", "puff pastry folded seven times"), {"fn.myShift": {}})
     assert result(got) == UNAUTHENTICATED
     # A session from a completed login (here one made before enrolment) still works.
     got = bakery.call(session(token), {"fn.myShift": {}})

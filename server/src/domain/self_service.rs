@@ -17,8 +17,6 @@ use crate::secrets::token::{self, ENROLLMENT_PREFIX, SecretHash};
 use crate::secrets::totp;
 use crate::store::{NewTotpEnrollment, RevokeSessions, TotpConfirmation, UserRecord};
 
-const MAX_ENROLLMENT_ID_BYTES: usize = 256;
-
 /// The caller of a self-service operation: the user, and which session is theirs.
 struct SignedIn {
     user: UserRecord,
@@ -192,20 +190,21 @@ impl StPeter {
             audit::record(Event::TotpEnrollment, "throttled", Some(me.id()), caller);
             return Err(Error::RateLimited(wait));
         }
-        let id_hash = token::hash(enrollment_id);
-        let sealed = self
-            .store
-            .attempt_totp_enrollment(&id_hash, me.id(), now, self.settings.challenge_max_attempts)
-            .await?;
-        let Some(sealed) = sealed else {
+        let gone = || {
             audit::record(
                 Event::TotpEnrollment,
                 "no_such_enrollment",
                 Some(me.id()),
                 caller,
             );
-            return Err(enrollment_gone());
+            enrollment_gone()
         };
+        let id_hash = token::hash(enrollment_id);
+        let sealed = self
+            .store
+            .attempt_totp_enrollment(&id_hash, me.id(), now, self.settings.challenge_max_attempts)
+            .await?
+            .ok_or_else(gone)?;
         let secret = self.totp_key()?.open(me.id(), &sealed)?;
         let Some(step) = totp::matching_step(&secret, code, now)? else {
             self.throttles.two_factor_user.fail(&me.user.owner.id, now);
@@ -228,15 +227,8 @@ impl StPeter {
                 now,
             })
             .await?;
-        let Some(revoked_sessions) = confirmed else {
-            audit::record(
-                Event::TotpEnrollment,
-                "no_such_enrollment",
-                Some(me.id()),
-                caller,
-            );
-            return Err(enrollment_gone());
-        };
+        // Gone since the attempt: a concurrent confirmation won.
+        let revoked_sessions = confirmed.ok_or_else(gone)?;
         self.throttles.two_factor_user.forgive(&me.user.owner.id);
         if revoked_sessions > 0 {
             self.changed_user(me.id());
@@ -400,18 +392,12 @@ fn identifier_keys(user: &UserRecord) -> Vec<String> {
 }
 
 pub(crate) fn check_enrollment_id(enrollment_id: &str) -> Result<()> {
-    if enrollment_id.is_empty() {
-        return Err(invalid("enrollment_id", "must not be empty"));
-    }
-    if enrollment_id.len() > MAX_ENROLLMENT_ID_BYTES
-        || !token::is_well_formed(ENROLLMENT_PREFIX, enrollment_id)
-    {
-        return Err(invalid(
-            "enrollment_id",
-            "is not an enrollment id from BeginTotpEnrollment (expected 'ste_' and 43 characters)",
-        ));
-    }
-    Ok(())
+    token::check_issued(
+        "enrollment_id",
+        ENROLLMENT_PREFIX,
+        enrollment_id,
+        "an enrollment id from BeginTotpEnrollment",
+    )
 }
 
 fn enrollment_gone() -> Error {

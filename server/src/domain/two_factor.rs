@@ -10,8 +10,6 @@ use crate::secrets::totp;
 use crate::secrets::totp_key::TotpKey;
 use crate::store::{NewSession, SecondFactor, TwoFactorCompletion, UserRecord};
 
-const MAX_CHALLENGE_ID_BYTES: usize = 256;
-
 /// What an administrator needs to hand to the user after enrolling TOTP. Shown once:
 /// neither the secret nor the recovery codes can be read back later.
 #[derive(Clone, serde::Serialize)]
@@ -85,17 +83,12 @@ impl StPeter {
         two_factor_id: &str,
         code: &str,
     ) -> Result<LoginOutcome> {
-        if two_factor_id.is_empty() {
-            return Err(invalid("two_factor_id", "must not be empty"));
-        }
-        if two_factor_id.len() > MAX_CHALLENGE_ID_BYTES
-            || !token::is_well_formed(CHALLENGE_PREFIX, two_factor_id)
-        {
-            return Err(invalid(
-                "two_factor_id",
-                "is not a two-factor id issued by Login (expected 'stc_' and 43 characters)",
-            ));
-        }
+        token::check_issued(
+            "two_factor_id",
+            CHALLENGE_PREFIX,
+            two_factor_id,
+            "a two-factor id issued by Login",
+        )?;
         let code = SecondFactorCode::parse(code)?;
 
         let challenge_hash = token::hash(two_factor_id);

@@ -7,6 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::error::{Result, invalid};
+
 /// Session tokens: `stp_` + 43 base64url characters.
 pub const SESSION_PREFIX: &str = "stp_";
 /// Two-factor challenge ids: `stc_` + 43 base64url characters.
@@ -32,6 +34,26 @@ pub fn mint(prefix: &str) -> Minted {
     let secret = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
     let hash = hash(&secret);
     Minted { secret, hash }
+}
+
+/// Checks an id a caller sent back in `field`: present, and of the shape `prefix` mints
+/// (`issued_as` says what it should be, for the refusal). Anything else cannot match.
+pub fn check_issued(
+    field: &'static str,
+    prefix: &str,
+    candidate: &str,
+    issued_as: &str,
+) -> Result<()> {
+    if candidate.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if !is_well_formed(prefix, candidate) {
+        return Err(invalid(
+            field,
+            format!("is not {issued_as} (expected '{prefix}' and {ENCODED_LEN} characters)"),
+        ));
+    }
+    Ok(())
 }
 
 pub fn hash(secret: &str) -> SecretHash {
