@@ -102,8 +102,16 @@ impl Store for ObservedStore {
         self.inner.change_password(user_id, hash, revoke, now).await
     }
 
-    async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()> {
-        self.inner.set_password_hash(user_id, hash, now).await
+    async fn rehash_password(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        self.inner
+            .rehash_password(user_id, old_hash, new_hash, now)
+            .await
     }
 
     async fn grant_role(&self, user_id: &str, role: &str, now: UnixMillis) -> Result<bool> {

@@ -304,18 +304,22 @@ impl StPeter {
     }
 
     /// Re-hashes a password made with older parameters. A failure here must not fail the
-    /// login that proved the password, so it is logged and retried at the next login.
+    /// login that proved the password, so it is logged and retried at the next login. A
+    /// password changed meanwhile (by its user or the admin) is left as it is.
     async fn upgrade_hash(&self, user: &UserRecord, password: &str) {
         let result = async {
             let hash = self.passwords.hash(password).await?;
             self.store
-                .set_password_hash(&user.owner.id, &hash, self.now())
+                .rehash_password(&user.owner.id, &user.password_hash, &hash, self.now())
                 .await
         }
         .await;
         match result {
-            Ok(()) => {
+            Ok(true) => {
                 tracing::info!(user_id = %user.owner.id, "password hash upgraded to current parameters")
+            }
+            Ok(false) => {
+                tracing::info!(user_id = %user.owner.id, "password changed since the login: no rehash")
             }
             Err(error) => {
                 tracing::warn!(user_id = %user.owner.id, %error, "password hash upgrade failed")

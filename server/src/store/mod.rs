@@ -186,7 +186,16 @@ pub trait Store: Send + Sync + 'static {
     /// grant and revoke, session revokes) appends to the revocation log in its own
     /// transaction, as its last statement.
     async fn set_disabled(&self, user_id: &str, disabled: bool, now: UnixMillis) -> Result<bool>;
-    async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()>;
+    /// Replaces a password hash with a rehash of the same password, only if it is still
+    /// `old_hash`: a password changed since the login that proved the old one is kept.
+    /// Returns whether it was replaced.
+    async fn rehash_password(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now: UnixMillis,
+    ) -> Result<bool>;
     /// In one transaction: sets a new password hash and, when asked, revokes sessions of
     /// the user as [`Store::revoke_user_sessions`] does. Returns how many were revoked.
     async fn change_password(

@@ -136,14 +136,24 @@ where
         Ok(found)
     }
 
-    async fn set_password_hash(&self, user_id: &str, hash: &str, now: UnixMillis) -> Result<()> {
-        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-            .bind(hash)
-            .bind(now)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn rehash_password(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2 \
+             WHERE id = $3 AND password_hash = $4",
+        )
+        .bind(new_hash)
+        .bind(now)
+        .bind(user_id)
+        .bind(old_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&updated) == 1)
     }
 
     async fn change_password(

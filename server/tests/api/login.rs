@@ -6,7 +6,7 @@ use st_peter_server::secrets::password::PasswordParams;
 use std::sync::Arc;
 use tonic::Code;
 
-use crate::helpers::{failed_reason, spawn_app, test_settings};
+use crate::helpers::{failed_reason, remember_secret, spawn_app, test_settings};
 
 #[tokio::test]
 async fn login_by_handle_email_in_any_case_and_phone() {
@@ -157,5 +157,34 @@ async fn new_users_with_taken_identifiers_are_refused_and_nothing_is_written() {
         .unwrap_err();
     assert_eq!(err.to_string(), "email: already taken by another user");
     assert_eq!(app.app.list_users().await.unwrap().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rehash_never_overwrites_a_password_changed_since_the_login_that_proved_the_old_one() {
+    let app = spawn_app().await;
+    let user = app.add_user("cashier", "knock knock, who goes there").await;
+    let proved = app.app.find_user("cashier").await.unwrap().password_hash;
+    // The password changes between a login's check and its rehash of the old password.
+    remember_secret("till roll and a pencil");
+    app.app
+        .set_password("cashier", "till roll and a pencil", false)
+        .await
+        .unwrap();
+    let rehash_of_old = proved.clone();
+    let replaced = app
+        .app_store()
+        .rehash_password(&user.user_id, &proved, &rehash_of_old, app.app_now())
+        .await
+        .unwrap();
+    assert!(!replaced);
+    assert!(matches!(
+        app.login("cashier", "till roll and a pencil").await,
+        pb::login_response::Result::Authenticated(_)
+    ));
+    assert_eq!(
+        failed_reason(&app.login("cashier", "knock knock, who goes there").await),
+        pb::FailureReason::InvalidCredentials
+    );
     app.stop().await;
 }
