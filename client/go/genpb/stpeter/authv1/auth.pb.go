@@ -31,6 +31,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// What kind of principal a user is.
+type UserKind int32
+
+const (
+	// Never sent by the server.
+	UserKind_USER_KIND_UNSPECIFIED UserKind = 0
+	// A person: logs in with a password (and a second factor where enrolled).
+	UserKind_USER_KIND_HUMAN UserKind = 1
+	// A service account: has platform roles and API keys, no password and no TOTP. It
+	// authenticates with ExchangeApiKey; a password login as one fails like any invalid
+	// credential.
+	UserKind_USER_KIND_SERVICE UserKind = 2
+)
+
+// Enum value maps for UserKind.
+var (
+	UserKind_name = map[int32]string{
+		0: "USER_KIND_UNSPECIFIED",
+		1: "USER_KIND_HUMAN",
+		2: "USER_KIND_SERVICE",
+	}
+	UserKind_value = map[string]int32{
+		"USER_KIND_UNSPECIFIED": 0,
+		"USER_KIND_HUMAN":       1,
+		"USER_KIND_SERVICE":     2,
+	}
+)
+
+func (x UserKind) Enum() *UserKind {
+	p := new(UserKind)
+	*p = x
+	return p
+}
+
+func (x UserKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UserKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_st_peter_auth_v1_auth_proto_enumTypes[0].Descriptor()
+}
+
+func (UserKind) Type() protoreflect.EnumType {
+	return &file_st_peter_auth_v1_auth_proto_enumTypes[0]
+}
+
+func (x UserKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UserKind.Descriptor instead.
+func (UserKind) EnumDescriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{0}
+}
+
 // A second factor.
 type TwoFactorMethod int32
 
@@ -69,11 +124,11 @@ func (x TwoFactorMethod) String() string {
 }
 
 func (TwoFactorMethod) Descriptor() protoreflect.EnumDescriptor {
-	return file_st_peter_auth_v1_auth_proto_enumTypes[0].Descriptor()
+	return file_st_peter_auth_v1_auth_proto_enumTypes[1].Descriptor()
 }
 
 func (TwoFactorMethod) Type() protoreflect.EnumType {
-	return &file_st_peter_auth_v1_auth_proto_enumTypes[0]
+	return &file_st_peter_auth_v1_auth_proto_enumTypes[1]
 }
 
 func (x TwoFactorMethod) Number() protoreflect.EnumNumber {
@@ -82,7 +137,7 @@ func (x TwoFactorMethod) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TwoFactorMethod.Descriptor instead.
 func (TwoFactorMethod) EnumDescriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{0}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{1}
 }
 
 // Why a login did not succeed.
@@ -131,11 +186,11 @@ func (x FailureReason) String() string {
 }
 
 func (FailureReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_st_peter_auth_v1_auth_proto_enumTypes[1].Descriptor()
+	return file_st_peter_auth_v1_auth_proto_enumTypes[2].Descriptor()
 }
 
 func (FailureReason) Type() protoreflect.EnumType {
-	return &file_st_peter_auth_v1_auth_proto_enumTypes[1]
+	return &file_st_peter_auth_v1_auth_proto_enumTypes[2]
 }
 
 func (x FailureReason) Number() protoreflect.EnumNumber {
@@ -144,7 +199,7 @@ func (x FailureReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FailureReason.Descriptor instead.
 func (FailureReason) EnumDescriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{1}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{2}
 }
 
 // A user as st-peter knows them. Consuming services key their own roles on `user_id`.
@@ -161,7 +216,9 @@ type User struct {
 	// Name to show to people; may be empty.
 	DisplayName string `protobuf:"bytes,5,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// True when an administrator disabled the user: they cannot log in.
-	Disabled      bool `protobuf:"varint,6,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	Disabled bool `protobuf:"varint,6,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	// A person or a service account. Always set by the server.
+	Kind          UserKind `protobuf:"varint,7,opt,name=kind,proto3,enum=st_peter.auth.v1.UserKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -236,6 +293,13 @@ func (x *User) GetDisabled() bool {
 		return x.Disabled
 	}
 	return false
+}
+
+func (x *User) GetKind() UserKind {
+	if x != nil {
+		return x.Kind
+	}
+	return UserKind_USER_KIND_UNSPECIFIED
 }
 
 // Log in with a password.
@@ -747,12 +811,15 @@ func (x *VerifyTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// Resolve an identifier to a user, on behalf of an authenticated actor.
+// Resolve an identifier to a user, on behalf of an authenticated actor. The actor is a
+// person, or a service account that holds the platform role `st-peter:lookup` (without
+// it: PERMISSION_DENIED).
 type LookupUserRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The user_id of the caller making the lookup.
 	ActorId string `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
-	// A valid session token of that caller.
+	// A valid session token of that caller (for a service account: a token from
+	// ExchangeApiKey).
 	ActorToken string `protobuf:"bytes,2,opt,name=actor_token,json=actorToken,proto3" json:"actor_token,omitempty"`
 	// Email (any case), phone (E.164) or handle of the user to find.
 	Identifier    string `protobuf:"bytes,3,opt,name=identifier,proto3" json:"identifier,omitempty"`
@@ -1103,6 +1170,52 @@ func (*RevocationEvent_UserId) isRevocationEvent_Change() {}
 
 func (*RevocationEvent_Reset_) isRevocationEvent_Change() {}
 
+// Exchange an API key for a session token.
+type ExchangeApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A service account's API key: `stk_` and 43 base64url characters. Secret: never log it.
+	ApiKey        string `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeApiKeyRequest) Reset() {
+	*x = ExchangeApiKeyRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeApiKeyRequest) ProtoMessage() {}
+
+func (x *ExchangeApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*ExchangeApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ExchangeApiKeyRequest) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
 // Ask for the caller's account.
 type GetAccountRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1112,7 +1225,7 @@ type GetAccountRequest struct {
 
 func (x *GetAccountRequest) Reset() {
 	*x = GetAccountRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1237,7 @@ func (x *GetAccountRequest) String() string {
 func (*GetAccountRequest) ProtoMessage() {}
 
 func (x *GetAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1250,7 @@ func (x *GetAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountRequest.ProtoReflect.Descriptor instead.
 func (*GetAccountRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{15}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{16}
 }
 
 // The caller's account.
@@ -1155,7 +1268,7 @@ type GetAccountResponse struct {
 
 func (x *GetAccountResponse) Reset() {
 	*x = GetAccountResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1280,7 @@ func (x *GetAccountResponse) String() string {
 func (*GetAccountResponse) ProtoMessage() {}
 
 func (x *GetAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1293,7 @@ func (x *GetAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountResponse.ProtoReflect.Descriptor instead.
 func (*GetAccountResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{16}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAccountResponse) GetUser() *User {
@@ -1219,7 +1332,7 @@ type ChangePasswordRequest struct {
 
 func (x *ChangePasswordRequest) Reset() {
 	*x = ChangePasswordRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1344,7 @@ func (x *ChangePasswordRequest) String() string {
 func (*ChangePasswordRequest) ProtoMessage() {}
 
 func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1357,7 @@ func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
 func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{17}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChangePasswordRequest) GetCurrentPassword() string {
@@ -1279,7 +1392,7 @@ type ChangePasswordResponse struct {
 
 func (x *ChangePasswordResponse) Reset() {
 	*x = ChangePasswordResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1404,7 @@ func (x *ChangePasswordResponse) String() string {
 func (*ChangePasswordResponse) ProtoMessage() {}
 
 func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1417,7 @@ func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
 func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{18}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ChangePasswordResponse) GetRevokedSessions() uint32 {
@@ -1323,7 +1436,7 @@ type BeginTotpEnrollmentRequest struct {
 
 func (x *BeginTotpEnrollmentRequest) Reset() {
 	*x = BeginTotpEnrollmentRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1448,7 @@ func (x *BeginTotpEnrollmentRequest) String() string {
 func (*BeginTotpEnrollmentRequest) ProtoMessage() {}
 
 func (x *BeginTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1461,7 @@ func (x *BeginTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTotpEnrollmentRequest.ProtoReflect.Descriptor instead.
 func (*BeginTotpEnrollmentRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{19}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{20}
 }
 
 // A pending TOTP enrollment.
@@ -1367,7 +1480,7 @@ type BeginTotpEnrollmentResponse struct {
 
 func (x *BeginTotpEnrollmentResponse) Reset() {
 	*x = BeginTotpEnrollmentResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1492,7 @@ func (x *BeginTotpEnrollmentResponse) String() string {
 func (*BeginTotpEnrollmentResponse) ProtoMessage() {}
 
 func (x *BeginTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1505,7 @@ func (x *BeginTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTotpEnrollmentResponse.ProtoReflect.Descriptor instead.
 func (*BeginTotpEnrollmentResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{20}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BeginTotpEnrollmentResponse) GetEnrollmentId() string {
@@ -1432,7 +1545,7 @@ type ConfirmTotpEnrollmentRequest struct {
 
 func (x *ConfirmTotpEnrollmentRequest) Reset() {
 	*x = ConfirmTotpEnrollmentRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1557,7 @@ func (x *ConfirmTotpEnrollmentRequest) String() string {
 func (*ConfirmTotpEnrollmentRequest) ProtoMessage() {}
 
 func (x *ConfirmTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1570,7 @@ func (x *ConfirmTotpEnrollmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTotpEnrollmentRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTotpEnrollmentRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{21}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConfirmTotpEnrollmentRequest) GetEnrollmentId() string {
@@ -1495,7 +1608,7 @@ type ConfirmTotpEnrollmentResponse struct {
 
 func (x *ConfirmTotpEnrollmentResponse) Reset() {
 	*x = ConfirmTotpEnrollmentResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1620,7 @@ func (x *ConfirmTotpEnrollmentResponse) String() string {
 func (*ConfirmTotpEnrollmentResponse) ProtoMessage() {}
 
 func (x *ConfirmTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1633,7 @@ func (x *ConfirmTotpEnrollmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTotpEnrollmentResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTotpEnrollmentResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{22}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ConfirmTotpEnrollmentResponse) GetRecoveryCodes() []string {
@@ -1548,7 +1661,7 @@ type DisableTotpRequest struct {
 
 func (x *DisableTotpRequest) Reset() {
 	*x = DisableTotpRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1673,7 @@ func (x *DisableTotpRequest) String() string {
 func (*DisableTotpRequest) ProtoMessage() {}
 
 func (x *DisableTotpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[23]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1686,7 @@ func (x *DisableTotpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTotpRequest.ProtoReflect.Descriptor instead.
 func (*DisableTotpRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{23}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DisableTotpRequest) GetCurrentPassword() string {
@@ -1592,7 +1705,7 @@ type DisableTotpResponse struct {
 
 func (x *DisableTotpResponse) Reset() {
 	*x = DisableTotpResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1717,7 @@ func (x *DisableTotpResponse) String() string {
 func (*DisableTotpResponse) ProtoMessage() {}
 
 func (x *DisableTotpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[24]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1730,7 @@ func (x *DisableTotpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTotpResponse.ProtoReflect.Descriptor instead.
 func (*DisableTotpResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{24}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{25}
 }
 
 // Replace the recovery codes.
@@ -1631,7 +1744,7 @@ type RegenerateRecoveryCodesRequest struct {
 
 func (x *RegenerateRecoveryCodesRequest) Reset() {
 	*x = RegenerateRecoveryCodesRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1756,7 @@ func (x *RegenerateRecoveryCodesRequest) String() string {
 func (*RegenerateRecoveryCodesRequest) ProtoMessage() {}
 
 func (x *RegenerateRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[25]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1769,7 @@ func (x *RegenerateRecoveryCodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateRecoveryCodesRequest.ProtoReflect.Descriptor instead.
 func (*RegenerateRecoveryCodesRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{25}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RegenerateRecoveryCodesRequest) GetCurrentPassword() string {
@@ -1677,7 +1790,7 @@ type RegenerateRecoveryCodesResponse struct {
 
 func (x *RegenerateRecoveryCodesResponse) Reset() {
 	*x = RegenerateRecoveryCodesResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +1802,7 @@ func (x *RegenerateRecoveryCodesResponse) String() string {
 func (*RegenerateRecoveryCodesResponse) ProtoMessage() {}
 
 func (x *RegenerateRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[26]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +1815,7 @@ func (x *RegenerateRecoveryCodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateRecoveryCodesResponse.ProtoReflect.Descriptor instead.
 func (*RegenerateRecoveryCodesResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{26}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RegenerateRecoveryCodesResponse) GetRecoveryCodes() []string {
@@ -1721,7 +1834,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1846,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[27]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1859,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{27}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{28}
 }
 
 // The caller's live sessions.
@@ -1760,7 +1873,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1885,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[28]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1898,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{28}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1817,7 +1930,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1942,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[29]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1955,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{29}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Session) GetSessionId() string {
@@ -1891,7 +2004,7 @@ type RevokeSessionRequest struct {
 
 func (x *RevokeSessionRequest) Reset() {
 	*x = RevokeSessionRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2016,7 @@ func (x *RevokeSessionRequest) String() string {
 func (*RevokeSessionRequest) ProtoMessage() {}
 
 func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[30]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2029,7 @@ func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{30}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeSessionRequest) GetSessionId() string {
@@ -1935,7 +2048,7 @@ type RevokeSessionResponse struct {
 
 func (x *RevokeSessionResponse) Reset() {
 	*x = RevokeSessionResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2060,7 @@ func (x *RevokeSessionResponse) String() string {
 func (*RevokeSessionResponse) ProtoMessage() {}
 
 func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[31]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2073,7 @@ func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{31}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{32}
 }
 
 // End every other session.
@@ -1972,7 +2085,7 @@ type RevokeOtherSessionsRequest struct {
 
 func (x *RevokeOtherSessionsRequest) Reset() {
 	*x = RevokeOtherSessionsRequest{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[32]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2097,7 @@ func (x *RevokeOtherSessionsRequest) String() string {
 func (*RevokeOtherSessionsRequest) ProtoMessage() {}
 
 func (x *RevokeOtherSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[32]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2110,7 @@ func (x *RevokeOtherSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeOtherSessionsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeOtherSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{32}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{33}
 }
 
 // The other sessions are ended.
@@ -2011,7 +2124,7 @@ type RevokeOtherSessionsResponse struct {
 
 func (x *RevokeOtherSessionsResponse) Reset() {
 	*x = RevokeOtherSessionsResponse{}
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[33]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2136,7 @@ func (x *RevokeOtherSessionsResponse) String() string {
 func (*RevokeOtherSessionsResponse) ProtoMessage() {}
 
 func (x *RevokeOtherSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[33]
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2149,7 @@ func (x *RevokeOtherSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeOtherSessionsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeOtherSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{33}
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokeOtherSessionsResponse) GetRevokedSessions() uint32 {
@@ -2050,14 +2163,15 @@ var File_st_peter_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x1bst_peter/auth/v1/auth.proto\x12\x10st_peter.auth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n" +
+	"\x1bst_peter/auth/v1/auth.proto\x12\x10st_peter.auth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n" +
 	"\x04User\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06handle\x18\x02 \x01(\tR\x06handle\x12\x14\n" +
 	"\x05email\x18\x03 \x01(\tR\x05email\x12\x14\n" +
 	"\x05phone\x18\x04 \x01(\tR\x05phone\x12!\n" +
 	"\fdisplay_name\x18\x05 \x01(\tR\vdisplayName\x12\x1a\n" +
-	"\bdisabled\x18\x06 \x01(\bR\bdisabled\"J\n" +
+	"\bdisabled\x18\x06 \x01(\bR\bdisabled\x12.\n" +
+	"\x04kind\x18\a \x01(\x0e2\x1a.st_peter.auth.v1.UserKindR\x04kind\"J\n" +
 	"\fLoginRequest\x12\x1e\n" +
 	"\n" +
 	"identifier\x18\x01 \x01(\tR\n" +
@@ -2113,7 +2227,9 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"token_hash\x18\x02 \x01(\fH\x00R\ttokenHash\x12\x19\n" +
 	"\auser_id\x18\x03 \x01(\tH\x00R\x06userId\x12\x16\n" +
 	"\x05reset\x18\x04 \x01(\bH\x00R\x05resetB\b\n" +
-	"\x06change\"\x13\n" +
+	"\x06change\"0\n" +
+	"\x15ExchangeApiKeyRequest\x12\x17\n" +
+	"\aapi_key\x18\x01 \x01(\tR\x06apiKey\"\x13\n" +
 	"\x11GetAccountRequest\"\x93\x01\n" +
 	"\x12GetAccountResponse\x12*\n" +
 	"\x04user\x18\x01 \x01(\v2\x16.st_peter.auth.v1.UserR\x04user\x12!\n" +
@@ -2165,7 +2281,11 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\x15RevokeSessionResponse\"\x1c\n" +
 	"\x1aRevokeOtherSessionsRequest\"H\n" +
 	"\x1bRevokeOtherSessionsResponse\x12)\n" +
-	"\x10revoked_sessions\x18\x01 \x01(\rR\x0frevokedSessions*u\n" +
+	"\x10revoked_sessions\x18\x01 \x01(\rR\x0frevokedSessions*Q\n" +
+	"\bUserKind\x12\x19\n" +
+	"\x15USER_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fUSER_KIND_HUMAN\x10\x01\x12\x15\n" +
+	"\x11USER_KIND_SERVICE\x10\x02*u\n" +
 	"\x0fTwoFactorMethod\x12!\n" +
 	"\x1dTWO_FACTOR_METHOD_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TWO_FACTOR_METHOD_TOTP\x10\x01\x12#\n" +
@@ -2175,7 +2295,7 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\"FAILURE_REASON_INVALID_CREDENTIALS\x10\x01\x12\x1f\n" +
 	"\x1bFAILURE_REASON_RATE_LIMITED\x10\x02\x12\x1f\n" +
 	"\x1bFAILURE_REASON_INVALID_CODE\x10\x03\x12$\n" +
-	" FAILURE_REASON_CHALLENGE_EXPIRED\x10\x042\x9b\x04\n" +
+	" FAILURE_REASON_CHALLENGE_EXPIRED\x10\x042\xf7\x04\n" +
 	"\vAuthService\x12H\n" +
 	"\x05Login\x12\x1e.st_peter.auth.v1.LoginRequest\x1a\x1f.st_peter.auth.v1.LoginResponse\x12\\\n" +
 	"\x0fVerifyTwoFactor\x12(.st_peter.auth.v1.VerifyTwoFactorRequest\x1a\x1f.st_peter.auth.v1.LoginResponse\x12Z\n" +
@@ -2183,7 +2303,8 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"LookupUser\x12#.st_peter.auth.v1.LookupUserRequest\x1a$.st_peter.auth.v1.LookupUserResponse\x12K\n" +
 	"\x06Logout\x12\x1f.st_peter.auth.v1.LogoutRequest\x1a .st_peter.auth.v1.LogoutResponse\x12b\n" +
-	"\x10WatchRevocations\x12).st_peter.auth.v1.WatchRevocationsRequest\x1a!.st_peter.auth.v1.RevocationEvent0\x012\xcd\a\n" +
+	"\x10WatchRevocations\x12).st_peter.auth.v1.WatchRevocationsRequest\x1a!.st_peter.auth.v1.RevocationEvent0\x01\x12Z\n" +
+	"\x0eExchangeApiKey\x12'.st_peter.auth.v1.ExchangeApiKeyRequest\x1a\x1f.st_peter.auth.v1.Authenticated2\xcd\a\n" +
 	"\x0eAccountService\x12W\n" +
 	"\n" +
 	"GetAccount\x12#.st_peter.auth.v1.GetAccountRequest\x1a$.st_peter.auth.v1.GetAccountResponse\x12c\n" +
@@ -2208,102 +2329,107 @@ func file_st_peter_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_st_peter_auth_v1_auth_proto_rawDescData
 }
 
-var file_st_peter_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_st_peter_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_st_peter_auth_v1_auth_proto_goTypes = []any{
-	(TwoFactorMethod)(0),                    // 0: st_peter.auth.v1.TwoFactorMethod
-	(FailureReason)(0),                      // 1: st_peter.auth.v1.FailureReason
-	(*User)(nil),                            // 2: st_peter.auth.v1.User
-	(*LoginRequest)(nil),                    // 3: st_peter.auth.v1.LoginRequest
-	(*LoginResponse)(nil),                   // 4: st_peter.auth.v1.LoginResponse
-	(*Authenticated)(nil),                   // 5: st_peter.auth.v1.Authenticated
-	(*TwoFactorRequired)(nil),               // 6: st_peter.auth.v1.TwoFactorRequired
-	(*Failed)(nil),                          // 7: st_peter.auth.v1.Failed
-	(*VerifyTwoFactorRequest)(nil),          // 8: st_peter.auth.v1.VerifyTwoFactorRequest
-	(*VerifyTokenRequest)(nil),              // 9: st_peter.auth.v1.VerifyTokenRequest
-	(*VerifyTokenResponse)(nil),             // 10: st_peter.auth.v1.VerifyTokenResponse
-	(*LookupUserRequest)(nil),               // 11: st_peter.auth.v1.LookupUserRequest
-	(*LookupUserResponse)(nil),              // 12: st_peter.auth.v1.LookupUserResponse
-	(*LogoutRequest)(nil),                   // 13: st_peter.auth.v1.LogoutRequest
-	(*LogoutResponse)(nil),                  // 14: st_peter.auth.v1.LogoutResponse
-	(*WatchRevocationsRequest)(nil),         // 15: st_peter.auth.v1.WatchRevocationsRequest
-	(*RevocationEvent)(nil),                 // 16: st_peter.auth.v1.RevocationEvent
-	(*GetAccountRequest)(nil),               // 17: st_peter.auth.v1.GetAccountRequest
-	(*GetAccountResponse)(nil),              // 18: st_peter.auth.v1.GetAccountResponse
-	(*ChangePasswordRequest)(nil),           // 19: st_peter.auth.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),          // 20: st_peter.auth.v1.ChangePasswordResponse
-	(*BeginTotpEnrollmentRequest)(nil),      // 21: st_peter.auth.v1.BeginTotpEnrollmentRequest
-	(*BeginTotpEnrollmentResponse)(nil),     // 22: st_peter.auth.v1.BeginTotpEnrollmentResponse
-	(*ConfirmTotpEnrollmentRequest)(nil),    // 23: st_peter.auth.v1.ConfirmTotpEnrollmentRequest
-	(*ConfirmTotpEnrollmentResponse)(nil),   // 24: st_peter.auth.v1.ConfirmTotpEnrollmentResponse
-	(*DisableTotpRequest)(nil),              // 25: st_peter.auth.v1.DisableTotpRequest
-	(*DisableTotpResponse)(nil),             // 26: st_peter.auth.v1.DisableTotpResponse
-	(*RegenerateRecoveryCodesRequest)(nil),  // 27: st_peter.auth.v1.RegenerateRecoveryCodesRequest
-	(*RegenerateRecoveryCodesResponse)(nil), // 28: st_peter.auth.v1.RegenerateRecoveryCodesResponse
-	(*ListSessionsRequest)(nil),             // 29: st_peter.auth.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),            // 30: st_peter.auth.v1.ListSessionsResponse
-	(*Session)(nil),                         // 31: st_peter.auth.v1.Session
-	(*RevokeSessionRequest)(nil),            // 32: st_peter.auth.v1.RevokeSessionRequest
-	(*RevokeSessionResponse)(nil),           // 33: st_peter.auth.v1.RevokeSessionResponse
-	(*RevokeOtherSessionsRequest)(nil),      // 34: st_peter.auth.v1.RevokeOtherSessionsRequest
-	(*RevokeOtherSessionsResponse)(nil),     // 35: st_peter.auth.v1.RevokeOtherSessionsResponse
-	(*timestamppb.Timestamp)(nil),           // 36: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),             // 37: google.protobuf.Duration
+	(UserKind)(0),                           // 0: st_peter.auth.v1.UserKind
+	(TwoFactorMethod)(0),                    // 1: st_peter.auth.v1.TwoFactorMethod
+	(FailureReason)(0),                      // 2: st_peter.auth.v1.FailureReason
+	(*User)(nil),                            // 3: st_peter.auth.v1.User
+	(*LoginRequest)(nil),                    // 4: st_peter.auth.v1.LoginRequest
+	(*LoginResponse)(nil),                   // 5: st_peter.auth.v1.LoginResponse
+	(*Authenticated)(nil),                   // 6: st_peter.auth.v1.Authenticated
+	(*TwoFactorRequired)(nil),               // 7: st_peter.auth.v1.TwoFactorRequired
+	(*Failed)(nil),                          // 8: st_peter.auth.v1.Failed
+	(*VerifyTwoFactorRequest)(nil),          // 9: st_peter.auth.v1.VerifyTwoFactorRequest
+	(*VerifyTokenRequest)(nil),              // 10: st_peter.auth.v1.VerifyTokenRequest
+	(*VerifyTokenResponse)(nil),             // 11: st_peter.auth.v1.VerifyTokenResponse
+	(*LookupUserRequest)(nil),               // 12: st_peter.auth.v1.LookupUserRequest
+	(*LookupUserResponse)(nil),              // 13: st_peter.auth.v1.LookupUserResponse
+	(*LogoutRequest)(nil),                   // 14: st_peter.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),                  // 15: st_peter.auth.v1.LogoutResponse
+	(*WatchRevocationsRequest)(nil),         // 16: st_peter.auth.v1.WatchRevocationsRequest
+	(*RevocationEvent)(nil),                 // 17: st_peter.auth.v1.RevocationEvent
+	(*ExchangeApiKeyRequest)(nil),           // 18: st_peter.auth.v1.ExchangeApiKeyRequest
+	(*GetAccountRequest)(nil),               // 19: st_peter.auth.v1.GetAccountRequest
+	(*GetAccountResponse)(nil),              // 20: st_peter.auth.v1.GetAccountResponse
+	(*ChangePasswordRequest)(nil),           // 21: st_peter.auth.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),          // 22: st_peter.auth.v1.ChangePasswordResponse
+	(*BeginTotpEnrollmentRequest)(nil),      // 23: st_peter.auth.v1.BeginTotpEnrollmentRequest
+	(*BeginTotpEnrollmentResponse)(nil),     // 24: st_peter.auth.v1.BeginTotpEnrollmentResponse
+	(*ConfirmTotpEnrollmentRequest)(nil),    // 25: st_peter.auth.v1.ConfirmTotpEnrollmentRequest
+	(*ConfirmTotpEnrollmentResponse)(nil),   // 26: st_peter.auth.v1.ConfirmTotpEnrollmentResponse
+	(*DisableTotpRequest)(nil),              // 27: st_peter.auth.v1.DisableTotpRequest
+	(*DisableTotpResponse)(nil),             // 28: st_peter.auth.v1.DisableTotpResponse
+	(*RegenerateRecoveryCodesRequest)(nil),  // 29: st_peter.auth.v1.RegenerateRecoveryCodesRequest
+	(*RegenerateRecoveryCodesResponse)(nil), // 30: st_peter.auth.v1.RegenerateRecoveryCodesResponse
+	(*ListSessionsRequest)(nil),             // 31: st_peter.auth.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),            // 32: st_peter.auth.v1.ListSessionsResponse
+	(*Session)(nil),                         // 33: st_peter.auth.v1.Session
+	(*RevokeSessionRequest)(nil),            // 34: st_peter.auth.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),           // 35: st_peter.auth.v1.RevokeSessionResponse
+	(*RevokeOtherSessionsRequest)(nil),      // 36: st_peter.auth.v1.RevokeOtherSessionsRequest
+	(*RevokeOtherSessionsResponse)(nil),     // 37: st_peter.auth.v1.RevokeOtherSessionsResponse
+	(*timestamppb.Timestamp)(nil),           // 38: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),             // 39: google.protobuf.Duration
 }
 var file_st_peter_auth_v1_auth_proto_depIdxs = []int32{
-	5,  // 0: st_peter.auth.v1.LoginResponse.authenticated:type_name -> st_peter.auth.v1.Authenticated
-	6,  // 1: st_peter.auth.v1.LoginResponse.two_factor:type_name -> st_peter.auth.v1.TwoFactorRequired
-	7,  // 2: st_peter.auth.v1.LoginResponse.failed:type_name -> st_peter.auth.v1.Failed
-	36, // 3: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 4: st_peter.auth.v1.Authenticated.user:type_name -> st_peter.auth.v1.User
-	36, // 5: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 6: st_peter.auth.v1.TwoFactorRequired.methods:type_name -> st_peter.auth.v1.TwoFactorMethod
-	1,  // 7: st_peter.auth.v1.Failed.reason:type_name -> st_peter.auth.v1.FailureReason
-	37, // 8: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
-	2,  // 9: st_peter.auth.v1.VerifyTokenResponse.user:type_name -> st_peter.auth.v1.User
-	36, // 10: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 11: st_peter.auth.v1.LookupUserResponse.user:type_name -> st_peter.auth.v1.User
-	2,  // 12: st_peter.auth.v1.GetAccountResponse.user:type_name -> st_peter.auth.v1.User
-	36, // 13: st_peter.auth.v1.BeginTotpEnrollmentResponse.expires_at:type_name -> google.protobuf.Timestamp
-	31, // 14: st_peter.auth.v1.ListSessionsResponse.sessions:type_name -> st_peter.auth.v1.Session
-	36, // 15: st_peter.auth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	36, // 16: st_peter.auth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	36, // 17: st_peter.auth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
-	3,  // 18: st_peter.auth.v1.AuthService.Login:input_type -> st_peter.auth.v1.LoginRequest
-	8,  // 19: st_peter.auth.v1.AuthService.VerifyTwoFactor:input_type -> st_peter.auth.v1.VerifyTwoFactorRequest
-	9,  // 20: st_peter.auth.v1.AuthService.VerifyToken:input_type -> st_peter.auth.v1.VerifyTokenRequest
-	11, // 21: st_peter.auth.v1.AuthService.LookupUser:input_type -> st_peter.auth.v1.LookupUserRequest
-	13, // 22: st_peter.auth.v1.AuthService.Logout:input_type -> st_peter.auth.v1.LogoutRequest
-	15, // 23: st_peter.auth.v1.AuthService.WatchRevocations:input_type -> st_peter.auth.v1.WatchRevocationsRequest
-	17, // 24: st_peter.auth.v1.AccountService.GetAccount:input_type -> st_peter.auth.v1.GetAccountRequest
-	19, // 25: st_peter.auth.v1.AccountService.ChangePassword:input_type -> st_peter.auth.v1.ChangePasswordRequest
-	21, // 26: st_peter.auth.v1.AccountService.BeginTotpEnrollment:input_type -> st_peter.auth.v1.BeginTotpEnrollmentRequest
-	23, // 27: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:input_type -> st_peter.auth.v1.ConfirmTotpEnrollmentRequest
-	25, // 28: st_peter.auth.v1.AccountService.DisableTotp:input_type -> st_peter.auth.v1.DisableTotpRequest
-	27, // 29: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:input_type -> st_peter.auth.v1.RegenerateRecoveryCodesRequest
-	29, // 30: st_peter.auth.v1.AccountService.ListSessions:input_type -> st_peter.auth.v1.ListSessionsRequest
-	32, // 31: st_peter.auth.v1.AccountService.RevokeSession:input_type -> st_peter.auth.v1.RevokeSessionRequest
-	34, // 32: st_peter.auth.v1.AccountService.RevokeOtherSessions:input_type -> st_peter.auth.v1.RevokeOtherSessionsRequest
-	4,  // 33: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
-	4,  // 34: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
-	10, // 35: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
-	12, // 36: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
-	14, // 37: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
-	16, // 38: st_peter.auth.v1.AuthService.WatchRevocations:output_type -> st_peter.auth.v1.RevocationEvent
-	18, // 39: st_peter.auth.v1.AccountService.GetAccount:output_type -> st_peter.auth.v1.GetAccountResponse
-	20, // 40: st_peter.auth.v1.AccountService.ChangePassword:output_type -> st_peter.auth.v1.ChangePasswordResponse
-	22, // 41: st_peter.auth.v1.AccountService.BeginTotpEnrollment:output_type -> st_peter.auth.v1.BeginTotpEnrollmentResponse
-	24, // 42: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:output_type -> st_peter.auth.v1.ConfirmTotpEnrollmentResponse
-	26, // 43: st_peter.auth.v1.AccountService.DisableTotp:output_type -> st_peter.auth.v1.DisableTotpResponse
-	28, // 44: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:output_type -> st_peter.auth.v1.RegenerateRecoveryCodesResponse
-	30, // 45: st_peter.auth.v1.AccountService.ListSessions:output_type -> st_peter.auth.v1.ListSessionsResponse
-	33, // 46: st_peter.auth.v1.AccountService.RevokeSession:output_type -> st_peter.auth.v1.RevokeSessionResponse
-	35, // 47: st_peter.auth.v1.AccountService.RevokeOtherSessions:output_type -> st_peter.auth.v1.RevokeOtherSessionsResponse
-	33, // [33:48] is the sub-list for method output_type
-	18, // [18:33] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	0,  // 0: st_peter.auth.v1.User.kind:type_name -> st_peter.auth.v1.UserKind
+	6,  // 1: st_peter.auth.v1.LoginResponse.authenticated:type_name -> st_peter.auth.v1.Authenticated
+	7,  // 2: st_peter.auth.v1.LoginResponse.two_factor:type_name -> st_peter.auth.v1.TwoFactorRequired
+	8,  // 3: st_peter.auth.v1.LoginResponse.failed:type_name -> st_peter.auth.v1.Failed
+	38, // 4: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 5: st_peter.auth.v1.Authenticated.user:type_name -> st_peter.auth.v1.User
+	38, // 6: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 7: st_peter.auth.v1.TwoFactorRequired.methods:type_name -> st_peter.auth.v1.TwoFactorMethod
+	2,  // 8: st_peter.auth.v1.Failed.reason:type_name -> st_peter.auth.v1.FailureReason
+	39, // 9: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
+	3,  // 10: st_peter.auth.v1.VerifyTokenResponse.user:type_name -> st_peter.auth.v1.User
+	38, // 11: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 12: st_peter.auth.v1.LookupUserResponse.user:type_name -> st_peter.auth.v1.User
+	3,  // 13: st_peter.auth.v1.GetAccountResponse.user:type_name -> st_peter.auth.v1.User
+	38, // 14: st_peter.auth.v1.BeginTotpEnrollmentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 15: st_peter.auth.v1.ListSessionsResponse.sessions:type_name -> st_peter.auth.v1.Session
+	38, // 16: st_peter.auth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	38, // 17: st_peter.auth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 18: st_peter.auth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	4,  // 19: st_peter.auth.v1.AuthService.Login:input_type -> st_peter.auth.v1.LoginRequest
+	9,  // 20: st_peter.auth.v1.AuthService.VerifyTwoFactor:input_type -> st_peter.auth.v1.VerifyTwoFactorRequest
+	10, // 21: st_peter.auth.v1.AuthService.VerifyToken:input_type -> st_peter.auth.v1.VerifyTokenRequest
+	12, // 22: st_peter.auth.v1.AuthService.LookupUser:input_type -> st_peter.auth.v1.LookupUserRequest
+	14, // 23: st_peter.auth.v1.AuthService.Logout:input_type -> st_peter.auth.v1.LogoutRequest
+	16, // 24: st_peter.auth.v1.AuthService.WatchRevocations:input_type -> st_peter.auth.v1.WatchRevocationsRequest
+	18, // 25: st_peter.auth.v1.AuthService.ExchangeApiKey:input_type -> st_peter.auth.v1.ExchangeApiKeyRequest
+	19, // 26: st_peter.auth.v1.AccountService.GetAccount:input_type -> st_peter.auth.v1.GetAccountRequest
+	21, // 27: st_peter.auth.v1.AccountService.ChangePassword:input_type -> st_peter.auth.v1.ChangePasswordRequest
+	23, // 28: st_peter.auth.v1.AccountService.BeginTotpEnrollment:input_type -> st_peter.auth.v1.BeginTotpEnrollmentRequest
+	25, // 29: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:input_type -> st_peter.auth.v1.ConfirmTotpEnrollmentRequest
+	27, // 30: st_peter.auth.v1.AccountService.DisableTotp:input_type -> st_peter.auth.v1.DisableTotpRequest
+	29, // 31: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:input_type -> st_peter.auth.v1.RegenerateRecoveryCodesRequest
+	31, // 32: st_peter.auth.v1.AccountService.ListSessions:input_type -> st_peter.auth.v1.ListSessionsRequest
+	34, // 33: st_peter.auth.v1.AccountService.RevokeSession:input_type -> st_peter.auth.v1.RevokeSessionRequest
+	36, // 34: st_peter.auth.v1.AccountService.RevokeOtherSessions:input_type -> st_peter.auth.v1.RevokeOtherSessionsRequest
+	5,  // 35: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
+	5,  // 36: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
+	11, // 37: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
+	13, // 38: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
+	15, // 39: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
+	17, // 40: st_peter.auth.v1.AuthService.WatchRevocations:output_type -> st_peter.auth.v1.RevocationEvent
+	6,  // 41: st_peter.auth.v1.AuthService.ExchangeApiKey:output_type -> st_peter.auth.v1.Authenticated
+	20, // 42: st_peter.auth.v1.AccountService.GetAccount:output_type -> st_peter.auth.v1.GetAccountResponse
+	22, // 43: st_peter.auth.v1.AccountService.ChangePassword:output_type -> st_peter.auth.v1.ChangePasswordResponse
+	24, // 44: st_peter.auth.v1.AccountService.BeginTotpEnrollment:output_type -> st_peter.auth.v1.BeginTotpEnrollmentResponse
+	26, // 45: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:output_type -> st_peter.auth.v1.ConfirmTotpEnrollmentResponse
+	28, // 46: st_peter.auth.v1.AccountService.DisableTotp:output_type -> st_peter.auth.v1.DisableTotpResponse
+	30, // 47: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:output_type -> st_peter.auth.v1.RegenerateRecoveryCodesResponse
+	32, // 48: st_peter.auth.v1.AccountService.ListSessions:output_type -> st_peter.auth.v1.ListSessionsResponse
+	35, // 49: st_peter.auth.v1.AccountService.RevokeSession:output_type -> st_peter.auth.v1.RevokeSessionResponse
+	37, // 50: st_peter.auth.v1.AccountService.RevokeOtherSessions:output_type -> st_peter.auth.v1.RevokeOtherSessionsResponse
+	35, // [35:51] is the sub-list for method output_type
+	19, // [19:35] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_st_peter_auth_v1_auth_proto_init() }
@@ -2326,8 +2452,8 @@ func file_st_peter_auth_v1_auth_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_st_peter_auth_v1_auth_proto_rawDesc), len(file_st_peter_auth_v1_auth_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   34,
+			NumEnums:      3,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -33,6 +33,7 @@ const (
 	AuthService_LookupUser_FullMethodName       = "/st_peter.auth.v1.AuthService/LookupUser"
 	AuthService_Logout_FullMethodName           = "/st_peter.auth.v1.AuthService/Logout"
 	AuthService_WatchRevocations_FullMethodName = "/st_peter.auth.v1.AuthService/WatchRevocations"
+	AuthService_ExchangeApiKey_FullMethodName   = "/st_peter.auth.v1.AuthService/ExchangeApiKey"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -67,6 +68,13 @@ type AuthServiceClient interface {
 	// 15 s while there are none. It ends with UNAVAILABLE when the server itself lost the
 	// feed or is shutting down: resubscribe with the last `sequence` seen.
 	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationEvent], error)
+	// Exchange a service account's API key (`stk_...`) for a short-lived session token of
+	// that service account (15 minutes by default), which VerifyToken verifies like any
+	// other and which the service sends as `authorization: Bearer <token>` where a call
+	// asks for caller credentials. The token never outlives its key. An unknown, expired or
+	// revoked key, or a disabled service account, is UNAUTHENTICATED; repeated failures
+	// from one address are RESOURCE_EXHAUSTED for a while.
+	ExchangeApiKey(ctx context.Context, in *ExchangeApiKeyRequest, opts ...grpc.CallOption) (*Authenticated, error)
 }
 
 type authServiceClient struct {
@@ -146,6 +154,16 @@ func (c *authServiceClient) WatchRevocations(ctx context.Context, in *WatchRevoc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuthService_WatchRevocationsClient = grpc.ServerStreamingClient[RevocationEvent]
 
+func (c *authServiceClient) ExchangeApiKey(ctx context.Context, in *ExchangeApiKeyRequest, opts ...grpc.CallOption) (*Authenticated, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Authenticated)
+	err := c.cc.Invoke(ctx, AuthService_ExchangeApiKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -178,6 +196,13 @@ type AuthServiceServer interface {
 	// 15 s while there are none. It ends with UNAVAILABLE when the server itself lost the
 	// feed or is shutting down: resubscribe with the last `sequence` seen.
 	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error
+	// Exchange a service account's API key (`stk_...`) for a short-lived session token of
+	// that service account (15 minutes by default), which VerifyToken verifies like any
+	// other and which the service sends as `authorization: Bearer <token>` where a call
+	// asks for caller credentials. The token never outlives its key. An unknown, expired or
+	// revoked key, or a disabled service account, is UNAUTHENTICATED; repeated failures
+	// from one address are RESOURCE_EXHAUSTED for a while.
+	ExchangeApiKey(context.Context, *ExchangeApiKeyRequest) (*Authenticated, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -205,6 +230,9 @@ func (UnimplementedAuthServiceServer) Logout(context.Context, *LogoutRequest) (*
 }
 func (UnimplementedAuthServiceServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
+}
+func (UnimplementedAuthServiceServer) ExchangeApiKey(context.Context, *ExchangeApiKeyRequest) (*Authenticated, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExchangeApiKey not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -328,6 +356,24 @@ func _AuthService_WatchRevocations_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuthService_WatchRevocationsServer = grpc.ServerStreamingServer[RevocationEvent]
 
+func _AuthService_ExchangeApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExchangeApiKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ExchangeApiKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ExchangeApiKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ExchangeApiKey(ctx, req.(*ExchangeApiKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -354,6 +400,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Logout",
 			Handler:    _AuthService_Logout_Handler,
+		},
+		{
+			MethodName: "ExchangeApiKey",
+			Handler:    _AuthService_ExchangeApiKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -388,7 +438,9 @@ const (
 // or hand the account to someone else also take the current password; a wrong one
 // answers PERMISSION_DENIED and counts towards the same throttles as a failed login
 // (RESOURCE_EXHAUSTED while they hold). Every change is an audit event, and a change that
-// revokes sessions reaches the revocation feed like any other revocation.
+// revokes sessions reaches the revocation feed like any other revocation. Service
+// accounts have no account to run: their tokens are PERMISSION_DENIED here (they are
+// administered with `st-peter service`).
 type AccountServiceClient interface {
 	// The caller's own account: who they are and which second factors they have, so an
 	// account page can offer what fits (set TOTP up, or turn it off and renew codes).
@@ -533,7 +585,9 @@ func (c *accountServiceClient) RevokeOtherSessions(ctx context.Context, in *Revo
 // or hand the account to someone else also take the current password; a wrong one
 // answers PERMISSION_DENIED and counts towards the same throttles as a failed login
 // (RESOURCE_EXHAUSTED while they hold). Every change is an audit event, and a change that
-// revokes sessions reaches the revocation feed like any other revocation.
+// revokes sessions reaches the revocation feed like any other revocation. Service
+// accounts have no account to run: their tokens are PERMISSION_DENIED here (they are
+// administered with `st-peter service`).
 type AccountServiceServer interface {
 	// The caller's own account: who they are and which second factors they have, so an
 	// account page can offer what fits (set TOTP up, or turn it off and renew codes).

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file st_peter/auth/v1/auth.proto.
  */
 export const file_st_peter_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEibQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEg4KBmhhbmRsZRgCIAEoCRINCgVlbWFpbBgDIAEoCRINCgVwaG9uZRgEIAEoCRIUCgxkaXNwbGF5X25hbWUYBSABKAkSEAoIZGlzYWJsZWQYBiABKAgiNAoMTG9naW5SZXF1ZXN0EhIKCmlkZW50aWZpZXIYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiugEKDUxvZ2luUmVzcG9uc2USOAoNYXV0aGVudGljYXRlZBgBIAEoCzIfLnN0X3BldGVyLmF1dGgudjEuQXV0aGVudGljYXRlZEgAEjkKCnR3b19mYWN0b3IYAiABKAsyIy5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3RvclJlcXVpcmVkSAASKgoGZmFpbGVkGAMgASgLMhguc3RfcGV0ZXIuYXV0aC52MS5GYWlsZWRIAEIICgZyZXN1bHQidAoNQXV0aGVudGljYXRlZBINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgR1c2VyGAMgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyIo4BChFUd29GYWN0b3JSZXF1aXJlZBIVCg10d29fZmFjdG9yX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKB21ldGhvZHMYAyADKA4yIS5zdF9wZXRlci5hdXRoLnYxLlR3b0ZhY3Rvck1ldGhvZCJpCgZGYWlsZWQSLwoGcmVhc29uGAEgASgOMh8uc3RfcGV0ZXIuYXV0aC52MS5GYWlsdXJlUmVhc29uEi4KC3JldHJ5X2FmdGVyGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIj0KFlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJIiMKElZlcmlmeVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCSJ6ChNWZXJpZnlUb2tlblJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXISDQoFcm9sZXMYAiADKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoRTG9va3VwVXNlclJlcXVlc3QSEAoIYWN0b3JfaWQYASABKAkSEwoLYWN0b3JfdG9rZW4YAiABKAkSEgoKaWRlbnRpZmllchgDIAEoCSI6ChJMb29rdXBVc2VyUmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciIeCg1Mb2dvdXRSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlIjEKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0EhYKDmFmdGVyX3NlcXVlbmNlGAEgASgEImcKD1Jldm9jYXRpb25FdmVudBIQCghzZXF1ZW5jZRgBIAEoBBIUCgp0b2tlbl9oYXNoGAIgASgMSAASEQoHdXNlcl9pZBgDIAEoCUgAEg8KBXJlc2V0GAQgASgISABCCAoGY2hhbmdlIhMKEUdldEFjY291bnRSZXF1ZXN0Im0KEkdldEFjY291bnRSZXNwb25zZRIkCgR1c2VyGAEgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyEhQKDHRvdHBfZW5hYmxlZBgCIAEoCBIbChNyZWNvdmVyeV9jb2Rlc19sZWZ0GAMgASgNImYKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCRIdChVyZXZva2Vfb3RoZXJfc2Vzc2lvbnMYAyABKAgiMgoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNIhwKGkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0InkKG0JlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRIVCg1lbnJvbGxtZW50X2lkGAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKHENvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QSFQoNZW5yb2xsbWVudF9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEh0KFXJldm9rZV9vdGhlcl9zZXNzaW9ucxgDIAEoCCJRCh1Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCRIYChByZXZva2VkX3Nlc3Npb25zGAIgASgNIi4KEkRpc2FibGVUb3RwUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJIhUKE0Rpc2FibGVUb3RwUmVzcG9uc2UiOgoeUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkiOQofUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCSIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IkMKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEisKCHNlc3Npb25zGAEgAygLMhkuc3RfcGV0ZXIuYXV0aC52MS5TZXNzaW9uIsABCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF9zZWVuX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAUgASgIIioKFFJldm9rZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhwKGlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0IjcKG1Jldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNKnUKD1R3b0ZhY3Rvck1ldGhvZBIhCh1UV09fRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEhoKFlRXT19GQUNUT1JfTUVUSE9EX1RPVFAQARIjCh9UV09fRkFDVE9SX01FVEhPRF9SRUNPVkVSWV9DT0RFEAIqvwEKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABImCiJGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAISHwobRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DT0RFEAMSJAogRkFJTFVSRV9SRUFTT05fQ0hBTExFTkdFX0VYUElSRUQQBDKbBAoLQXV0aFNlcnZpY2USSAoFTG9naW4SHi5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJcCg9WZXJpZnlUd29GYWN0b3ISKC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVzcG9uc2USWgoLVmVyaWZ5VG9rZW4SJC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVRva2VuUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXNwb25zZRJXCgpMb29rdXBVc2VyEiMuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuTG9va3VwVXNlclJlc3BvbnNlEksKBkxvZ291dBIfLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVxdWVzdBogLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USYgoQV2F0Y2hSZXZvY2F0aW9ucxIpLnN0X3BldGVyLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIS5zdF9wZXRlci5hdXRoLnYxLlJldm9jYXRpb25FdmVudDABMs0HCg5BY2NvdW50U2VydmljZRJXCgpHZXRBY2NvdW50EiMuc3RfcGV0ZXIuYXV0aC52MS5HZXRBY2NvdW50UmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuR2V0QWNjb3VudFJlc3BvbnNlEmMKDkNoYW5nZVBhc3N3b3JkEicuc3RfcGV0ZXIuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaKC5zdF9wZXRlci5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UScgoTQmVnaW5Ub3RwRW5yb2xsbWVudBIsLnN0X3BldGVyLmF1dGgudjEuQmVnaW5Ub3RwRW5yb2xsbWVudFJlcXVlc3QaLS5zdF9wZXRlci5hdXRoLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRJ4ChVDb25maXJtVG90cEVucm9sbG1lbnQSLi5zdF9wZXRlci5hdXRoLnYxLkNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QaLy5zdF9wZXRlci5hdXRoLnYxLkNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEloKC0Rpc2FibGVUb3RwEiQuc3RfcGV0ZXIuYXV0aC52MS5EaXNhYmxlVG90cFJlcXVlc3QaJS5zdF9wZXRlci5hdXRoLnYxLkRpc2FibGVUb3RwUmVzcG9uc2USfgoXUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXMSMC5zdF9wZXRlci5hdXRoLnYxLlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVxdWVzdBoxLnN0X3BldGVyLmF1dGgudjEuUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXNwb25zZRJdCgxMaXN0U2Vzc2lvbnMSJS5zdF9wZXRlci5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaJi5zdF9wZXRlci5hdXRoLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlEmAKDVJldm9rZVNlc3Npb24SJi5zdF9wZXRlci5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0Gicuc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2UScgoTUmV2b2tlT3RoZXJTZXNzaW9ucxIsLnN0X3BldGVyLmF1dGgudjEuUmV2b2tlT3RoZXJTZXNzaW9uc1JlcXVlc3QaLS5zdF9wZXRlci5hdXRoLnYxLlJldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZUJEWkJnaXRodWIuY29tL3N0LXBldGVyL3N0LXBldGVyL2NsaWVudC9nby9nZW5wYi9zdHBldGVyL2F1dGh2MTthdXRodjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEilwEKBFVzZXISDwoHdXNlcl9pZBgBIAEoCRIOCgZoYW5kbGUYAiABKAkSDQoFZW1haWwYAyABKAkSDQoFcGhvbmUYBCABKAkSFAoMZGlzcGxheV9uYW1lGAUgASgJEhAKCGRpc2FibGVkGAYgASgIEigKBGtpbmQYByABKA4yGi5zdF9wZXRlci5hdXRoLnYxLlVzZXJLaW5kIjQKDExvZ2luUmVxdWVzdBISCgppZGVudGlmaWVyGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIroBCg1Mb2dpblJlc3BvbnNlEjgKDWF1dGhlbnRpY2F0ZWQYASABKAsyHy5zdF9wZXRlci5hdXRoLnYxLkF1dGhlbnRpY2F0ZWRIABI5Cgp0d29fZmFjdG9yGAIgASgLMiMuc3RfcGV0ZXIuYXV0aC52MS5Ud29GYWN0b3JSZXF1aXJlZEgAEioKBmZhaWxlZBgDIAEoCzIYLnN0X3BldGVyLmF1dGgudjEuRmFpbGVkSABCCAoGcmVzdWx0InQKDUF1dGhlbnRpY2F0ZWQSDQoFdG9rZW4YASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoEdXNlchgDIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciKOAQoRVHdvRmFjdG9yUmVxdWlyZWQSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgdtZXRob2RzGAMgAygOMiEuc3RfcGV0ZXIuYXV0aC52MS5Ud29GYWN0b3JNZXRob2QiaQoGRmFpbGVkEi8KBnJlYXNvbhgBIAEoDjIfLnN0X3BldGVyLmF1dGgudjEuRmFpbHVyZVJlYXNvbhIuCgtyZXRyeV9hZnRlchgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI9ChZWZXJpZnlUd29GYWN0b3JSZXF1ZXN0EhUKDXR3b19mYWN0b3JfaWQYASABKAkSDAoEY29kZRgCIAEoCSIjChJWZXJpZnlUb2tlblJlcXVlc3QSDQoFdG9rZW4YASABKAkiegoTVmVyaWZ5VG9rZW5SZXNwb25zZRIkCgR1c2VyGAEgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyEg0KBXJvbGVzGAIgAygJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk4KEUxvb2t1cFVzZXJSZXF1ZXN0EhAKCGFjdG9yX2lkGAEgASgJEhMKC2FjdG9yX3Rva2VuGAIgASgJEhIKCmlkZW50aWZpZXIYAyABKAkiOgoSTG9va3VwVXNlclJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXIiHgoNTG9nb3V0UmVxdWVzdBINCgV0b2tlbhgBIAEoCSIQCg5Mb2dvdXRSZXNwb25zZSIxChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoBCJnCg9SZXZvY2F0aW9uRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSFAoKdG9rZW5faGFzaBgCIAEoDEgAEhEKB3VzZXJfaWQYAyABKAlIABIPCgVyZXNldBgEIAEoCEgAQggKBmNoYW5nZSIoChVFeGNoYW5nZUFwaUtleVJlcXVlc3QSDwoHYXBpX2tleRgBIAEoCSITChFHZXRBY2NvdW50UmVxdWVzdCJtChJHZXRBY2NvdW50UmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlchIUCgx0b3RwX2VuYWJsZWQYAiABKAgSGwoTcmVjb3ZlcnlfY29kZXNfbGVmdBgDIAEoDSJmChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkSHQoVcmV2b2tlX290aGVyX3Nlc3Npb25zGAMgASgIIjIKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USGAoQcmV2b2tlZF9zZXNzaW9ucxgBIAEoDSIcChpCZWdpblRvdHBFbnJvbGxtZW50UmVxdWVzdCJ5ChtCZWdpblRvdHBFbnJvbGxtZW50UmVzcG9uc2USFQoNZW5yb2xsbWVudF9pZBgBIAEoCRITCgtvdHBhdXRoX3VyaRgCIAEoCRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJiChxDb25maXJtVG90cEVucm9sbG1lbnRSZXF1ZXN0EhUKDWVucm9sbG1lbnRfaWQYASABKAkSDAoEY29kZRgCIAEoCRIdChVyZXZva2Vfb3RoZXJfc2Vzc2lvbnMYAyABKAgiUQodQ29uZmlybVRvdHBFbnJvbGxtZW50UmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkSGAoQcmV2b2tlZF9zZXNzaW9ucxgCIAEoDSIuChJEaXNhYmxlVG90cFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCSIVChNEaXNhYmxlVG90cFJlc3BvbnNlIjoKHlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJIjkKH1JlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCJDChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIrCghzZXNzaW9ucxgBIAMoCzIZLnN0X3BldGVyLmF1dGgudjEuU2Vzc2lvbiLAAQoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEi4KCmNyZWF0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3Rfc2Vlbl9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY3VycmVudBgFIAEoCCIqChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSIcChpSZXZva2VPdGhlclNlc3Npb25zUmVxdWVzdCI3ChtSZXZva2VPdGhlclNlc3Npb25zUmVzcG9uc2USGAoQcmV2b2tlZF9zZXNzaW9ucxgBIAEoDSpRCghVc2VyS2luZBIZChVVU0VSX0tJTkRfVU5TUEVDSUZJRUQQABITCg9VU0VSX0tJTkRfSFVNQU4QARIVChFVU0VSX0tJTkRfU0VSVklDRRACKnUKD1R3b0ZhY3Rvck1ldGhvZBIhCh1UV09fRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEhoKFlRXT19GQUNUT1JfTUVUSE9EX1RPVFAQARIjCh9UV09fRkFDVE9SX01FVEhPRF9SRUNPVkVSWV9DT0RFEAIqvwEKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABImCiJGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAISHwobRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DT0RFEAMSJAogRkFJTFVSRV9SRUFTT05fQ0hBTExFTkdFX0VYUElSRUQQBDL3BAoLQXV0aFNlcnZpY2USSAoFTG9naW4SHi5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJcCg9WZXJpZnlUd29GYWN0b3ISKC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVzcG9uc2USWgoLVmVyaWZ5VG9rZW4SJC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVRva2VuUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXNwb25zZRJXCgpMb29rdXBVc2VyEiMuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuTG9va3VwVXNlclJlc3BvbnNlEksKBkxvZ291dBIfLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVxdWVzdBogLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USYgoQV2F0Y2hSZXZvY2F0aW9ucxIpLnN0X3BldGVyLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIS5zdF9wZXRlci5hdXRoLnYxLlJldm9jYXRpb25FdmVudDABEloKDkV4Y2hhbmdlQXBpS2V5Eicuc3RfcGV0ZXIuYXV0aC52MS5FeGNoYW5nZUFwaUtleVJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkF1dGhlbnRpY2F0ZWQyzQcKDkFjY291bnRTZXJ2aWNlElcKCkdldEFjY291bnQSIy5zdF9wZXRlci5hdXRoLnYxLkdldEFjY291bnRSZXF1ZXN0GiQuc3RfcGV0ZXIuYXV0aC52MS5HZXRBY2NvdW50UmVzcG9uc2USYwoOQ2hhbmdlUGFzc3dvcmQSJy5zdF9wZXRlci5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBooLnN0X3BldGVyLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJyChNCZWdpblRvdHBFbnJvbGxtZW50Eiwuc3RfcGV0ZXIuYXV0aC52MS5CZWdpblRvdHBFbnJvbGxtZW50UmVxdWVzdBotLnN0X3BldGVyLmF1dGgudjEuQmVnaW5Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEngKFUNvbmZpcm1Ub3RwRW5yb2xsbWVudBIuLnN0X3BldGVyLmF1dGgudjEuQ29uZmlybVRvdHBFbnJvbGxtZW50UmVxdWVzdBovLnN0X3BldGVyLmF1dGgudjEuQ29uZmlybVRvdHBFbnJvbGxtZW50UmVzcG9uc2USWgoLRGlzYWJsZVRvdHASJC5zdF9wZXRlci5hdXRoLnYxLkRpc2FibGVUb3RwUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuRGlzYWJsZVRvdHBSZXNwb25zZRJ+ChdSZWdlbmVyYXRlUmVjb3ZlcnlDb2RlcxIwLnN0X3BldGVyLmF1dGgudjEuUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXF1ZXN0GjEuc3RfcGV0ZXIuYXV0aC52MS5SZWdlbmVyYXRlUmVjb3ZlcnlDb2Rlc1Jlc3BvbnNlEl0KDExpc3RTZXNzaW9ucxIlLnN0X3BldGVyLmF1dGgudjEuTGlzdFNlc3Npb25zUmVxdWVzdBomLnN0X3BldGVyLmF1dGgudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USYAoNUmV2b2tlU2Vzc2lvbhImLnN0X3BldGVyLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaJy5zdF9wZXRlci5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXNwb25zZRJyChNSZXZva2VPdGhlclNlc3Npb25zEiwuc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VPdGhlclNlc3Npb25zUmVxdWVzdBotLnN0X3BldGVyLmF1dGgudjEuUmV2b2tlT3RoZXJTZXNzaW9uc1Jlc3BvbnNlQkRaQmdpdGh1Yi5jb20vc3QtcGV0ZXIvc3QtcGV0ZXIvY2xpZW50L2dvL2dlbnBiL3N0cGV0ZXIvYXV0aHYxO2F1dGh2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A user as st-peter knows them. Consuming services key their own roles on `user_id`.
@@ -69,6 +69,13 @@ export type User = Message<"st_peter.auth.v1.User"> & {
    * @generated from field: bool disabled = 6;
    */
   disabled: boolean;
+
+  /**
+   * A person or a service account. Always set by the server.
+   *
+   * @generated from field: st_peter.auth.v1.UserKind kind = 7;
+   */
+  kind: UserKind;
 };
 
 /**
@@ -336,7 +343,9 @@ export const VerifyTokenResponseSchema: GenMessage<VerifyTokenResponse> = /*@__P
   messageDesc(file_st_peter_auth_v1_auth, 8);
 
 /**
- * Resolve an identifier to a user, on behalf of an authenticated actor.
+ * Resolve an identifier to a user, on behalf of an authenticated actor. The actor is a
+ * person, or a service account that holds the platform role `st-peter:lookup` (without
+ * it: PERMISSION_DENIED).
  *
  * @generated from message st_peter.auth.v1.LookupUserRequest
  */
@@ -349,7 +358,8 @@ export type LookupUserRequest = Message<"st_peter.auth.v1.LookupUserRequest"> & 
   actorId: string;
 
   /**
-   * A valid session token of that caller.
+   * A valid session token of that caller (for a service account: a token from
+   * ExchangeApiKey).
    *
    * @generated from field: string actor_token = 2;
    */
@@ -505,6 +515,27 @@ export const RevocationEventSchema: GenMessage<RevocationEvent> = /*@__PURE__*/
   messageDesc(file_st_peter_auth_v1_auth, 14);
 
 /**
+ * Exchange an API key for a session token.
+ *
+ * @generated from message st_peter.auth.v1.ExchangeApiKeyRequest
+ */
+export type ExchangeApiKeyRequest = Message<"st_peter.auth.v1.ExchangeApiKeyRequest"> & {
+  /**
+   * A service account's API key: `stk_` and 43 base64url characters. Secret: never log it.
+   *
+   * @generated from field: string api_key = 1;
+   */
+  apiKey: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.ExchangeApiKeyRequest.
+ * Use `create(ExchangeApiKeyRequestSchema)` to create a new message.
+ */
+export const ExchangeApiKeyRequestSchema: GenMessage<ExchangeApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 15);
+
+/**
  * Ask for the caller's account.
  *
  * @generated from message st_peter.auth.v1.GetAccountRequest
@@ -517,7 +548,7 @@ export type GetAccountRequest = Message<"st_peter.auth.v1.GetAccountRequest"> & 
  * Use `create(GetAccountRequestSchema)` to create a new message.
  */
 export const GetAccountRequestSchema: GenMessage<GetAccountRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 15);
+  messageDesc(file_st_peter_auth_v1_auth, 16);
 
 /**
  * The caller's account.
@@ -552,7 +583,7 @@ export type GetAccountResponse = Message<"st_peter.auth.v1.GetAccountResponse"> 
  * Use `create(GetAccountResponseSchema)` to create a new message.
  */
 export const GetAccountResponseSchema: GenMessage<GetAccountResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 16);
+  messageDesc(file_st_peter_auth_v1_auth, 17);
 
 /**
  * Set a new password.
@@ -587,7 +618,7 @@ export type ChangePasswordRequest = Message<"st_peter.auth.v1.ChangePasswordRequ
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 17);
+  messageDesc(file_st_peter_auth_v1_auth, 18);
 
 /**
  * The password was changed.
@@ -608,7 +639,7 @@ export type ChangePasswordResponse = Message<"st_peter.auth.v1.ChangePasswordRes
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 18);
+  messageDesc(file_st_peter_auth_v1_auth, 19);
 
 /**
  * Start a TOTP enrollment.
@@ -623,7 +654,7 @@ export type BeginTotpEnrollmentRequest = Message<"st_peter.auth.v1.BeginTotpEnro
  * Use `create(BeginTotpEnrollmentRequestSchema)` to create a new message.
  */
 export const BeginTotpEnrollmentRequestSchema: GenMessage<BeginTotpEnrollmentRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 19);
+  messageDesc(file_st_peter_auth_v1_auth, 20);
 
 /**
  * A pending TOTP enrollment.
@@ -659,7 +690,7 @@ export type BeginTotpEnrollmentResponse = Message<"st_peter.auth.v1.BeginTotpEnr
  * Use `create(BeginTotpEnrollmentResponseSchema)` to create a new message.
  */
 export const BeginTotpEnrollmentResponseSchema: GenMessage<BeginTotpEnrollmentResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 20);
+  messageDesc(file_st_peter_auth_v1_auth, 21);
 
 /**
  * Confirm a TOTP enrollment.
@@ -695,7 +726,7 @@ export type ConfirmTotpEnrollmentRequest = Message<"st_peter.auth.v1.ConfirmTotp
  * Use `create(ConfirmTotpEnrollmentRequestSchema)` to create a new message.
  */
 export const ConfirmTotpEnrollmentRequestSchema: GenMessage<ConfirmTotpEnrollmentRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 21);
+  messageDesc(file_st_peter_auth_v1_auth, 22);
 
 /**
  * TOTP is active.
@@ -724,7 +755,7 @@ export type ConfirmTotpEnrollmentResponse = Message<"st_peter.auth.v1.ConfirmTot
  * Use `create(ConfirmTotpEnrollmentResponseSchema)` to create a new message.
  */
 export const ConfirmTotpEnrollmentResponseSchema: GenMessage<ConfirmTotpEnrollmentResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 22);
+  messageDesc(file_st_peter_auth_v1_auth, 23);
 
 /**
  * Remove TOTP.
@@ -745,7 +776,7 @@ export type DisableTotpRequest = Message<"st_peter.auth.v1.DisableTotpRequest"> 
  * Use `create(DisableTotpRequestSchema)` to create a new message.
  */
 export const DisableTotpRequestSchema: GenMessage<DisableTotpRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 23);
+  messageDesc(file_st_peter_auth_v1_auth, 24);
 
 /**
  * TOTP is removed.
@@ -760,7 +791,7 @@ export type DisableTotpResponse = Message<"st_peter.auth.v1.DisableTotpResponse"
  * Use `create(DisableTotpResponseSchema)` to create a new message.
  */
 export const DisableTotpResponseSchema: GenMessage<DisableTotpResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 24);
+  messageDesc(file_st_peter_auth_v1_auth, 25);
 
 /**
  * Replace the recovery codes.
@@ -781,7 +812,7 @@ export type RegenerateRecoveryCodesRequest = Message<"st_peter.auth.v1.Regenerat
  * Use `create(RegenerateRecoveryCodesRequestSchema)` to create a new message.
  */
 export const RegenerateRecoveryCodesRequestSchema: GenMessage<RegenerateRecoveryCodesRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 25);
+  messageDesc(file_st_peter_auth_v1_auth, 26);
 
 /**
  * The new recovery codes.
@@ -802,7 +833,7 @@ export type RegenerateRecoveryCodesResponse = Message<"st_peter.auth.v1.Regenera
  * Use `create(RegenerateRecoveryCodesResponseSchema)` to create a new message.
  */
 export const RegenerateRecoveryCodesResponseSchema: GenMessage<RegenerateRecoveryCodesResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 26);
+  messageDesc(file_st_peter_auth_v1_auth, 27);
 
 /**
  * List the caller's sessions.
@@ -817,7 +848,7 @@ export type ListSessionsRequest = Message<"st_peter.auth.v1.ListSessionsRequest"
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 27);
+  messageDesc(file_st_peter_auth_v1_auth, 28);
 
 /**
  * The caller's live sessions.
@@ -838,7 +869,7 @@ export type ListSessionsResponse = Message<"st_peter.auth.v1.ListSessionsRespons
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 28);
+  messageDesc(file_st_peter_auth_v1_auth, 29);
 
 /**
  * One live session of a user. Its id names it for RevokeSession; it is not a token and
@@ -890,7 +921,7 @@ export type Session = Message<"st_peter.auth.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 29);
+  messageDesc(file_st_peter_auth_v1_auth, 30);
 
 /**
  * End one session.
@@ -911,7 +942,7 @@ export type RevokeSessionRequest = Message<"st_peter.auth.v1.RevokeSessionReques
  * Use `create(RevokeSessionRequestSchema)` to create a new message.
  */
 export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 30);
+  messageDesc(file_st_peter_auth_v1_auth, 31);
 
 /**
  * The session is ended.
@@ -926,7 +957,7 @@ export type RevokeSessionResponse = Message<"st_peter.auth.v1.RevokeSessionRespo
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 31);
+  messageDesc(file_st_peter_auth_v1_auth, 32);
 
 /**
  * End every other session.
@@ -941,7 +972,7 @@ export type RevokeOtherSessionsRequest = Message<"st_peter.auth.v1.RevokeOtherSe
  * Use `create(RevokeOtherSessionsRequestSchema)` to create a new message.
  */
 export const RevokeOtherSessionsRequestSchema: GenMessage<RevokeOtherSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 32);
+  messageDesc(file_st_peter_auth_v1_auth, 33);
 
 /**
  * The other sessions are ended.
@@ -962,7 +993,43 @@ export type RevokeOtherSessionsResponse = Message<"st_peter.auth.v1.RevokeOtherS
  * Use `create(RevokeOtherSessionsResponseSchema)` to create a new message.
  */
 export const RevokeOtherSessionsResponseSchema: GenMessage<RevokeOtherSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_st_peter_auth_v1_auth, 33);
+  messageDesc(file_st_peter_auth_v1_auth, 34);
+
+/**
+ * What kind of principal a user is.
+ *
+ * @generated from enum st_peter.auth.v1.UserKind
+ */
+export enum UserKind {
+  /**
+   * Never sent by the server.
+   *
+   * @generated from enum value: USER_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A person: logs in with a password (and a second factor where enrolled).
+   *
+   * @generated from enum value: USER_KIND_HUMAN = 1;
+   */
+  HUMAN = 1,
+
+  /**
+   * A service account: has platform roles and API keys, no password and no TOTP. It
+   * authenticates with ExchangeApiKey; a password login as one fails like any invalid
+   * credential.
+   *
+   * @generated from enum value: USER_KIND_SERVICE = 2;
+   */
+  SERVICE = 2,
+}
+
+/**
+ * Describes the enum st_peter.auth.v1.UserKind.
+ */
+export const UserKindSchema: GenEnum<UserKind> = /*@__PURE__*/
+  enumDesc(file_st_peter_auth_v1_auth, 0);
 
 /**
  * A second factor.
@@ -997,7 +1064,7 @@ export enum TwoFactorMethod {
  * Describes the enum st_peter.auth.v1.TwoFactorMethod.
  */
 export const TwoFactorMethodSchema: GenEnum<TwoFactorMethod> = /*@__PURE__*/
-  enumDesc(file_st_peter_auth_v1_auth, 0);
+  enumDesc(file_st_peter_auth_v1_auth, 1);
 
 /**
  * Why a login did not succeed.
@@ -1046,7 +1113,7 @@ export enum FailureReason {
  * Describes the enum st_peter.auth.v1.FailureReason.
  */
 export const FailureReasonSchema: GenEnum<FailureReason> = /*@__PURE__*/
-  enumDesc(file_st_peter_auth_v1_auth, 1);
+  enumDesc(file_st_peter_auth_v1_auth, 2);
 
 /**
  * Authentication for other services: log users in, verify their tokens, resolve users.
@@ -1128,6 +1195,21 @@ export const AuthService: GenService<{
     input: typeof WatchRevocationsRequestSchema;
     output: typeof RevocationEventSchema;
   },
+  /**
+   * Exchange a service account's API key (`stk_...`) for a short-lived session token of
+   * that service account (15 minutes by default), which VerifyToken verifies like any
+   * other and which the service sends as `authorization: Bearer <token>` where a call
+   * asks for caller credentials. The token never outlives its key. An unknown, expired or
+   * revoked key, or a disabled service account, is UNAUTHENTICATED; repeated failures
+   * from one address are RESOURCE_EXHAUSTED for a while.
+   *
+   * @generated from rpc st_peter.auth.v1.AuthService.ExchangeApiKey
+   */
+  exchangeApiKey: {
+    methodKind: "unary";
+    input: typeof ExchangeApiKeyRequestSchema;
+    output: typeof AuthenticatedSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_st_peter_auth_v1_auth, 0);
 
@@ -1138,7 +1220,9 @@ export const AuthService: GenService<{
  * or hand the account to someone else also take the current password; a wrong one
  * answers PERMISSION_DENIED and counts towards the same throttles as a failed login
  * (RESOURCE_EXHAUSTED while they hold). Every change is an audit event, and a change that
- * revokes sessions reaches the revocation feed like any other revocation.
+ * revokes sessions reaches the revocation feed like any other revocation. Service
+ * accounts have no account to run: their tokens are PERMISSION_DENIED here (they are
+ * administered with `st-peter service`).
  *
  * @generated from service st_peter.auth.v1.AccountService
  */
