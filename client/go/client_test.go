@@ -36,7 +36,7 @@ func TestLoginVerifyLookupAndLogout(t *testing.T) {
 	ctx := context.Background()
 
 	session := login(t, client, "LEAD-BAKER@Bakery.Example", "open sesame, said Ali Baba")
-	want := stpeter.User{UserID: bakerID, Handle: "lead-baker", Email: "lead-baker@bakery.example", Phone: "+15551234567", DisplayName: "Lead Baker"}
+	want := stpeter.User{UserID: bakerID, Handle: "lead-baker", Email: "lead-baker@bakery.example", Phone: "+15551234567", DisplayName: "Lead Baker", Kind: stpeter.UserKindHuman}
 	if session.User != want {
 		t.Fatalf("session user = %+v, want %+v", session.User, want)
 	}

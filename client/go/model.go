@@ -18,7 +18,22 @@ type User struct {
 	Phone       string
 	DisplayName string
 	Disabled    bool
+	// Kind says whether the user is a person or a service account (which logs in with an
+	// API key, never a password).
+	Kind UserKind
 }
+
+// UserKind is what kind of principal a user is.
+type UserKind string
+
+const (
+	UserKindHuman UserKind = "human"
+	// UserKindService is a service account: platform roles, API keys, no password.
+	UserKindService UserKind = "service"
+	// UserKindUnknown is a kind this client version does not know yet (or a server from
+	// before kinds, which sends none).
+	UserKindUnknown UserKind = "unknown"
+)
 
 // VerifiedUser is the verified owner of a token.
 type VerifiedUser struct {
@@ -102,6 +117,18 @@ func userFrom(u *pb.User) User {
 		Phone:       u.GetPhone(),
 		DisplayName: u.GetDisplayName(),
 		Disabled:    u.GetDisabled(),
+		Kind:        kindFrom(u.GetKind()),
+	}
+}
+
+func kindFrom(k pb.UserKind) UserKind {
+	switch k {
+	case pb.UserKind_USER_KIND_HUMAN:
+		return UserKindHuman
+	case pb.UserKind_USER_KIND_SERVICE:
+		return UserKindService
+	default:
+		return UserKindUnknown
 	}
 }
 
