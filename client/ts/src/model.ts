@@ -3,8 +3,10 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   FailureReason as PbFailureReason,
   TwoFactorMethod as PbTwoFactorMethod,
+  UserKind as PbUserKind,
 } from "./genpb/st_peter/auth/v1/auth_pb.js";
 import type {
+  Authenticated as PbAuthenticated,
   LoginResponse,
   Session as PbSession,
   User as PbUser,
@@ -21,7 +23,14 @@ export interface User {
   phone?: string;
   displayName: string;
   disabled: boolean;
+  /** A person, or a service account (which authenticates with an API key, has no password
+   * and no account to run). */
+  kind: UserKind;
 }
+
+/** `human`: a person; `service`: a service account; `unknown`: a kind this client version
+ * does not know (or a server older than service accounts, which sends none). */
+export type UserKind = "human" | "service" | "unknown";
 
 /** The verified owner of a token. */
 export interface VerifiedUser {
@@ -32,7 +41,8 @@ export interface VerifiedUser {
   expiresAt: Date;
 }
 
-/** A logged-in session. */
+/** A logged-in session (of a person, from login; of a service account, from
+ * exchangeApiKey). */
 export interface Authenticated {
   kind: "authenticated";
   token: string;
@@ -132,6 +142,27 @@ export function userFrom(user: PbUser | undefined): User {
     phone: user?.phone || undefined,
     displayName: user?.displayName ?? "",
     disabled: user?.disabled ?? false,
+    kind: kindFrom(user?.kind),
+  };
+}
+
+function kindFrom(kind: PbUserKind | undefined): UserKind {
+  switch (kind) {
+    case PbUserKind.HUMAN:
+      return "human";
+    case PbUserKind.SERVICE:
+      return "service";
+    default:
+      return "unknown";
+  }
+}
+
+export function authenticatedFrom(authenticated: PbAuthenticated): Authenticated {
+  return {
+    kind: "authenticated",
+    token: authenticated.token,
+    expiresAt: date(authenticated.expiresAt),
+    user: userFrom(authenticated.user),
   };
 }
 
@@ -147,12 +178,7 @@ export function loginResultFrom(response: LoginResponse): LoginResult {
   const result = response.result;
   switch (result.case) {
     case "authenticated":
-      return {
-        kind: "authenticated",
-        token: result.value.token,
-        expiresAt: date(result.value.expiresAt),
-        user: userFrom(result.value.user),
-      };
+      return authenticatedFrom(result.value);
     case "twoFactor":
       return {
         kind: "two_factor",

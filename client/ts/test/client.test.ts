@@ -54,6 +54,7 @@ test("login, verify, lookup and logout", async () => {
     phone: "+15551234567",
     displayName: "Lead Baker",
     disabled: false,
+    kind: "human",
   };
   assert.deepEqual(session.user, want);
   assert.match(session.token, /^stp_/);

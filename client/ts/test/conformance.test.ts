@@ -147,6 +147,7 @@ const userFields: Record<string, keyof User> = {
   phone: "phone",
   display_name: "displayName",
   disabled: "disabled",
+  kind: "kind",
 };
 
 for (const c of file.cases) {
