@@ -1,4 +1,5 @@
 import type * as http2 from "node:http2";
+import { inspect } from "node:util";
 
 import { Code, createClient, type Client as RpcClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -7,12 +8,23 @@ import { Account } from "./account.js";
 import { VerifyCache, tokenKey, type Answer } from "./cache.js";
 import { Connection } from "./connection.js";
 import { FEED_DEFAULTS, RevocationFeed, type RevocationFeedStatus } from "./feed.js";
-import { fromRpc, invalidToken, StPeterError, UnavailableError } from "./errors.js";
-import { AccountService, AuthService } from "./genpb/st_peter/auth/v1/auth_pb.js";
 import {
+  callerCredentialsRefused,
+  fromExchange,
+  fromRpc,
+  invalidToken,
+  StPeterError,
+  UnavailableError,
+} from "./errors.js";
+import { AccountService, AuthService, type RevocationEvent } from "./genpb/st_peter/auth/v1/auth_pb.js";
+import { ServiceIdentity, type ServiceToken } from "./identity.js";
+import { bearer } from "./token.js";
+import {
+  authenticatedFrom,
   loginResultFrom,
   userFrom,
   verifiedFrom,
+  type Authenticated,
   type LoginResult,
   type User,
   type VerifiedUser,
@@ -48,6 +60,12 @@ export interface ClientOptions {
   now?: () => number;
   /** Connect interceptors run on every call (to add metadata, log, count). */
   interceptors?: Interceptor[];
+  /** Service identity mode: the API key (`stk_...`) of a service account. The client
+   * exchanges it for a short-lived token of the account on first need and again before
+   * that expires, sends the token as caller credentials (`authorization: Bearer`) with
+   * verifyToken, lookupUser and the revocation feed, and lets `lookupUser(identifier)` act
+   * as the service. Neither the key nor the token is ever printed. */
+  apiKey?: string;
 }
 
 /**
@@ -68,6 +86,8 @@ export class Client {
   private readonly cache: VerifyCache;
   private readonly feed: RevocationFeed | undefined;
   private readonly timeoutMs: number;
+  readonly #target: string;
+  readonly #identity: ServiceIdentity | undefined;
 
   constructor(target: string, options: ClientOptions = {}) {
     let url: URL;
@@ -80,6 +100,16 @@ export class Client {
       throw new TypeError(`invalid target ${JSON.stringify(target)}: want http(s)://host:port`);
     }
     const baseUrl = url.origin;
+    this.#target = baseUrl;
+    if (options.apiKey !== undefined) {
+      if (options.apiKey === "") {
+        throw new TypeError("apiKey: must not be empty");
+      }
+      this.#identity = new ServiceIdentity(options.apiKey, {
+        exchange: (apiKey) => this.exchangeApiKey(apiKey),
+        now: options.now ?? Date.now,
+      });
+    }
     this.connection = new Connection(baseUrl, url.protocol === "https:" ? options.tls : undefined);
     const transport = createGrpcTransport({
       baseUrl,
@@ -99,7 +129,7 @@ export class Client {
     if (options.revocationFeed ?? true) {
       this.feed = new RevocationFeed(
         this.cache,
-        (afterSequence, signal) => this.rpc.watchRevocations({ afterSequence }, { signal }),
+        (afterSequence, signal) => this.watch(afterSequence, signal),
         { ...FEED_DEFAULTS, silenceMs: options.revocationFeedSilenceMs ?? FEED_DEFAULTS.silenceMs },
       );
     }
@@ -108,13 +138,18 @@ export class Client {
   /**
    * Who is this token? Answers from the cache when it can; concurrent misses for one token
    * make a single RPC. Rejects with InvalidTokenError for an invalid token and with
-   * UnavailableError when st-peter cannot be asked (never cached).
+   * UnavailableError when st-peter cannot be asked (never cached). In service identity
+   * mode, ApiKeyRejectedError when st-peter refuses the client's own key; without it,
+   * PermissionDeniedError from a st-peter that answers only callers with credentials
+   * (neither is cached, nor says anything about the token).
    */
   async verifyToken(token: string): Promise<VerifiedUser> {
     this.feed?.start();
     const answer = await this.cache.getOrFetch(tokenKey(token), async (): Promise<Answer> => {
       try {
-        return verifiedFrom(await this.rpc.verifyToken({ token }, { timeoutMs: this.timeoutMs }));
+        return verifiedFrom(
+          await this.asCaller((headers) => this.rpc.verifyToken({ token }, { timeoutMs: this.timeoutMs, headers })),
+        );
       } catch (error) {
         const mapped = fromRpc(error);
         if (mapped.kind === "invalid_token") {
@@ -162,17 +197,69 @@ export class Client {
     }
   }
 
-  /** Resolves an email, phone or handle to a user, on behalf of an actor whose own token
-   * proves who is asking. No match rejects with NotFoundError. Not cached. */
-  async lookupUser(actorId: string, actorToken: string, identifier: string): Promise<User> {
+  /**
+   * Resolves an email, phone or handle to a user. No match rejects with NotFoundError. Not
+   * cached.
+   *
+   * `lookupUser(identifier)` asks as the service itself (needs the `apiKey` option, and its
+   * service account the platform role `st-peter:lookup`, else PermissionDeniedError).
+   * `lookupUser(actorId, actorToken, identifier)` asks on behalf of an actor whose own token
+   * proves who is asking.
+   */
+  lookupUser(identifier: string): Promise<User>;
+  lookupUser(actorId: string, actorToken: string, identifier: string): Promise<User>;
+  async lookupUser(first: string, actorToken?: string, identifier?: string): Promise<User> {
+    if (actorToken === undefined && identifier === undefined) {
+      return this.lookupAsService(first);
+    }
+    if (actorToken === undefined || identifier === undefined) {
+      throw new TypeError("lookupUser takes (identifier) or (actorId, actorToken, identifier)");
+    }
     try {
-      const response = await this.rpc.lookupUser(
-        { actorId, actorToken, identifier },
-        { timeoutMs: this.timeoutMs },
+      const response = await this.asCaller((headers) =>
+        this.rpc.lookupUser({ actorId: first, actorToken, identifier }, { timeoutMs: this.timeoutMs, headers }),
       );
       return userFrom(response.user);
     } catch (error) {
       throw fromRpc(error);
+    }
+  }
+
+  private async lookupAsService(identifier: string): Promise<User> {
+    const identity = this.#identity;
+    if (!identity) {
+      throw new TypeError("lookupUser(identifier) asks as the service: connect with the apiKey option, or pass an actor");
+    }
+    try {
+      const response = await identity.call(
+        (service) =>
+          this.rpc.lookupUser(
+            { actorId: service.userId, actorToken: service.token, identifier },
+            { timeoutMs: this.timeoutMs, headers: bearerOf(service) },
+          ),
+        // Here the actor's token is the service's own: UNAUTHENTICATED says that it is not
+        // valid (all a server that does not ask for caller credentials can say).
+        (error) => callerCredentialsRefused(error) || fromRpc(error).kind === "invalid_token",
+      );
+      return userFrom(response.user);
+    } catch (error) {
+      throw fromRpc(error);
+    }
+  }
+
+  /**
+   * Exchanges a service account's API key (`stk_...`) for a session token of the account
+   * (short-lived: 15 minutes unless st-peter is set otherwise). The `apiKey` option does
+   * this by itself; this is for holding the token yourself. A key st-peter refuses
+   * (unknown, expired, revoked, its account disabled) rejects with ApiKeyRejectedError,
+   * never InvalidTokenError; too many refusals from one address with RateLimitedError; a
+   * malformed key with InvalidArgumentError.
+   */
+  async exchangeApiKey(apiKey: string): Promise<Authenticated> {
+    try {
+      return authenticatedFrom(await this.rpc.exchangeApiKey({ apiKey }, { timeoutMs: this.timeoutMs }));
+    } catch (error) {
+      throw fromExchange(error);
     }
   }
 
@@ -220,12 +307,54 @@ export class Client {
     }
   }
 
+  /** Sends a call with the service's token as caller credentials (retried once with a new
+   * token when st-peter refuses it), or as it is without the `apiKey` option. */
+  private asCaller<T>(send: (headers: Record<string, string>) => Promise<T>): Promise<T> {
+    const identity = this.#identity;
+    if (!identity) {
+      return send({});
+    }
+    return identity.call((service) => send(bearerOf(service)));
+  }
+
+  /** One revocation feed stream, opened with the service's token of the moment. */
+  private async *watch(afterSequence: bigint, signal: AbortSignal): AsyncIterable<RevocationEvent> {
+    const identity = this.#identity;
+    const service = identity ? await identity.token() : undefined;
+    try {
+      yield* this.rpc.watchRevocations(
+        { afterSequence },
+        { signal, headers: service ? bearerOf(service) : {} },
+      );
+    } catch (error) {
+      // The feed resubscribes after a pause; with a new token then.
+      if (service && callerCredentialsRefused(error)) {
+        identity?.drop(service);
+      }
+      throw error;
+    }
+  }
+
+  /** @internal */
+  toJSON(): Record<string, string | boolean> {
+    return { target: this.#target, serviceIdentity: this.#identity !== undefined };
+  }
+
+  /** @internal Shows the target, nothing of the key or the tokens. */
+  [inspect.custom](): string {
+    return `Client { target: ${JSON.stringify(this.#target)}${this.#identity ? ", apiKey: [redacted]" : ""} }`;
+  }
+
   /** Stops the revocation feed and closes the connection; calls after this reject with
    * UnavailableError. */
   close(): void {
     this.feed?.close();
     this.connection.abort(new UnavailableError("unavailable", Code.Canceled, "client closed"));
   }
+}
+
+function bearerOf(service: ServiceToken): Record<string, string> {
+  return { authorization: bearer(service.token) };
 }
 
 export { StPeterError };

@@ -13,15 +13,22 @@ export type ErrorKind =
   /** lookupUser found no user with that identifier; revokeSession got an unknown, ended or
    * another user's session id. */
   | "not_found"
-  /** An account call's `currentPassword` is wrong (it counts towards the login throttle). */
+  /** An account call's `currentPassword` is wrong (it counts towards the login throttle);
+   * st-peter answers only callers with credentials and this client has none (the detail
+   * starts with `caller credentials:`: connect with `apiKey`); lookupUser as a service
+   * account without the platform role `st-peter:lookup`. */
   | "permission_denied"
   /** The account is not in the state the call needs: TOTP already on (beginTotpEnrollment),
    * not on (disableTotp, regenerateRecoveryCodes), or an unknown, expired or used
    * enrollment (confirmTotpEnrollment). The message names the field. */
   | "failed_precondition"
-  /** Too many attempts (wrong current passwords count like failed logins): wait, then try
-   * again. */
+  /** Too many attempts (wrong current passwords count like failed logins; failed API key
+   * exchanges from one address): wait, then try again. */
   | "rate_limited"
+  /** st-peter refused the client's own API key (unknown, expired or revoked, or its
+   * service account disabled): the service is misconfigured. Says nothing about the token
+   * a call asked about; answer 503 (or 500), fix the key. */
+  | "api_key_rejected"
   /** Any other answer from st-peter (a server fault, usually). */
   | "status";
 
@@ -49,6 +56,7 @@ export class NotFoundError extends StPeterError {}
 export class PermissionDeniedError extends StPeterError {}
 export class FailedPreconditionError extends StPeterError {}
 export class RateLimitedError extends StPeterError {}
+export class ApiKeyRejectedError extends StPeterError {}
 
 function describe(kind: ErrorKind): string {
   switch (kind) {
@@ -64,6 +72,8 @@ function describe(kind: ErrorKind): string {
       return "failed precondition";
     case "rate_limited":
       return "rate limited";
+    case "api_key_rejected":
+      return "api key rejected";
     default:
       return "st-peter answered an error";
   }
@@ -72,6 +82,32 @@ function describe(kind: ErrorKind): string {
 export function invalidToken(detail = "token is not valid"): InvalidTokenError {
   return new InvalidTokenError("invalid_token", Code.Unauthenticated, detail);
 }
+
+/** Maps what ExchangeApiKey threw onto the error kinds: UNAUTHENTICATED is about the key,
+ * never about a token (ApiKeyRejectedError, not InvalidTokenError). */
+export function fromExchange(error: unknown): StPeterError {
+  if (error instanceof StPeterError) {
+    return error;
+  }
+  const connect = ConnectError.from(error);
+  if (connect.code === Code.Unauthenticated) {
+    return new ApiKeyRejectedError("api_key_rejected", connect.code, connect.rawMessage, { cause: error });
+  }
+  return fromRpc(error);
+}
+
+/** A PERMISSION_DENIED about the caller rather than the call: st-peter wants caller
+ * credentials (a live service token) it did not get. */
+export function callerCredentialsRefused(error: unknown): boolean {
+  if (error instanceof StPeterError) {
+    return error.code === Code.PermissionDenied && error.detail.startsWith(CALLER_CREDENTIALS);
+  }
+  const connect = ConnectError.from(error);
+  return connect.code === Code.PermissionDenied && connect.rawMessage.startsWith(CALLER_CREDENTIALS);
+}
+
+/** How st-peter's message begins when it refuses the caller (not the token asked about). */
+export const CALLER_CREDENTIALS = "caller credentials:";
 
 /** Maps what a call threw onto the error kinds. */
 export function fromRpc(error: unknown): StPeterError {

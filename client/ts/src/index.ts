@@ -7,6 +7,9 @@
 // an answer is served up to `cacheTtlMs` (5 min); while not (connecting, st-peter
 // restarting, `revocationFeed: false`) only up to `cacheFallbackTtlMs` (5 s), which is how
 // long a token revoked elsewhere can still pass here then.
+//
+// With the `apiKey` option the client speaks as a service account: it exchanges the key for
+// a short-lived token (again before that expires) and sends it as caller credentials.
 export { connect, Client, type ClientOptions } from "./client.js";
 export type { RevocationFeedStatus } from "./feed.js";
 export { Account, TotpEnrollment, type RevokeOtherSessionsOption, type QrCodeOptions } from "./account.js";
@@ -19,10 +22,12 @@ export {
   PermissionDeniedError,
   FailedPreconditionError,
   RateLimitedError,
+  ApiKeyRejectedError,
   type ErrorKind,
 } from "./errors.js";
 export type {
   User,
+  UserKind,
   VerifiedUser,
   LoginResult,
   Authenticated,

@@ -3,8 +3,10 @@ import { test } from "node:test";
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
-import { fromRpc } from "../src/errors.js";
+import { callerCredentialsRefused, fromExchange, fromRpc } from "../src/errors.js";
 import {
+  ApiKeyRejectedError,
+  InvalidTokenError,
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
@@ -52,4 +54,20 @@ test("account call refusals map onto their own kinds, keeping st-peter's message
     assert.equal(error.detail, "current_password: is wrong");
     assert.match(error.message, /current_password: is wrong$/);
   }
+});
+
+test("an exchange refused as UNAUTHENTICATED is about the API key, never an invalid token", () => {
+  const refused = fromExchange(new ConnectError("api key is not valid", Code.Unauthenticated));
+  assert.ok(refused instanceof ApiKeyRejectedError && !(refused instanceof InvalidTokenError), String(refused));
+  assert.equal(refused.kind, "api_key_rejected");
+  assert.equal(refused.message, "api key rejected: api key is not valid");
+  assert.ok(fromExchange(new ConnectError("slow down", Code.ResourceExhausted)) instanceof RateLimitedError);
+  assert.ok(fromRpc(new ConnectError("x", Code.Unauthenticated)) instanceof InvalidTokenError);
+});
+
+test("only a PERMISSION_DENIED that starts with `caller credentials:` refuses the caller", () => {
+  assert.ok(callerCredentialsRefused(new ConnectError("caller credentials: missing", Code.PermissionDenied)));
+  assert.ok(callerCredentialsRefused(fromRpc(new ConnectError("caller credentials: expired", Code.PermissionDenied))));
+  assert.ok(!callerCredentialsRefused(new ConnectError("needs st-peter:lookup", Code.PermissionDenied)));
+  assert.ok(!callerCredentialsRefused(new ConnectError("caller credentials: missing", Code.Unauthenticated)));
 });
