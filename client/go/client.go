@@ -30,7 +30,8 @@ type Client struct {
 	rpc     pb.AuthServiceClient
 	account pb.AccountServiceClient
 	cache   *verifyCache
-	feed    *feed // nil when off
+	feed    *feed            // nil when off
+	service *serviceIdentity // nil without WithAPIKey
 	flight  singleflight.Group
 	timeout time.Duration
 }
@@ -46,6 +47,8 @@ type settings struct {
 	tls            *tls.Config
 	now            func() time.Time
 	dialOptions    []grpc.DialOption
+	apiKey         string
+	hasAPIKey      bool
 }
 
 // Option changes a setting of Connect.
@@ -98,7 +101,8 @@ func WithConnectTimeout(d time.Duration) Option {
 // An https:// target uses TLS with the system roots without it.
 func WithTLS(config *tls.Config) Option { return func(s *settings) { s.tls = config } }
 
-// WithClock sets the clock the cache judges freshness by (tests move it).
+// WithClock sets the clock the cache judges freshness by, and the service token's age
+// (tests move it).
 func WithClock(now func() time.Time) Option { return func(s *settings) { s.now = now } }
 
 // WithDialOptions adds gRPC dial options (interceptors, for instance).
@@ -128,6 +132,10 @@ func Connect(target string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// An unset environment variable shows up at start-up, not at the first request.
+	if s.hasAPIKey && s.apiKey == "" {
+		return nil, &Error{Code: codes.InvalidArgument, Message: "WithAPIKey was given an empty key", kind: ErrAPIKeyRejected}
+	}
 	creds := insecure.NewCredentials()
 	if s.tls != nil {
 		creds = credentials.NewTLS(s.tls)
@@ -152,9 +160,12 @@ func Connect(target string, opts ...Option) (*Client, error) {
 		timeout: s.requestTimeout,
 	}
 	client.cache = newVerifyCache(s.cacheTTL, s.fallbackTTL, s.invalidTTL, s.capacity, s.now)
+	if s.hasAPIKey {
+		client.service = &serviceIdentity{rpc: client.rpc, apiKey: s.apiKey, timeout: s.requestTimeout, now: s.now}
+	}
 	// Without valid answers cached there is nothing for the feed to keep honest.
 	if s.revocationFeed && s.cacheTTL > 0 && s.capacity > 0 {
-		client.feed = &feed{rpc: client.rpc, cache: client.cache}
+		client.feed = &feed{rpc: client.rpc, cache: client.cache, service: client.service}
 	}
 	return client, nil
 }
@@ -187,7 +198,8 @@ func (c *Client) FeedStatus() FeedStatus { return c.feed.status() }
 
 // VerifyToken says who a token belongs to. Answers come from the cache when they can;
 // concurrent misses for one token make a single RPC. An invalid token is ErrInvalidToken;
-// an unreachable st-peter is ErrUnavailable (never cached).
+// an unreachable st-peter is ErrUnavailable (never cached). With WithAPIKey the RPC
+// carries the service token; a refused key is ErrAPIKeyRejected (never cached).
 func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, error) {
 	// The first verify subscribes to the feed, on this client's connection.
 	c.feed.start()
@@ -195,8 +207,8 @@ func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, 
 	if a, ok := c.cache.get(key); ok {
 		return a.result()
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, &Error{Code: codes.Canceled, Message: err.Error(), kind: ErrUnavailable, cause: err}
+	if ctx.Err() != nil {
+		return nil, canceled(ctx)
 	}
 	// The fetch is shared by every caller waiting on this token, so it runs on its own
 	// deadline rather than the first caller's cancellation.
@@ -206,12 +218,16 @@ func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, 
 	generation := c.cache.generation()
 	flightKey := string(key[:]) + strconv.FormatUint(generation, 36)
 	results := c.flight.DoChan(flightKey, func() (any, error) {
-		callCtx, cancel := context.WithTimeout(fetchCtx, c.timeout)
-		defer cancel()
 		fetchedAt := c.cache.now()
-		response, err := c.rpc.VerifyToken(callCtx, &pb.VerifyTokenRequest{Token: token})
+		var response *pb.VerifyTokenResponse
+		err := c.asCaller(fetchCtx, func(ctx context.Context, _ *serviceToken) error {
+			ctx, cancel := context.WithTimeout(ctx, c.timeout)
+			defer cancel()
+			var err error
+			response, err = c.rpc.VerifyToken(ctx, &pb.VerifyTokenRequest{Token: token})
+			return err
+		})
 		if err != nil {
-			err = fromRPC(err)
 			if errors.Is(err, ErrInvalidToken) {
 				c.cache.put(key, answer{}, generation, fetchedAt)
 			}
@@ -223,7 +239,7 @@ func (c *Client) VerifyToken(ctx context.Context, token string) (*VerifiedUser, 
 	})
 	select {
 	case <-ctx.Done():
-		return nil, &Error{Code: codes.Canceled, Message: ctx.Err().Error(), kind: ErrUnavailable, cause: ctx.Err()}
+		return nil, canceled(ctx)
 	case r := <-results:
 		if r.Err != nil {
 			return nil, r.Err
@@ -273,17 +289,33 @@ func (c *Client) VerifyTwoFactor(ctx context.Context, twoFactorID, code string) 
 }
 
 // LookupUser resolves an email, phone or handle to a user, on behalf of an actor whose own
-// token proves who is asking. No match is ErrNotFound. Not cached.
+// token proves who is asking. No match is ErrNotFound. Not cached. With WithAPIKey the
+// service token goes along as caller credentials; LookupUserAsService asks as the
+// service itself.
 func (c *Client) LookupUser(ctx context.Context, actorID, actorToken, identifier string) (*User, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	response, err := c.rpc.LookupUser(ctx, &pb.LookupUserRequest{
-		ActorId:    actorID,
-		ActorToken: actorToken,
-		Identifier: identifier,
+	return c.lookupUser(ctx, identifier, &actor{id: actorID, token: actorToken})
+}
+
+// actor is who a lookup is made on behalf of; nil is the client's service account.
+type actor struct{ id, token string }
+
+func (c *Client) lookupUser(ctx context.Context, identifier string, on *actor) (*User, error) {
+	var response *pb.LookupUserResponse
+	err := c.asCaller(ctx, func(ctx context.Context, caller *serviceToken) error {
+		request := &pb.LookupUserRequest{Identifier: identifier}
+		if on != nil {
+			request.ActorId, request.ActorToken = on.id, on.token
+		} else {
+			request.ActorId, request.ActorToken = caller.userID, caller.token
+		}
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		var err error
+		response, err = c.rpc.LookupUser(ctx, request)
+		return err
 	})
 	if err != nil {
-		return nil, fromRPC(err)
+		return nil, err
 	}
 	user := userFrom(response.GetUser())
 	return &user, nil

@@ -63,4 +63,46 @@
 // account's own token is cached (it says who the user is; without it, the feed evicts
 // within moments, or the fallback TTL bounds it with the feed off); RevokeSession drops
 // the answer for the account's own token too, as the session ended may be its own.
+//
+// # Service identity (API keys)
+//
+// A service that calls st-peter as itself — because st-peter runs with
+// --require-caller-credentials, or to look users up on its own behalf — is a service
+// account (st-peter service add NAME) with an API key (st-peter service key create NAME,
+// printed once). Give the key to Connect and the client does the rest:
+//
+//	client, err := stpeter.Connect("https://st-peter.internal:50051",
+//		stpeter.WithAPIKey(os.Getenv("ST_PETER_API_KEY")))
+//	defer client.Close()
+//	caller, err := client.VerifyToken(ctx, token)               // as before
+//	user, err := client.LookupUserAsService(ctx, "a@b.example") // needs st-peter:lookup
+//	switch {
+//	case errors.Is(err, stpeter.ErrInvalidToken):     // 401: the token asked about is bad
+//	case errors.Is(err, stpeter.ErrAPIKeyRejected):   // 503 and alert: our own key is bad
+//	case errors.Is(err, stpeter.ErrPermissionDenied): // the service may not do this
+//	case errors.Is(err, stpeter.ErrUnavailable):      // 503, retry later
+//	}
+//
+// The client exchanges the key (ExchangeApiKey) for a short-lived service token on first
+// need and keeps it; once less than a third of the token's lifetime is left (15 minutes
+// by default, --api-token-ttl), the next call that needs it exchanges again, so calls
+// never wait on an expired token. Concurrent callers share one exchange. The token goes
+// as "authorization: Bearer" with VerifyToken, LookupUser and the revocation feed's
+// subscription (each resubscription takes the token current then); LookupUserAsService
+// also names the service as the actor. LookupUser with an explicit actor is unchanged,
+// the service token going along as the caller's credentials.
+//
+// When st-peter refuses the caller's credentials (PERMISSION_DENIED beginning "caller
+// credentials:", as for a token revoked or expired early) the client drops the token,
+// exchanges once more and makes the call once more; the feed, which hears of a revoked
+// service token, drops it too. A key st-peter refuses at the exchange (revoked, expired,
+// unknown, malformed, or its service account disabled) is ErrAPIKeyRejected: never
+// ErrInvalidToken, and never cached as a verdict on the token being verified. Every call
+// that needs a token asks again, so a fixed key is picked up without a restart (a key
+// refused again and again from one address is ErrRateLimited for a while). A
+// PERMISSION_DENIED about the call itself — a lookup by a service without
+// st-peter:lookup — is ErrPermissionDenied, and the token is kept.
+//
+// ExchangeAPIKey makes the exchange by hand for callers that manage the token
+// themselves. Neither the key nor the service token is ever printed or put in an error.
 package stpeter

@@ -26,15 +26,22 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrPermissionDenied: the caller is who they say but may not do this; for the
 	// Account calls, the current password given is wrong (it counts towards the login
-	// throttle, like a failed login).
+	// throttle, like a failed login). From a server run with --require-caller-credentials,
+	// also a client without an API key (WithAPIKey), whatever token it asks about.
+	// Asking again will not help.
 	ErrPermissionDenied = errors.New("permission denied")
 	// ErrFailedPrecondition: the account is not in the state the call needs (TOTP already
-	// on, or not on; a TOTP enrollment unknown, expired, used up or confirmed already).
-	// The message says which.
+	// on, or not on; a TOTP enrollment unknown, expired, used up or confirmed already),
+	// or the client not (LookupUserAsService without an API key). The message says which.
 	ErrFailedPrecondition = errors.New("failed precondition")
 	// ErrRateLimited: too many attempts (wrong passwords, for instance); the message says
 	// how long to wait. Asking again before then answers the same.
 	ErrRateLimited = errors.New("rate limited")
+	// ErrAPIKeyRejected: st-peter refused this client's API key (WithAPIKey) or the one
+	// given to ExchangeAPIKey: unknown, expired, revoked, malformed, or its service
+	// account disabled. The service's own configuration is wrong, so it says nothing about
+	// the token being verified: answer 503 and alert whoever holds the key.
+	ErrAPIKeyRejected = errors.New("api key rejected")
 )
 
 // Error is every error an RPC returns. errors.Is matches it against the kind above

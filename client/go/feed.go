@@ -39,6 +39,9 @@ type FeedStatus struct {
 type feed struct {
 	rpc   pb.AuthServiceClient
 	cache *verifyCache
+	// service, when the client has an API key, gives each subscription the then-current
+	// service token as caller credentials, and hears about its revocation.
+	service *serviceIdentity
 
 	started atomic.Bool
 	mu      sync.Mutex
@@ -119,6 +122,14 @@ func (f *feed) watch(ctx context.Context) (caughtUp bool) {
 	// The cache is marked unsubscribed the moment the stream ends, before the backoff.
 	defer f.cache.unsubscribed()
 	after := f.lastSequence.Load()
+	var caller *serviceToken
+	if f.service != nil {
+		var err error
+		if caller, err = f.service.get(ctx); err != nil {
+			return false
+		}
+		ctx = withBearer(ctx, caller.token)
+	}
 	f.subscriptions.Add(1)
 	stream, err := f.rpc.WatchRevocations(ctx, &pb.WatchRevocationsRequest{AfterSequence: after})
 	if err != nil {
@@ -127,6 +138,10 @@ func (f *feed) watch(ctx context.Context) (caughtUp bool) {
 	for first := true; ; first = false {
 		event, err := stream.Recv()
 		if err != nil {
+			// The next subscription exchanges the key again.
+			if callerRefused(err) {
+				f.service.drop(caller)
+			}
 			return caughtUp
 		}
 		silence.Reset(feedSilence)
@@ -144,18 +159,23 @@ func (f *feed) apply(event *pb.RevocationEvent, fromNow bool) (checkpoint bool) 
 	case *pb.RevocationEvent_TokenHash:
 		if key := change.TokenHash; len(key) == len(tokenKey{}) {
 			f.cache.evict(tokenKey(key))
+			f.service.tokenRevoked(tokenKey(key))
 		} else {
 			f.cache.clear() // not a hash this client can match: fail closed
+			f.service.forget()
 		}
 	case *pb.RevocationEvent_UserId:
 		f.cache.evictUser(change.UserId)
+		f.service.userChanged(change.UserId)
 	case *pb.RevocationEvent_Reset_:
 		f.cache.clear()
+		f.service.forget()
 	default:
 		if len(event.ProtoReflect().GetUnknown()) > 0 {
 			// A change this client version cannot read (from a newer server) looks like
 			// a checkpoint here: drop everything rather than miss it.
 			f.cache.clear()
+			f.service.forget()
 			break
 		}
 		checkpoint = true
