@@ -97,11 +97,14 @@
 // exchanges once more and makes the call once more; the feed, which hears of a revoked
 // service token, drops it too. A key st-peter refuses at the exchange (revoked, expired,
 // unknown, malformed, or its service account disabled) is ErrAPIKeyRejected: never
-// ErrInvalidToken, and never cached as a verdict on the token being verified. Every call
-// that needs a token asks again, so a fixed key is picked up without a restart (a key
-// refused again and again from one address is ErrRateLimited for a while). A
-// PERMISSION_DENIED about the call itself — a lookup by a service without
-// st-peter:lookup — is ErrPermissionDenied, and the token is kept.
+// ErrInvalidToken, and never cached as a verdict on the token being verified. The
+// refusal is answered for a second without asking st-peter again (so a busy service
+// does not run into its address's failure throttle at once; past it, ErrRateLimited),
+// then the next call asks again, so a key made good again (its account enabled) is
+// picked up without a restart. A refresh that cannot reach st-peter, or is throttled,
+// goes on with the old token while it has not expired. A PERMISSION_DENIED about the
+// call itself — a lookup by a service without st-peter:lookup — is ErrPermissionDenied,
+// and the token is kept.
 //
 // ExchangeAPIKey makes the exchange by hand for callers that manage the token
 // themselves. Neither the key nor the service token is ever printed or put in an error.

@@ -28,6 +28,11 @@ func WithAPIKey(key string) Option {
 // as opposed to one about the call itself (a service without the lookup role).
 const callerDenied = "caller credentials:"
 
+// rejectedFor is how long a refused key is answered without asking st-peter again: a
+// service under load with a revoked key would otherwise make one exchange after another
+// and run into the failure throttle of its address.
+const rejectedFor = time.Second
+
 // serviceIdentity is a client's service account: its API key and the service token
 // exchanged for it, refreshed once less than a third of its lifetime is left. Concurrent
 // callers that need a new token share one exchange.
@@ -41,6 +46,9 @@ type serviceIdentity struct {
 	mu     sync.Mutex
 	// current is nil before the first exchange and after a drop.
 	current *serviceToken
+	// rejected is the last refusal of the key, answered again until rejectedUntil.
+	rejected      *Error
+	rejectedUntil time.Time
 }
 
 // serviceToken is one exchanged token; callers hand it back to drop it, so a drop
@@ -51,14 +59,25 @@ type serviceToken struct {
 	key       tokenKey
 	userID    string
 	refreshAt time.Time
+	expiresAt time.Time
 }
 
 // get answers a token that need not be refreshed yet, exchanging the key when there is
 // none.
 func (s *serviceIdentity) get(ctx context.Context) (*serviceToken, error) {
-	if t := s.fresh(); t != nil {
-		return t, nil
+	s.mu.Lock()
+	current, now := s.current, s.now()
+	if current != nil && now.Before(current.refreshAt) {
+		s.mu.Unlock()
+		return current, nil
 	}
+	if s.rejected != nil && now.Before(s.rejectedUntil) {
+		// A copy: callers may change what they are handed.
+		rejected := *s.rejected
+		s.mu.Unlock()
+		return nil, &rejected
+	}
+	s.mu.Unlock()
 	results := s.flight.DoChan("exchange", func() (any, error) {
 		// A caller that found the token stale just as another exchange ended would start
 		// a second one: look again inside the flight.
@@ -71,10 +90,20 @@ func (s *serviceIdentity) get(ctx context.Context) (*serviceToken, error) {
 	case <-ctx.Done():
 		return nil, canceled(ctx)
 	case r := <-results:
-		if r.Err != nil {
-			return nil, r.Err
+		if r.Err == nil {
+			return r.Val.(*serviceToken), nil
 		}
-		return r.Val.(*serviceToken), nil
+		// A refresh that could not reach st-peter, or was throttled, leaves a token that
+		// has not expired good enough for this call.
+		if errors.Is(r.Err, ErrUnavailable) || errors.Is(r.Err, ErrRateLimited) {
+			s.mu.Lock()
+			usable := current != nil && s.current == current && s.now().Before(current.expiresAt)
+			s.mu.Unlock()
+			if usable {
+				return current, nil
+			}
+		}
+		return nil, r.Err
 	}
 }
 
@@ -97,6 +126,14 @@ func (s *serviceIdentity) exchange() (*serviceToken, error) {
 	issuedAt := s.now()
 	session, err := exchangeAPIKey(ctx, s.rpc, s.apiKey)
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.kind == ErrAPIKeyRejected {
+			s.mu.Lock()
+			// The tokens of a refused key are revoked with it.
+			s.current = nil
+			s.rejected, s.rejectedUntil = e, s.now().Add(rejectedFor)
+			s.mu.Unlock()
+		}
 		return nil, err
 	}
 	lifetime := session.ExpiresAt.Sub(issuedAt)
@@ -105,9 +142,10 @@ func (s *serviceIdentity) exchange() (*serviceToken, error) {
 		key:       keyOf(session.Token),
 		userID:    session.User.UserID,
 		refreshAt: issuedAt.Add(lifetime - lifetime/3),
+		expiresAt: session.ExpiresAt,
 	}
 	s.mu.Lock()
-	s.current = t
+	s.current, s.rejected = t, nil
 	s.mu.Unlock()
 	return t, nil
 }
