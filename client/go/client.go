@@ -192,6 +192,21 @@ func (c *Client) Close() error {
 	return c.conn.Close()
 }
 
+// String keeps printed clients short and safe: the fields hold the service token and
+// are in use by other goroutines, so fmt must not walk them.
+func (c *Client) String() string {
+	if c.service != nil {
+		return "stpeter.Client{APIKey: <redacted>}"
+	}
+	return "stpeter.Client{}"
+}
+
+// GoString keeps %#v to the same.
+func (c *Client) GoString() string { return c.String() }
+
+// Format keeps every other verb to the same as well.
+func (c *Client) Format(f fmt.State, verb rune) { fmt.Fprint(f, c.String()) }
+
 // FeedStatus says how the client's subscription to the revocation feed stands: for
 // operators' health pages and for tests. All zero when the feed is off.
 func (c *Client) FeedStatus() FeedStatus { return c.feed.status() }

@@ -65,24 +65,15 @@ type serviceToken struct {
 // get answers a token that need not be refreshed yet, exchanging the key when there is
 // none.
 func (s *serviceIdentity) get(ctx context.Context) (*serviceToken, error) {
-	s.mu.Lock()
-	current, now := s.current, s.now()
-	if current != nil && now.Before(current.refreshAt) {
-		s.mu.Unlock()
-		return current, nil
+	current, settled, err := s.settled()
+	if settled {
+		return current, err
 	}
-	if s.rejected != nil && now.Before(s.rejectedUntil) {
-		// A copy: callers may change what they are handed.
-		rejected := *s.rejected
-		s.mu.Unlock()
-		return nil, &rejected
-	}
-	s.mu.Unlock()
 	results := s.flight.DoChan("exchange", func() (any, error) {
-		// A caller that found the token stale just as another exchange ended would start
-		// a second one: look again inside the flight.
-		if t := s.fresh(); t != nil {
-			return t, nil
+		// A caller that found no answer just as another exchange ended would start a
+		// second one: look again inside the flight.
+		if t, settled, err := s.settled(); settled {
+			return t, err
 		}
 		return s.exchange()
 	})
@@ -107,13 +98,22 @@ func (s *serviceIdentity) get(ctx context.Context) (*serviceToken, error) {
 	}
 }
 
-func (s *serviceIdentity) fresh() *serviceToken {
+// settled answers without an exchange when it can: a token that need not be refreshed
+// yet, or a refusal of the key still in force. Otherwise it answers the current token,
+// if any, for get to fall back on.
+func (s *serviceIdentity) settled() (t *serviceToken, settled bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.current != nil && s.now().Before(s.current.refreshAt) {
-		return s.current
+	now := s.now()
+	if s.current != nil && now.Before(s.current.refreshAt) {
+		return s.current, true, nil
 	}
-	return nil
+	if s.rejected != nil && now.Before(s.rejectedUntil) {
+		// A copy: callers may change what they are handed.
+		rejected := *s.rejected
+		return nil, true, &rejected
+	}
+	return s.current, false, nil
 }
 
 // exchange runs on its own deadline: it is shared by every caller waiting for it, so the
@@ -131,7 +131,8 @@ func (s *serviceIdentity) exchange() (*serviceToken, error) {
 			s.mu.Lock()
 			// The tokens of a refused key are revoked with it.
 			s.current = nil
-			s.rejected, s.rejectedUntil = e, s.now().Add(rejectedFor)
+			rejected := *e
+			s.rejected, s.rejectedUntil = &rejected, s.now().Add(rejectedFor)
 			s.mu.Unlock()
 		}
 		return nil, err
