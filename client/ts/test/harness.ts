@@ -210,7 +210,7 @@ export class TestServer {
     if (run.status !== 0) {
       throw new Error(`st-peter ${args.join(" ")}: ${run.status}: ${run.stderr}`);
     }
-    return JSON.parse(run.stdout);
+    return run.stdout.trim() === "" ? undefined : JSON.parse(run.stdout);
   }
 
   /** Creates a user; answers their user_id. */
@@ -237,6 +237,43 @@ export class TestServer {
 
   disable(identifier: string): void {
     this.admin(["user", "disable", identifier]);
+  }
+
+  /** Creates a service account (`st-peter service add`); answers its user_id. */
+  addService(name: string): string {
+    const created = this.admin(["service", "add", name]) as { user_id?: string; kind?: string };
+    if (!created.user_id || created.kind !== "service") {
+      throw new Error(`service add answered ${JSON.stringify(created)}`);
+    }
+    return created.user_id;
+  }
+
+  /** Creates an API key for a service account (printed once); answers it with its id. */
+  createApiKey(service: string): { keyId: string; apiKey: string } {
+    const created = this.admin(["service", "key", "create", service]) as { key_id?: string; api_key?: string };
+    if (!created.key_id || !created.api_key?.startsWith("stk_")) {
+      throw new Error(`service key create answered no key_id or api_key`);
+    }
+    return { keyId: created.key_id, apiKey: created.api_key };
+  }
+
+  /** Revokes an API key and the tokens exchanged from it. */
+  revokeApiKey(keyId: string): void {
+    this.admin(["service", "key", "revoke", keyId]);
+  }
+
+  /** The audit lines the server has logged (stderr) since it last started for `event` with
+   * `outcome`, about `userId` when given. */
+  audits(event: string, outcome: string, userId?: string): number {
+    return this.stderr
+      .split("\n")
+      .filter(
+        (line) =>
+          / audit: /.test(line) &&
+          line.includes(`event="${event}"`) &&
+          line.includes(`outcome="${outcome}"`) &&
+          (userId === undefined || line.includes(`user_id="${userId}"`)),
+      ).length;
   }
 
   /** Enrolls TOTP; answers the otpauth:// URI. */

@@ -11,7 +11,7 @@ export type Mode = "loop" | "idle";
 
 /** Parent to caller. */
 export type Command =
-  | { type: "start"; target: string; token: string; handle: string; mode: Mode }
+  | { type: "start"; target: string; token: string; handle: string; mode: Mode; apiKey?: string }
   | { type: "report" }
   | { type: "call" }
   | { type: "finish" };
@@ -43,6 +43,7 @@ let token = "";
 let handle = "";
 let stopping = false;
 let mode: Mode = "loop";
+let apiKey: string | undefined;
 const bornAt = Date.now();
 
 function send(event: Event): void {
@@ -98,13 +99,16 @@ async function loop(client: Client, pause: () => Promise<unknown>): Promise<void
 
 // The cache is off, so every call is on the wire. The revocation feed is on in "loop" mode
 // (its stream ends and resubscribes at every restart, beside the calls) and off in "idle"
-// mode, whose connections would otherwise never be idle.
+// mode, whose connections would otherwise never be idle. With an API key each client
+// speaks as that service account (service identity mode: token exchanges and refreshes
+// across the restarts).
 function newClient(target: string): Client {
   const client = connect(target, {
     cacheTtlMs: 0,
     invalidTokenTtlMs: 0,
     requestTimeoutMs: 2_000,
     revocationFeed: mode === "loop",
+    ...(apiKey === undefined ? {} : { apiKey }),
   });
   clients.push(client);
   return client;
@@ -139,6 +143,7 @@ async function start(command: Extract<Command, { type: "start" }>): Promise<void
   token = command.token;
   handle = command.handle;
   mode = command.mode;
+  apiKey = command.apiKey;
   watchGoaways(command.mode === "idle");
   newClient(command.target);
   // The first call opens the connection; the server is up, so it has to succeed.

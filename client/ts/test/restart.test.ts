@@ -33,10 +33,10 @@ class Caller {
     });
   }
 
-  static async start(server: TestServer, token: string, mode: Mode): Promise<Caller> {
+  static async start(server: TestServer, token: string, mode: Mode, apiKey?: string): Promise<Caller> {
     const child = fork(callerScript, [], { stdio: ["ignore", "ignore", "pipe", "ipc"] });
     const caller = new Caller(child);
-    caller.send({ type: "start", target: server.target, token, handle: "cashier", mode });
+    caller.send({ type: "start", target: server.target, token, handle: "cashier", mode, ...(apiKey ? { apiKey } : {}) });
     await caller.next("ready", 20_000);
     return caller;
   }
@@ -123,15 +123,21 @@ class Caller {
   }
 }
 
-async function serverWithSession(): Promise<{ server: TestServer; token: string }> {
-  const server = await TestServer.start();
+/** A server with the cashier's session; with `service`, one that answers only callers with
+ * credentials, with tokens of 3 s, and a service account's API key for the caller. */
+async function serverWithSession(service = false): Promise<{ server: TestServer; token: string; apiKey?: string }> {
+  const server = await TestServer.start(service ? ["--api-token-ttl", "3s", "--require-caller-credentials"] : []);
   try {
     server.addUser({ handle: "cashier", password: "knock knock, who goes there" });
     const { client } = server.client();
     const session = (await client.login("cashier", "knock knock, who goes there")) as Authenticated;
     assert.equal(session.kind, "authenticated");
     client.close();
-    return { server, token: session.token };
+    if (!service) {
+      return { server, token: session.token };
+    }
+    server.addService("till");
+    return { server, token: session.token, apiKey: server.createApiKey("till").apiKey };
   } catch (error) {
     // A server left running would keep this test process (and the suite) from ending.
     await server.close();
@@ -145,16 +151,22 @@ function assertOnlyUnavailable(counts: Counts): void {
   assert.deepEqual(others, [], `calls failed otherwise than unavailable: ${JSON.stringify(counts.errors)}`);
 }
 
-/** Restarts st-peter `restarts` times (stopped with `signal`) under a caller in a loop. */
-async function restartUnderLoad(signal: "SIGTERM" | "SIGKILL", restarts: number): Promise<Counts> {
-  const { server, token } = await serverWithSession();
+/** Restarts st-peter `restarts` times (stopped with `signal`) under a caller in a loop;
+ * with `service`, a caller in service identity mode, and st-peter down for `downMs`. */
+async function restartUnderLoad(
+  signal: "SIGTERM" | "SIGKILL",
+  restarts: number,
+  service?: { downMs: (restart: number) => number },
+): Promise<Counts> {
+  const { server, token, apiKey } = await serverWithSession(service !== undefined);
   let caller: Caller | undefined;
   try {
-    caller = await Caller.start(server, token, "loop");
+    caller = await Caller.start(server, token, "loop", apiKey);
     let counts = await caller.succeeds(await caller.counts(), 20, 10_000);
     for (let restart = 1; restart <= restarts; restart++) {
       await server.stop(signal);
-      await sleep(50 + 50 * restart); // calls meet refused connections meanwhile
+      // Calls meet refused connections meanwhile.
+      await sleep(service ? service.downMs(restart) : 50 + 50 * restart);
       caller.assertAlive(`after stop ${restart}`);
       await server.resume(); // same port, same database
       counts = await caller.succeeds(counts, 20, 15_000);
@@ -181,6 +193,14 @@ test("a process calling in a loop survives five restarts of st-peter, and its ca
 
 test("a process calling in a loop survives st-peter being killed three times (connections reset)", async (t) => {
   const finished = await restartUnderLoad("SIGKILL", 3);
+  t.diagnostic(`caller: ${JSON.stringify(finished)}`);
+});
+
+test("a process in service identity mode survives st-peter restarting, also while its token expires", async (t) => {
+  // Tokens live 3 s and are exchanged again after 2 s: the last stop outlasts the token, so
+  // exchanges fail (unavailable) while st-peter is away and succeed once it is back. A
+  // refused call or exchange must never surface as an unhandled rejection.
+  const finished = await restartUnderLoad("SIGTERM", 3, { downMs: (restart) => (restart === 3 ? 3_500 : 100) });
   t.diagnostic(`caller: ${JSON.stringify(finished)}`);
 });
 
