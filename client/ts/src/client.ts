@@ -131,6 +131,7 @@ export class Client {
         this.cache,
         (afterSequence, signal) => this.watch(afterSequence, signal),
         { ...FEED_DEFAULTS, silenceMs: options.revocationFeedSilenceMs ?? FEED_DEFAULTS.silenceMs },
+        (key) => this.#identity?.revoked(key),
       );
     }
   }

@@ -47,6 +47,9 @@ export class RevocationFeed {
     private readonly cache: VerifyCache,
     private readonly open: OpenStream,
     private readonly settings: FeedSettings = FEED_DEFAULTS,
+    /** Told of every revoked token (by its cache key): the client's own service token may
+     * be one of them. */
+    private readonly tokenRevoked: (key: string) => void = () => {},
   ) {}
 
   get status(): RevocationFeedStatus {
@@ -126,9 +129,12 @@ export class RevocationFeed {
   private apply(event: RevocationEvent, firstCheckpointFromNow: boolean): void {
     this.lastSequence = event.sequence;
     switch (event.change.case) {
-      case "tokenHash":
-        this.cache.evict(hashKey(event.change.value));
+      case "tokenHash": {
+        const key = hashKey(event.change.value);
+        this.cache.evict(key);
+        this.tokenRevoked(key);
         break;
+      }
       case "userId":
         this.cache.evictUser(event.change.value);
         break;

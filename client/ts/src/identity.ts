@@ -6,12 +6,15 @@ import { inspect } from "node:util";
 
 import { Code } from "@connectrpc/connect";
 
+import { tokenKey } from "./cache.js";
 import { ApiKeyRejectedError, callerCredentialsRefused, type StPeterError } from "./errors.js";
 import type { Authenticated } from "./model.js";
 
 /** A token of the service account, as this client holds it. */
 export interface ServiceToken {
   readonly token: string;
+  /** Its SHA-256, as the revocation feed names revoked tokens. */
+  readonly key: string;
   /** The service account's user_id: the actor of lookupUser as the service. */
   readonly userId: string;
   /** Past this (ms, the client's clock) the next call exchanges again: two thirds of the
@@ -88,6 +91,15 @@ export class ServiceIdentity {
     }
   }
 
+  /** The revocation feed reports a revoked token: when it is the current one (its key was
+   * revoked, or an operator revoked the session), the next call exchanges first instead of
+   * being refused. */
+  revoked(key: string): void {
+    if (this.#current?.key === key) {
+      this.#current = undefined;
+    }
+  }
+
   /** Runs `send` with the current token; when st-peter refuses that token as caller
    * credentials (or `retry` says so), drops it, exchanges once more and runs `send` once
    * more. */
@@ -114,6 +126,7 @@ export class ServiceIdentity {
       const expiresAt = session.expiresAt.getTime();
       const token: ServiceToken = {
         token: session.token,
+        key: tokenKey(session.token),
         userId: session.user.userId,
         refreshAt: issuedAt + ((expiresAt - issuedAt) * 2) / 3,
         expiresAt,

@@ -273,7 +273,8 @@ test("concurrent callers share one exchange, first and at a refresh", async () =
 });
 
 test("a token refused as caller credentials is dropped, exchanged again and the call retried once", async () => {
-  const { client, counts, wire } = serviceClient(setup.server, setup.billingKey, { cacheTtlMs: 0 });
+  // The feed off: it would report the revocation and the client drop the token unasked.
+  const { client, counts, wire } = serviceClient(setup.server, setup.billingKey, { cacheTtlMs: 0, revocationFeed: false });
   const token = await personToken(client);
   await client.verifyToken(token);
   // The service's token revoked behind the client's back (as an operator would).
@@ -287,6 +288,21 @@ test("a token refused as caller credentials is dropped, exchanged again and the 
   assert.equal(headers.at(-1), `Bearer ${wire.exchanges[1]!.token}`);
   assert.equal(headers.at(-2), `Bearer ${wire.exchanges[0]!.token}`, "no refused call before the retry");
   assert.ok(ms < 2_000, `the revoked service token passed for ${ms} ms`);
+});
+
+test("a service token the feed reports revoked is exchanged again before the next call, which is not refused", async () => {
+  const { client, counts, wire } = serviceClient(setup.server, setup.billingKey, { cacheTtlMs: 0 });
+  const token = await personToken(client);
+  await client.verifyToken(token);
+  await subscribed(client);
+  const sequence = client.revocationFeedStatus.lastSequence;
+  setup.server.revokeSession(wire.exchanges[0]!.token);
+  await eventually("the feed reported the revocation", () => client.revocationFeedStatus.lastSequence > sequence);
+  const verifies = counts.get("VerifyToken");
+  assert.equal((await client.verifyToken(token)).user.userId, setup.cashierId);
+  assert.equal(counts.get("ExchangeApiKey"), 2);
+  assert.equal(counts.get("VerifyToken"), verifies + 1, "the call was refused and retried");
+  assert.equal(wire.sent("VerifyToken").at(-1), `Bearer ${wire.exchanges[1]!.token}`);
 });
 
 test("a revoked key: the client fails with ApiKeyRejectedError once its token is gone, and caches no verdict on the token", async (t) => {
