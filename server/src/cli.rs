@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::accounts::NewAccount;
-use crate::domain::app::{Caller, Settings, StPeter, UserView};
+use crate::domain::app::{Caller, Settings, StPeter, UserKind, UserView};
 use crate::grpc::serve::ServeOptions;
 use crate::secrets::password::AdmissionSettings;
 use crate::startup::{self, Application, TotpKeySource};
@@ -103,6 +103,10 @@ pub enum Command {
     /// Administer sessions: list and revoke them.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Administer service accounts and their API keys. Grant a service account platform
+    /// roles with `user role grant NAME ROLE` (`st-peter:lookup` lets it use LookupUser).
+    #[command(subcommand)]
+    Service(ServiceCommand),
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +134,17 @@ pub struct ServeArgs {
     /// retry hint. A caller's deadline (grpc-timeout) bounds the wait the same way.
     #[arg(long, env = "ST_PETER_HASH_MAX_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub hash_max_wait: Duration,
+    /// How long a session token exchanged for an API key (ExchangeApiKey) lives, e.g.
+    /// `15m`; never past its key's own expiry. Clients refresh it before it ends.
+    #[arg(long, env = "ST_PETER_API_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub api_token_ttl: Duration,
+    /// Answer VerifyToken, LookupUser and WatchRevocations only for callers that present a
+    /// service account's token (`authorization: Bearer`, from ExchangeApiKey) or a client
+    /// certificate signed by --tls-client-ca; others get PERMISSION_DENIED. With
+    /// --tls-client-ca, a client certificate becomes optional at the handshake (a service
+    /// token is the other way in); without this flag the CA makes it mandatory.
+    #[arg(long, env = "ST_PETER_REQUIRE_CALLER_CREDENTIALS")]
+    pub require_caller_credentials: bool,
     /// Once listening, write the bound address (`HOST:PORT`, useful with port 0) to this
     /// file: tests and supervisors wait for it instead of reading logs.
     #[arg(long, env = "ST_PETER_READY_FILE", value_name = "PATH")]
@@ -211,6 +226,48 @@ pub enum TotpCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service account: platform roles and API keys, no password, no TOTP.
+    Add {
+        /// Its name (a handle: lowercase letters, digits, '.', '_' and '-').
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List service accounts with their roles.
+    List,
+    /// Create, list and revoke a service account's API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key and print it, this once (only its hash is kept). An account may
+    /// have several, so a key can be replaced without downtime: create, deploy, revoke.
+    Create {
+        /// The service account (name or id).
+        service: String,
+        /// Tells this account's keys apart (default: `key-` and the start of its id).
+        #[arg(long = "name", value_name = "KEY_NAME")]
+        key_name: Option<String>,
+        /// Expire the key after this long, e.g. `90days`; default: never (until revoked).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// List a service account's keys (never the keys themselves).
+    List {
+        /// The service account (name or id).
+        service: String,
+    },
+    /// Revoke a key at once, and every session token exchanged from it.
+    Revoke {
+        /// The key's id (from `service key list` or `create`).
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SessionCommand {
     /// List a user's live sessions, newest first.
     List {
@@ -260,13 +317,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             config.settings.session_ttl = args.session_ttl;
+            config.settings.api_token_ttl = args.api_token_ttl;
+            config.settings.require_caller_credentials = args.require_caller_credentials;
             config.settings.admission = AdmissionSettings {
                 max_wait: args.hash_max_wait,
             };
             let mut options = match (&args.tls_cert, &args.tls_key) {
-                (Some(cert), Some(key)) => {
-                    ServeOptions::tls_from_files(cert, key, args.tls_client_ca.as_deref())?
-                }
+                (Some(cert), Some(key)) => ServeOptions::tls_from_files(
+                    cert,
+                    key,
+                    args.tls_client_ca.as_deref(),
+                    args.require_caller_credentials,
+                )?,
                 _ => ServeOptions::default(),
             };
             options.shutdown_grace = args.shutdown_grace;
@@ -277,6 +339,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 %address,
                 tls = application.tls(),
                 mutual_tls = args.tls_client_ca.is_some(),
+                require_caller_credentials = args.require_caller_credentials,
                 database = %store::redact_url(&cli.database_url),
                 "st-peter listening"
             );
@@ -294,6 +357,101 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Session(command) => {
             let app = startup::open(config).await?;
             session_command(&app, command, cli.json).await
+        }
+        Command::Service(command) => {
+            let app = startup::open(config).await?;
+            service_command(&app, command, cli.json).await
+        }
+    }
+}
+
+async fn service_command(app: &StPeter, command: ServiceCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::Add { name, display_name } => {
+            let service = app.create_service_account(&name, display_name).await?;
+            print(json, &service, || {
+                format!(
+                    "created service account {} ({}); give it a key with `st-peter service key \
+                     create {}`",
+                    service.user_id, service.handle, service.handle
+                )
+            })
+        }
+        ServiceCommand::List => {
+            let services: Vec<_> = app
+                .list_users()
+                .await?
+                .into_iter()
+                .filter(|(user, _)| user.kind == UserKind::Service)
+                .collect();
+            let rows: Vec<_> = services
+                .iter()
+                .map(|(user, roles)| serde_json::json!({ "user": user, "roles": roles }))
+                .collect();
+            print(json, &rows, || {
+                if services.is_empty() {
+                    return "no service accounts".to_owned();
+                }
+                services
+                    .iter()
+                    .map(|(user, roles)| describe(user, roles))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        ServiceCommand::Key(KeyCommand::Create {
+            service,
+            key_name,
+            expires,
+        }) => {
+            let key = app
+                .create_api_key(&service, key_name.as_deref(), expires)
+                .await?;
+            print(json, &key, || {
+                format!(
+                    "API key {} ({}) for {service}, expires {}:\n\n{}\n\nIt is shown this once: \
+                     only its hash is kept. Exchange it with AuthService/ExchangeApiKey.",
+                    key.key_id,
+                    key.name,
+                    key.expires_at.map_or("never".into(), time_text),
+                    key.api_key
+                )
+            })
+        }
+        ServiceCommand::Key(KeyCommand::List { service }) => {
+            let keys = app.list_api_keys(&service).await?;
+            print(json, &keys, || {
+                if keys.is_empty() {
+                    return format!("{service} has no API keys");
+                }
+                keys.iter()
+                    .map(|key| {
+                        let state = match key.revoked_at {
+                            Some(at) => format!("revoked {}", time_text(at)),
+                            None => format!(
+                                "expires {}",
+                                key.expires_at.map_or("never".into(), time_text)
+                            ),
+                        };
+                        format!(
+                            "{}  {}  created {}  {state}  last used {}",
+                            key.key_id,
+                            key.name,
+                            time_text(key.created_at),
+                            key.last_used_at.map_or("never".into(), time_text),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        ServiceCommand::Key(KeyCommand::Revoke { key_id }) => {
+            let ended = app.revoke_api_key(&key_id).await?;
+            print(
+                json,
+                &serde_json::json!({ "key_id": key_id, "revoked_sessions": ended }),
+                || format!("revoked key {key_id} and {ended} session(s) exchanged from it"),
+            )
         }
     }
 }
@@ -492,6 +650,9 @@ fn describe(user: &UserView, roles: &[String]) -> String {
     }
     if !roles.is_empty() {
         line.push_str(&format!("  roles={}", roles.join(",")));
+    }
+    if user.kind == UserKind::Service {
+        line.push_str("  (service account)");
     }
     if user.disabled {
         line.push_str("  (disabled)");

@@ -126,6 +126,25 @@ impl Store for ObservedStore {
         self.inner.roles(user_id).await
     }
 
+    async fn create_api_key(&self, key: NewApiKey<'_>) -> Result<()> {
+        self.inner.create_api_key(key).await
+    }
+
+    async fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>> {
+        self.inner.api_keys(user_id).await
+    }
+
+    async fn revoke_api_key(&self, key_id: &str, now: UnixMillis) -> Result<Option<(String, u64)>> {
+        self.inner.revoke_api_key(key_id, now).await
+    }
+
+    async fn exchange_api_key(
+        &self,
+        exchange: ApiKeyExchange<'_>,
+    ) -> Result<Option<ExchangedSession>> {
+        self.inner.exchange_api_key(exchange).await
+    }
+
     async fn set_totp_secret(
         &self,
         user_id: &str,

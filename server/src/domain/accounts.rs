@@ -1,8 +1,9 @@
 //! Users and their platform roles: creating, finding, disabling, granting, and the
 //! actor-checked `LookupUser` that consuming services use to grant local roles.
-use crate::domain::app::{Caller, StPeter, UserView};
+use crate::domain::app::{Caller, StPeter, UserKind, UserView};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier;
+use crate::domain::service_accounts::LOOKUP_ROLE;
 use crate::domain::sessions::check_token_size;
 use crate::error::{Error, Result, invalid};
 use crate::secrets::password_strength;
@@ -35,19 +36,7 @@ impl StPeter {
             .as_deref()
             .map(identifier::normalize_phone)
             .transpose()?;
-        let display_name = account.display_name.unwrap_or_default().trim().to_owned();
-        if display_name.chars().count() > MAX_DISPLAY_NAME_CHARS {
-            return Err(invalid(
-                "display_name",
-                format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
-            ));
-        }
-        if display_name.chars().any(char::is_control) {
-            return Err(invalid(
-                "display_name",
-                "must not contain control characters",
-            ));
-        }
+        let display_name = check_display_name(account.display_name)?;
         let context = strings_of(&handle, email.as_deref(), phone.as_deref(), &display_name);
         let password_hash = self
             .new_password_hash("password", &account.password, &context, None)
@@ -59,8 +48,15 @@ impl StPeter {
             phone,
             display_name,
             password_hash,
+            kind: UserKind::Human,
             created_at: self.now(),
         };
+        self.insert_user(user).await
+    }
+
+    /// Inserts a user who is valid and whose secrets are ready; answers them as callers see
+    /// them.
+    pub(crate) async fn insert_user(&self, user: NewUser) -> Result<UserView> {
         self.store.create_user(&user).await?;
         Ok(UserView {
             user_id: user.id,
@@ -69,6 +65,7 @@ impl StPeter {
             phone: user.phone,
             display_name: user.display_name,
             disabled: false,
+            kind: user.kind,
         })
     }
 
@@ -81,7 +78,7 @@ impl StPeter {
         new_password: &str,
         revoke_sessions: bool,
     ) -> Result<u64> {
-        let user = self.find_user(identifier).await?;
+        let user = self.find_person(identifier).await?;
         let hash = self
             .new_password_hash("password", new_password, &user_context(&user), None)
             .await?;
@@ -156,6 +153,20 @@ impl StPeter {
         found.ok_or_else(|| Error::NotFound(format!("user {:?}", identifier.trim())))
     }
 
+    /// Finds a person (admin use): a service account has no password and no TOTP, so the
+    /// commands that set those refuse it.
+    pub(crate) async fn find_person(&self, identifier: &str) -> Result<UserRecord> {
+        let user = self.find_user(identifier).await?;
+        if user.owner.kind() == UserKind::Service {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is a service account: it has no password and no TOTP, and authenticates \
+                 with API keys (st-peter service key create)",
+                user.owner.handle
+            )));
+        }
+        Ok(user)
+    }
+
     /// Disabling revokes the user's sessions at once; enabling does not bring them back.
     pub async fn set_disabled(&self, identifier: &str, disabled: bool) -> Result<UserView> {
         let mut user = self.find_user(identifier).await?;
@@ -228,6 +239,13 @@ impl StPeter {
                 "actor_token does not belong to actor_id",
             ));
         }
+        if actor.user.kind == UserKind::Service && !actor.roles.iter().any(|r| r == LOOKUP_ROLE) {
+            audit::record(Event::Lookup, "forbidden", Some(&actor_id), caller);
+            return Err(Error::PermissionDenied(format!(
+                "actor: a service account looks users up only with the platform role \
+                 {LOOKUP_ROLE} (st-peter user role grant NAME {LOOKUP_ROLE})"
+            )));
+        }
         if let Err(wait) = self.throttles.lookup_actor.check(&actor_id) {
             audit::record(Event::Lookup, "throttled", Some(&actor_id), caller);
             return Err(Error::RateLimited(wait));
@@ -263,6 +281,24 @@ fn strings_of<'a>(
         .flatten()
         .filter(|value| !value.is_empty())
         .collect()
+}
+
+/// A display name as given: trimmed, bounded, printable.
+pub(crate) fn check_display_name(display_name: Option<String>) -> Result<String> {
+    let display_name = display_name.unwrap_or_default().trim().to_owned();
+    if display_name.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        return Err(invalid(
+            "display_name",
+            format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
+        ));
+    }
+    if display_name.chars().any(char::is_control) {
+        return Err(invalid(
+            "display_name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(display_name)
 }
 
 /// Roles are short names such as `admin` or `billing:read`.

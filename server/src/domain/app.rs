@@ -84,6 +84,11 @@ pub struct Settings {
     pub totp_key: Option<TotpKey>,
     /// The server's verification cache (used while the revocation feed is followed).
     pub verify_cache: VerifyCacheSettings,
+    /// How long a session exchanged for an API key lives (never past its key).
+    pub api_token_ttl: Duration,
+    /// VerifyToken, LookupUser and WatchRevocations answer only callers that present a
+    /// service account's token or a client certificate.
+    pub require_caller_credentials: bool,
 }
 
 impl Default for Settings {
@@ -101,6 +106,37 @@ impl Default for Settings {
             throttle: ThrottlePolicies::default(),
             totp_key: None,
             verify_cache: VerifyCacheSettings::default(),
+            api_token_ttl: Duration::from_secs(15 * 60),
+            require_caller_credentials: false,
+        }
+    }
+}
+
+/// What kind of principal a user is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserKind {
+    /// A person: logs in with a password (and a second factor where enrolled).
+    Human,
+    /// A service account: platform roles and API keys, no password, no TOTP.
+    Service,
+}
+
+impl UserKind {
+    /// The `users.kind` column's value.
+    pub fn column(self) -> &'static str {
+        match self {
+            UserKind::Human => "human",
+            UserKind::Service => "service",
+        }
+    }
+
+    /// The column holds `human` or `service` (a CHECK constraint says so).
+    pub fn from_column(value: &str) -> Self {
+        if value == "service" {
+            UserKind::Service
+        } else {
+            UserKind::Human
         }
     }
 }
@@ -114,6 +150,7 @@ pub struct UserView {
     pub phone: Option<String>,
     pub display_name: String,
     pub disabled: bool,
+    pub kind: UserKind,
 }
 
 impl From<&UserRecord> for UserView {
@@ -125,6 +162,7 @@ impl From<&UserRecord> for UserView {
 impl From<OwnerRecord> for UserView {
     fn from(user: OwnerRecord) -> Self {
         Self {
+            kind: user.kind(),
             user_id: user.id,
             handle: user.handle,
             email: user.email,

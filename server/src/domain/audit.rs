@@ -18,6 +18,10 @@ pub enum Event {
     TotpEnrollment,
     TotpDisable,
     RecoveryCodes,
+    /// An API key created, revoked, or exchanged for a session (or refused).
+    ApiKey,
+    /// A caller refused for want of caller credentials (`--require-caller-credentials`).
+    Caller,
 }
 
 impl Event {
@@ -32,6 +36,8 @@ impl Event {
             Event::TotpEnrollment => "totp_enrollment",
             Event::TotpDisable => "totp_disable",
             Event::RecoveryCodes => "recovery_codes",
+            Event::ApiKey => "api_key",
+            Event::Caller => "caller",
         }
     }
 }

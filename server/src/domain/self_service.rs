@@ -6,7 +6,7 @@
 //! `sessions`, `two_factor`.
 use crate::clock::{UnixMillis, millis};
 use crate::domain::accounts::user_context;
-use crate::domain::app::{Caller, StPeter, UserView};
+use crate::domain::app::{Caller, StPeter, UserKind, UserView};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier::Identifier;
 use crate::domain::sessions::SessionView;
@@ -325,6 +325,13 @@ impl StPeter {
             .await?
             .filter(|user| !user.owner.disabled)
             .ok_or(not_valid)?;
+        if user.owner.kind() == UserKind::Service {
+            return Err(Error::PermissionDenied(
+                "authorization: service accounts have no self-service account; they are \
+                 administered with `st-peter service`"
+                    .into(),
+            ));
+        }
         Ok(SignedIn { user, token_hash })
     }
 

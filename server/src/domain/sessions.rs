@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use crate::clock::{UnixMillis, millis};
-use crate::domain::app::{Caller, StPeter, UserView};
+use crate::domain::app::{Caller, StPeter, UserKind, UserView};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier;
 use crate::error::{Error, Result, invalid};
@@ -98,11 +98,13 @@ impl StPeter {
                 return Err(error);
             }
         };
+        // A service account has no password: its name answers like an unknown identifier,
+        // at the same cost.
         let user = self
             .store
             .find_user(&identifier)
             .await?
-            .filter(|user| !user.owner.disabled);
+            .filter(|user| !user.owner.disabled && user.owner.kind() == UserKind::Human);
         let check = admitted
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
@@ -294,6 +296,7 @@ impl StPeter {
                 user_id: &user.owner.id,
                 created_at: now,
                 expires_at,
+                api_key_id: None,
             })
             .await?;
         Ok(IssuedSession {

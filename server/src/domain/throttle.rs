@@ -142,6 +142,9 @@ pub struct ThrottlePolicies {
     pub login_address: BackoffPolicy,
     pub two_factor_user: BackoffPolicy,
     pub two_factor_challenge: BackoffPolicy,
+    /// Refused API keys per client address (ExchangeApiKey). Keys are too long to guess;
+    /// this bounds the store work a flood of bad keys can cause.
+    pub api_key_address: BackoffPolicy,
     pub lookups_per_minute: u32,
     pub lookup_burst: u32,
 }
@@ -167,6 +170,10 @@ impl Default for ThrottlePolicies {
                 free_failures: 2,
                 ..per_identifier
             },
+            api_key_address: BackoffPolicy {
+                free_failures: 20,
+                ..per_identifier
+            },
             lookups_per_minute: 60,
             lookup_burst: 20,
         }
@@ -185,6 +192,7 @@ impl ThrottlePolicies {
             login_address: never,
             two_factor_user: never,
             two_factor_challenge: never,
+            api_key_address: never,
             lookups_per_minute: u32::MAX,
             lookup_burst: u32::MAX,
         }
@@ -197,6 +205,7 @@ pub struct Throttles {
     pub login_address: Backoff<std::net::IpAddr>,
     pub two_factor_user: Backoff<String>,
     pub two_factor_challenge: Backoff<[u8; 32]>,
+    pub api_key_address: Backoff<std::net::IpAddr>,
     pub lookup_actor: RateLimit,
 }
 
@@ -210,6 +219,7 @@ impl Throttles {
             login_address: Backoff::new(policies.login_address, THROTTLE_CAPACITY),
             two_factor_user: Backoff::new(policies.two_factor_user, THROTTLE_CAPACITY),
             two_factor_challenge: Backoff::new(policies.two_factor_challenge, THROTTLE_CAPACITY),
+            api_key_address: Backoff::new(policies.api_key_address, THROTTLE_CAPACITY),
             lookup_actor: RateLimit::per_minute(
                 policies.lookups_per_minute,
                 policies.lookup_burst,

@@ -153,6 +153,7 @@ impl StPeter {
                     user_id: &user.owner.id,
                     created_at: now,
                     expires_at,
+                    api_key_id: None,
                 },
             )
             .await?;
@@ -192,7 +193,7 @@ impl StPeter {
     /// Enrolls (or re-enrolls) TOTP for a user: a new secret and new recovery codes replace
     /// any old ones. The secret is stored sealed with the TOTP key, the codes as hashes.
     pub async fn enroll_totp(&self, identifier: &str) -> Result<TotpEnrollment> {
-        let user = self.find_user(identifier).await?;
+        let user = self.find_person(identifier).await?;
         let secret = totp::new_secret();
         let otpauth_uri =
             totp::otpauth_uri(&secret, &self.settings.totp_issuer, &user.owner.handle)?;
@@ -211,7 +212,7 @@ impl StPeter {
     /// Issues new recovery codes to a user with TOTP on an administrator's word; the old
     /// ones stop working.
     pub async fn regenerate_recovery_codes(&self, identifier: &str) -> Result<Vec<String>> {
-        let user = self.find_user(identifier).await?;
+        let user = self.find_person(identifier).await?;
         let codes = self.replace_recovery_codes(&user.owner.id).await?;
         audit::record(
             Event::RecoveryCodes,

@@ -9,7 +9,7 @@ use st_peter_proto::auth::v1::account_service_server::AccountService;
 
 use crate::domain::app::StPeter;
 use crate::domain::sessions::SessionView;
-use crate::grpc::{caller, status, timestamp, user};
+use crate::grpc::{bearer_token, caller, status, timestamp, user};
 
 pub struct AccountGrpc {
     app: Arc<StPeter>,
@@ -21,26 +21,15 @@ impl AccountGrpc {
     }
 }
 
-/// The session token of `authorization: Bearer <token>` (the scheme in any case, as
-/// RFC 7235 has it).
+/// The session token of `authorization: Bearer <token>`; UNAUTHENTICATED without one.
 fn bearer<T>(request: &Request<T>) -> Result<String, Status> {
-    let missing = || {
-        Status::unauthenticated(
-            "authorization: missing; send the session token as `authorization: Bearer <token>`",
-        )
-    };
-    let value = request
-        .metadata()
-        .get("authorization")
-        .ok_or_else(missing)?;
-    let value = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("authorization: not ASCII text"))?;
-    let (scheme, token) = value.trim().split_once(' ').ok_or_else(missing)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(missing());
-    }
-    Ok(token.trim().to_owned())
+    bearer_token(request.metadata())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "authorization: missing; send the session token as `authorization: Bearer <token>`",
+            )
+        })
 }
 
 fn count(revoked: u64) -> u32 {

@@ -14,8 +14,9 @@ use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_server::AuthService;
 
 use crate::clock::UnixMillis;
-use crate::domain::app::{Caller, StPeter, UserView};
-use crate::domain::sessions::{FailureReason, LoginOutcome};
+use crate::domain::app::{Caller, StPeter, UserKind, UserView};
+use crate::domain::service_accounts::CallerCredentials;
+use crate::domain::sessions::{FailureReason, IssuedSession, LoginOutcome};
 use crate::error::Error;
 
 pub struct AuthGrpc {
@@ -64,6 +65,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::VerifyTokenRequest>,
     ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
+        self.check_caller(&request).await?;
         let verified = self
             .app
             .verify_token(&request.get_ref().token)
@@ -80,6 +82,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::LookupUserRequest>,
     ) -> Result<Response<pb::LookupUserResponse>, Status> {
+        self.check_caller(&request).await?;
         let caller = caller(&request);
         let request = request.into_inner();
         let found = self
@@ -112,9 +115,50 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        self.check_caller(&request).await?;
         let stream = watch::watch(&self.app, request.get_ref().after_sequence).await?;
         Ok(Response::new(stream))
     }
+
+    async fn exchange_api_key(
+        &self,
+        request: Request<pb::ExchangeApiKeyRequest>,
+    ) -> Result<Response<pb::Authenticated>, Status> {
+        let session = self
+            .app
+            .exchange_api_key(&caller(&request), &request.get_ref().api_key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(authenticated(session)))
+    }
+}
+
+impl AuthGrpc {
+    /// With `--require-caller-credentials`, refuses a caller that presents neither a
+    /// service account's token nor a client certificate (PERMISSION_DENIED). Without it,
+    /// costs one flag check.
+    async fn check_caller<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if !self.app.settings().require_caller_credentials {
+            return Ok(());
+        }
+        let credentials = CallerCredentials {
+            bearer: bearer_token(request.metadata()),
+            client_certificate: request.peer_certs().is_some_and(|certs| !certs.is_empty()),
+        };
+        self.app
+            .check_caller(&caller(request), credentials)
+            .await
+            .map_err(status)
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` header (the scheme in any case, as
+/// RFC 7235 has it); `None` when there is no such header.
+pub(crate) fn bearer_token(metadata: &MetadataMap) -> Option<&str> {
+    let value = metadata.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 pub(crate) fn caller<T>(request: &Request<T>) -> Caller {
@@ -194,11 +238,7 @@ pub(crate) fn status(error: Error) -> Status {
 fn login_response(outcome: LoginOutcome) -> pb::LoginResponse {
     use pb::login_response::Result as Outcome;
     let result = match outcome {
-        LoginOutcome::Authenticated(session) => Outcome::Authenticated(pb::Authenticated {
-            token: session.token,
-            expires_at: Some(timestamp(session.expires_at)),
-            user: Some(user(session.user)),
-        }),
+        LoginOutcome::Authenticated(session) => Outcome::Authenticated(authenticated(session)),
         LoginOutcome::TwoFactor {
             two_factor_id,
             expires_at,
@@ -223,6 +263,14 @@ fn login_response(outcome: LoginOutcome) -> pb::LoginResponse {
     }
 }
 
+fn authenticated(session: IssuedSession) -> pb::Authenticated {
+    pb::Authenticated {
+        token: session.token,
+        expires_at: Some(timestamp(session.expires_at)),
+        user: Some(user(session.user)),
+    }
+}
+
 fn failure_reason(reason: FailureReason) -> pb::FailureReason {
     match reason {
         FailureReason::InvalidCredentials => pb::FailureReason::InvalidCredentials,
@@ -240,6 +288,10 @@ pub(crate) fn user(user: UserView) -> pb::User {
         phone: user.phone.unwrap_or_default(),
         display_name: user.display_name,
         disabled: user.disabled,
+        kind: match user.kind {
+            UserKind::Human => pb::UserKind::Human,
+            UserKind::Service => pb::UserKind::Service,
+        } as i32,
     }
 }
 

@@ -86,18 +86,23 @@ impl Default for ServeOptions {
 
 impl ServeOptions {
     /// TLS from PEM files: the server's certificate chain and key, and optionally a CA whose
-    /// client certificates are required (mutual TLS between services).
+    /// client certificates are required (mutual TLS between services), or only checked
+    /// when presented (`client_auth_optional`: callers may prove who they are with a
+    /// service token instead, see `Settings::require_caller_credentials`).
     pub fn tls_from_files(
         cert: &Path,
         key: &Path,
         client_ca: Option<&Path>,
+        client_auth_optional: bool,
     ) -> anyhow::Result<Self> {
         let read = |path: &Path| {
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))
         };
         let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
         if let Some(ca) = client_ca {
-            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+            tls = tls
+                .client_ca_root(Certificate::from_pem(read(ca)?))
+                .client_auth_optional(client_auth_optional);
         }
         Ok(Self {
             tls: Some(tls),

@@ -186,6 +186,7 @@ mod tests {
                 phone: None,
                 display_name: String::new(),
                 disabled: false,
+                kind: "human".into(),
             },
             roles: vec![],
             expires_at,

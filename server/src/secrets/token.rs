@@ -1,4 +1,5 @@
-//! Opaque bearer secrets: session tokens, two-factor challenge ids and TOTP enrollment ids.
+//! Opaque bearer secrets: session tokens, two-factor challenge ids, TOTP enrollment ids and
+//! service accounts' API keys.
 //!
 //! Each is a fixed prefix and 32 random bytes in base64url. Only a SHA-256 of the secret
 //! is stored, so a database leak yields nothing usable.
@@ -15,6 +16,9 @@ pub const SESSION_PREFIX: &str = "stp_";
 pub const CHALLENGE_PREFIX: &str = "stc_";
 /// Pending TOTP enrollment ids: `ste_` + 43 base64url characters.
 pub const ENROLLMENT_PREFIX: &str = "ste_";
+
+/// Service accounts' API keys: `stk_` + 43 base64url characters.
+pub const API_KEY_PREFIX: &str = "stk_";
 
 const RANDOM_BYTES: usize = 32;
 const ENCODED_LEN: usize = 43;

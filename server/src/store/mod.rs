@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::UnixMillis;
+pub use crate::domain::app::UserKind;
 pub use crate::domain::identifier::Identifier;
 use crate::error::{Error, Result};
 use crate::secrets::token::SecretHash;
@@ -36,7 +37,9 @@ pub struct NewUser {
     pub email: Option<String>,
     pub phone: Option<String>,
     pub display_name: String,
+    /// Empty for a service account: no password verifies against it.
     pub password_hash: String,
+    pub kind: UserKind,
     pub created_at: UnixMillis,
 }
 
@@ -49,6 +52,14 @@ pub struct OwnerRecord {
     pub phone: Option<String>,
     pub display_name: String,
     pub disabled: bool,
+    /// `human` or `service` (see [`UserKind`]).
+    pub kind: String,
+}
+
+impl OwnerRecord {
+    pub fn kind(&self) -> UserKind {
+        UserKind::from_column(&self.kind)
+    }
 }
 
 /// The owner of a live session.
@@ -68,6 +79,8 @@ pub struct NewSession<'a> {
     pub user_id: &'a str,
     pub created_at: UnixMillis,
     pub expires_at: UnixMillis,
+    /// The API key it was exchanged from (a service account's session), if any.
+    pub api_key_id: Option<&'a str>,
 }
 
 /// A live session as its user sees it listed.
@@ -138,6 +151,46 @@ pub enum TwoFactorCompletion {
     /// The factor cannot be claimed: a TOTP code for this step or a later one was already
     /// accepted, or the recovery code is unknown or used.
     Refused,
+}
+
+/// An API key to insert. Only its hash is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct NewApiKey<'a> {
+    pub id: &'a str,
+    pub key_hash: &'a SecretHash,
+    pub user_id: &'a str,
+    pub name: &'a str,
+    pub created_at: UnixMillis,
+    pub expires_at: Option<UnixMillis>,
+}
+
+/// An API key as its administrator sees it listed: no secret, no hash.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub created_at: UnixMillis,
+    pub expires_at: Option<UnixMillis>,
+    pub last_used_at: Option<UnixMillis>,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// An API key to exchange for a new session of its service account.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKeyExchange<'a> {
+    pub key_hash: &'a SecretHash,
+    pub session_id: &'a str,
+    pub token_hash: &'a SecretHash,
+    pub now: UnixMillis,
+    /// The session's lifetime; it ends with its key if the key ends first.
+    pub session_ttl: UnixMillis,
+}
+
+/// The session an exchange stored.
+#[derive(Debug, Clone)]
+pub struct ExchangedSession {
+    pub user: OwnerRecord,
+    pub expires_at: UnixMillis,
 }
 
 /// One row of the revocation log: what became stale, at which sequence.
@@ -246,6 +299,22 @@ pub trait Store: Send + Sync + 'static {
         &self,
         confirmation: TotpConfirmation<'_>,
     ) -> Result<Option<u64>>;
+    /// Stores an API key of a service account. A name a live key of the account already
+    /// has is `Error::Conflict`.
+    async fn create_api_key(&self, key: NewApiKey<'_>) -> Result<()>;
+    /// The account's API keys, revoked and expired ones included, oldest first.
+    async fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>>;
+    /// In one transaction: revokes a live key and every live session exchanged from it
+    /// (logged as a change of its account). `None` when no live key has this id; otherwise
+    /// the account's id and how many sessions ended.
+    async fn revoke_api_key(&self, key_id: &str, now: UnixMillis) -> Result<Option<(String, u64)>>;
+    /// In one transaction: finds the live key with this hash, of an enabled service account,
+    /// notes its use and stores a session for it. `None` when there is no such key.
+    async fn exchange_api_key(
+        &self,
+        exchange: ApiKeyExchange<'_>,
+    ) -> Result<Option<ExchangedSession>>;
+
     /// Recovery codes of the user not used yet.
     async fn unused_recovery_codes(&self, user_id: &str) -> Result<u64>;
 

@@ -16,7 +16,7 @@ pub type PostgresStore = SqlStore<Postgres>;
 impl Backend for Postgres {
     /// An indexed lookup by token hash joined to its user, with the user's roles as an array.
     const SESSION_OWNER_SQL: &'static str = "SELECT u.id, u.handle, u.email, u.phone, \
-         u.display_name, u.disabled, s.expires_at AS session_expires_at, \
+         u.display_name, u.disabled, u.kind, s.expires_at AS session_expires_at, \
          ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = u.id ORDER BY r.role) AS roles \
          FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \

@@ -10,9 +10,10 @@ use sqlx::{
 };
 
 use super::{
-    ChallengeAttempt, Change, LogBounds, LogNotices, NewSession, NewTotpEnrollment, NewUser,
-    OwnerRecord, PoolSettings, Revocation, RevokeSessions, SecondFactor, SessionOwner,
-    SessionRecord, Store, TotpConfirmation, TwoFactorCompletion, UserRecord, unique_violation,
+    ApiKeyExchange, ApiKeyRecord, ChallengeAttempt, Change, ExchangedSession, LogBounds,
+    LogNotices, NewApiKey, NewSession, NewTotpEnrollment, NewUser, OwnerRecord, PoolSettings,
+    Revocation, RevokeSessions, SecondFactor, SessionOwner, SessionRecord, Store, TotpConfirmation,
+    TwoFactorCompletion, UserRecord, unique_violation,
 };
 use crate::clock::UnixMillis;
 use crate::domain::identifier::Identifier;
@@ -50,8 +51,11 @@ pub(super) fn pool_options<DB: Database>(settings: &PoolSettings) -> PoolOptions
         .test_before_acquire(false)
 }
 
-const USER_COLUMNS: &str =
-    "id, handle, email, phone, display_name, disabled, password_hash, totp_secret, created_at";
+/// The columns of an [`OwnerRecord`].
+const OWNER_COLUMNS: &str = "id, handle, email, phone, display_name, disabled, kind";
+
+const USER_COLUMNS: &str = "id, handle, email, phone, display_name, disabled, kind, password_hash, totp_secret, \
+     created_at";
 
 // The where clauses say what sqlx must do on a backend for these statements: run them on
 // a pool or in a transaction, bind and decode these types, map rows by column name. Both
@@ -77,11 +81,13 @@ where
     for<'r> &'r str: ColumnIndex<DB::Row>,
     for<'r> OwnerRecord: FromRow<'r, DB::Row>,
     for<'r> UserRecord: FromRow<'r, DB::Row>,
+    for<'r> ApiKeyRecord: FromRow<'r, DB::Row>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
 {
     async fn create_user(&self, user: &NewUser) -> Result<()> {
         sqlx::query(
-            "INSERT INTO users (id, handle, email, phone, display_name, password_hash, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            "INSERT INTO users (id, handle, email, phone, display_name, password_hash, kind, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
         )
         .bind(user.id.as_str())
         .bind(user.handle.as_str())
@@ -89,6 +95,7 @@ where
         .bind(user.phone.as_deref())
         .bind(user.display_name.as_str())
         .bind(user.password_hash.as_str())
+        .bind(user.kind.column())
         .bind(user.created_at)
         .execute(&self.pool)
         .await
@@ -366,6 +373,111 @@ where
         };
         tx.commit().await?;
         Ok(Some(revoked))
+    }
+
+    async fn create_api_key(&self, key: NewApiKey<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, key_hash, user_id, name, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.id)
+        .bind(&key.key_hash[..])
+        .bind(key.user_id)
+        .bind(key.name)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| match unique_violation(error) {
+            Error::Conflict(_) => Error::Conflict(format!(
+                "name: a live key of this account is already named {:?} (revoke it first, or \
+                 pick another name)",
+                key.name
+            )),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT id, name, created_at, expires_at, last_used_at, revoked_at FROM api_keys \
+             WHERE user_id = $1 ORDER BY created_at, id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn revoke_api_key(&self, key_id: &str, now: UnixMillis) -> Result<Option<(String, u64)>> {
+        let mut tx = self.pool.begin().await?;
+        let user_id: Option<String> = sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+             RETURNING user_id",
+        )
+        .bind(now)
+        .bind(key_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user_id) = user_id else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let ended = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE api_key_id = $2 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await?;
+        let ended = DB::rows_affected(&ended);
+        if ended > 0 {
+            append_revocation(&mut *tx, &Change::User(user_id.clone()), now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some((user_id, ended)))
+    }
+
+    async fn exchange_api_key(
+        &self,
+        exchange: ApiKeyExchange<'_>,
+    ) -> Result<Option<ExchangedSession>> {
+        let now = exchange.now;
+        let mut tx = self.pool.begin().await?;
+        let key: Option<(String, String, Option<i64>)> = sqlx::query_as(
+            "UPDATE api_keys SET last_used_at = $1 \
+             WHERE key_hash = $2 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $1) \
+             AND user_id IN (SELECT id FROM users WHERE kind = 'service' AND NOT disabled) \
+             RETURNING id, user_id, expires_at",
+        )
+        .bind(now)
+        .bind(&exchange.key_hash[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((key_id, user_id, key_expires_at)) = key else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let sql = format!("SELECT {OWNER_COLUMNS} FROM users WHERE id = $1");
+        let user: OwnerRecord = sqlx::query_as(&sql)
+            .bind(user_id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let ttl_end = now.saturating_add(exchange.session_ttl);
+        let expires_at = key_expires_at.map_or(ttl_end, |key_end| key_end.min(ttl_end));
+        let session = NewSession {
+            id: exchange.session_id,
+            token_hash: exchange.token_hash,
+            user_id: &user_id,
+            created_at: now,
+            expires_at,
+            api_key_id: Some(&key_id),
+        };
+        insert_session(&mut *tx, session).await?;
+        tx.commit().await?;
+        Ok(Some(ExchangedSession { user, expires_at }))
     }
 
     async fn unused_recovery_codes(&self, user_id: &str) -> Result<u64> {
@@ -709,18 +821,20 @@ where
     DB: Database,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
     sqlx::query(
-        "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at, api_key_id) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(session.id)
     .bind(&session.token_hash[..])
     .bind(session.user_id)
     .bind(session.created_at)
     .bind(session.expires_at)
+    .bind(session.api_key_id)
     .execute(executor)
     .await?;
     Ok(())

@@ -20,7 +20,7 @@ impl Backend for Sqlite {
     /// names hold no commas), so a verification costs one round trip to the connection's
     /// worker thread instead of two.
     const SESSION_OWNER_SQL: &'static str = "SELECT u.id, u.handle, u.email, u.phone, \
-         u.display_name, u.disabled, s.expires_at AS session_expires_at, \
+         u.display_name, u.disabled, u.kind, s.expires_at AS session_expires_at, \
          (SELECT group_concat(role, ',') FROM user_roles r WHERE r.user_id = u.id) AS roles \
          FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \

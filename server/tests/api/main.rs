@@ -17,6 +17,7 @@ mod postgres;
 mod replicas;
 mod revocations;
 mod secrets_at_rest;
+mod service_accounts;
 mod shutdown;
 mod stock_clients;
 mod tokens;
