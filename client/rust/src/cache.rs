@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::flight::{Flight, Outcome};
+use crate::flight::Flight;
 use crate::model::VerifiedUser;
 
 /// SHA-256 of a token: the same hash st-peter stores and the revocation feed names.
@@ -34,6 +34,15 @@ pub(crate) enum Eviction<'a> {
     Token(&'a TokenKey),
     User(&'a str),
     All,
+}
+
+/// What a fetch answered: an answer to cache, or an error every waiting caller gets.
+type Outcome = Result<Answer, Error>;
+
+/// A fetch in flight, and the evictions that could touch its key when it began.
+struct Fetch {
+    generation: Generation,
+    flight: Flight<Outcome>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,7 +110,7 @@ impl Default for CacheSettings {
 /// How many evictions could have touched a key: read when its fetch starts, compared
 /// before its answer is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Generation {
+struct Generation {
     token: u64,
     /// Evictions by user and of everything, which any answer may fall under.
     users: u64,
@@ -111,7 +120,7 @@ pub(crate) struct Generation {
 struct State {
     token_evictions: Box<[u64]>,
     user_evictions: u64,
-    flights: HashMap<TokenKey, Arc<Flight>>,
+    flights: HashMap<TokenKey, Arc<Fetch>>,
 }
 
 impl State {
@@ -134,7 +143,7 @@ pub(crate) struct VerifyCache {
 
 enum Join<'a> {
     Cached(Answer),
-    Follow(Arc<Flight>),
+    Follow(Arc<Fetch>),
     Lead(Lead<'a>),
 }
 
@@ -144,7 +153,7 @@ enum Join<'a> {
 struct Lead<'a> {
     cache: &'a VerifyCache,
     key: TokenKey,
-    flight: Arc<Flight>,
+    fetch: Arc<Fetch>,
     landed: bool,
 }
 
@@ -181,7 +190,7 @@ impl VerifyCache {
         loop {
             match self.join(key) {
                 Join::Cached(answer) => return answer.into_result(),
-                Join::Follow(flight) => match flight.outcome().await {
+                Join::Follow(fetch) => match fetch.flight.outcome().await {
                     Some(outcome) => return outcome.and_then(Answer::into_result),
                     // The leading caller gave up (its future was dropped): take over.
                     None => continue,
@@ -268,9 +277,9 @@ impl VerifyCache {
     fn join(&self, key: TokenKey) -> Join<'_> {
         let mut state = self.lock();
         let generation = state.generation(&key);
-        if let Some(flight) = state.flights.get(&key) {
-            if flight.generation() == generation {
-                return Join::Follow(flight.clone());
+        if let Some(fetch) = state.flights.get(&key) {
+            if fetch.generation == generation {
+                return Join::Follow(fetch.clone());
             }
         }
         // Stored while this caller waited for the lock.
@@ -278,12 +287,15 @@ impl VerifyCache {
             return Join::Cached(answer);
         }
         // A flight from before an eviction is left to its own callers.
-        let flight = Arc::new(Flight::new(generation));
-        state.flights.insert(key, flight.clone());
+        let fetch = Arc::new(Fetch {
+            generation,
+            flight: Flight::new(),
+        });
+        state.flights.insert(key, fetch.clone());
         Join::Lead(Lead {
             cache: self,
             key,
-            flight,
+            fetch,
             landed: false,
         })
     }
@@ -324,7 +336,7 @@ impl Lead<'_> {
         {
             let cache = self.cache;
             let mut state = cache.lock();
-            let unevicted = state.generation(&self.key) == self.flight.generation();
+            let unevicted = state.generation(&self.key) == self.fetch.generation;
             if let (Some(Ok(answer)), true) = (&outcome, unevicted) {
                 if let Some(cached) = cache.entry(answer.clone()) {
                     cache.entries.insert(self.key, cached);
@@ -333,12 +345,12 @@ impl Lead<'_> {
             if state
                 .flights
                 .get(&self.key)
-                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+                .is_some_and(|f| Arc::ptr_eq(f, &self.fetch))
             {
                 state.flights.remove(&self.key);
             }
         }
-        self.flight.land(outcome);
+        self.fetch.flight.land(outcome);
     }
 }
 
@@ -376,7 +388,7 @@ mod tests {
 
     use super::*;
     use crate::clock::SystemClock;
-    use crate::model::User;
+    use crate::model::{User, UserKind};
 
     fn cache() -> Arc<VerifyCache> {
         Arc::new(VerifyCache::new(
@@ -394,6 +406,7 @@ mod tests {
                 phone: None,
                 display_name: String::new(),
                 disabled: false,
+                kind: UserKind::Human,
             },
             roles: Vec::new(),
             expires_at: SystemTime::now() + Duration::from_secs(3600),

@@ -1,41 +1,29 @@
-//! One fetch shared by every caller that misses on the same token at the same time.
+//! One piece of work shared by every caller that needs it at the same time: a cache miss
+//! on one token, or an exchange of the API key for a service token.
 use std::future::poll_fn;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
-use crate::cache::{Answer, Generation};
-use crate::error::Error;
-
-/// What a fetch answered: an answer to cache, or an error every waiting caller gets.
-pub(crate) type Outcome = Result<Answer, Error>;
-
-pub(crate) struct Flight {
-    /// The evictions that could touch the key when the fetch began.
-    generation: Generation,
-    state: Mutex<State>,
+pub(crate) struct Flight<T> {
+    state: Mutex<State<T>>,
 }
 
-enum State {
+enum State<T> {
     Running(Vec<Waker>),
-    Landed(Outcome),
-    /// The leading caller went away before the fetch ended.
+    Landed(T),
+    /// The leading caller went away before the work ended.
     Abandoned,
 }
 
-impl Flight {
-    pub(crate) fn new(generation: Generation) -> Self {
+impl<T: Clone> Flight<T> {
+    pub(crate) fn new() -> Self {
         Self {
-            generation,
             state: Mutex::new(State::Running(Vec::new())),
         }
     }
 
-    pub(crate) fn generation(&self) -> Generation {
-        self.generation
-    }
-
     /// The leader's outcome, or `None` when the flight was abandoned.
-    pub(crate) async fn outcome(&self) -> Option<Outcome> {
+    pub(crate) async fn outcome(&self) -> Option<T> {
         poll_fn(|cx| match &mut *self.lock() {
             State::Running(wakers) => {
                 if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
@@ -51,7 +39,7 @@ impl Flight {
 
     /// Ends the flight with the leader's outcome (`None`: abandoned) and wakes the
     /// followers.
-    pub(crate) fn land(&self, outcome: Option<Outcome>) {
+    pub(crate) fn land(&self, outcome: Option<T>) {
         let landed = outcome.map_or(State::Abandoned, State::Landed);
         let previous = std::mem::replace(&mut *self.lock(), landed);
         if let State::Running(wakers) = previous {
@@ -59,7 +47,7 @@ impl Flight {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

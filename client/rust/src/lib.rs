@@ -127,7 +127,7 @@ pub use feed::FeedStatus;
 pub use guard::{Guard, GuardLayer};
 pub use model::{
     FailureReason, LoginFailure, LoginOutcome, Session, TwoFactorChallenge, TwoFactorMethod, User,
-    VerifiedUser,
+    UserKind, VerifiedUser,
 };
 pub use token::{SESSION_COOKIE, bearer, token_from_headers, token_from_http};
 pub use tonic::transport::ClientTlsConfig;

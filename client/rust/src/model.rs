@@ -14,6 +14,20 @@ pub struct User {
     pub phone: Option<String>,
     pub display_name: String,
     pub disabled: bool,
+    /// A person or a service account.
+    pub kind: UserKind,
+}
+
+/// What kind of principal a [`User`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserKind {
+    /// A person: logs in with a password (and a second factor where enrolled).
+    Human,
+    /// A service account: platform roles and API keys, no password. Its tokens come from
+    /// [`Client::exchange_api_key`](crate::Client::exchange_api_key).
+    Service,
+    /// A kind this client version does not know yet.
+    Unknown(i32),
 }
 
 /// The verified owner of a token.
@@ -32,7 +46,7 @@ impl VerifiedUser {
     }
 }
 
-/// A logged-in session.
+/// A session token and its user: from a login, or from exchanging an API key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Session {
     pub token: String,
@@ -103,10 +117,21 @@ pub(crate) fn system_time(timestamp: Option<prost_types::Timestamp>) -> SystemTi
     UNIX_EPOCH + seconds + nanos
 }
 
+fn user_kind(kind: i32) -> UserKind {
+    match pb::UserKind::try_from(kind) {
+        Ok(pb::UserKind::Human) => UserKind::Human,
+        // Servers from before service accounts do not send the field, and have only people.
+        Ok(pb::UserKind::Unspecified) => UserKind::Human,
+        Ok(pb::UserKind::Service) => UserKind::Service,
+        Err(_) => UserKind::Unknown(kind),
+    }
+}
+
 impl From<pb::User> for User {
     fn from(user: pb::User) -> Self {
         let non_empty = |s: String| (!s.is_empty()).then_some(s);
         Self {
+            kind: user_kind(user.kind),
             user_id: user.user_id,
             handle: user.handle,
             email: non_empty(user.email),
@@ -127,15 +152,21 @@ impl From<pb::VerifyTokenResponse> for VerifiedUser {
     }
 }
 
+impl From<pb::Authenticated> for Session {
+    fn from(auth: pb::Authenticated) -> Self {
+        Self {
+            token: auth.token,
+            expires_at: system_time(auth.expires_at),
+            user: auth.user.unwrap_or_default().into(),
+        }
+    }
+}
+
 impl From<pb::LoginResponse> for LoginOutcome {
     fn from(response: pb::LoginResponse) -> Self {
         use pb::login_response::Result as Outcome;
         match response.result {
-            Some(Outcome::Authenticated(auth)) => LoginOutcome::Authenticated(Session {
-                token: auth.token,
-                expires_at: system_time(auth.expires_at),
-                user: auth.user.unwrap_or_default().into(),
-            }),
+            Some(Outcome::Authenticated(auth)) => LoginOutcome::Authenticated(auth.into()),
             Some(Outcome::TwoFactor(challenge)) => LoginOutcome::TwoFactor(TwoFactorChallenge {
                 methods: challenge
                     .methods()
