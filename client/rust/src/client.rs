@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use crate::cache::{CacheSettings, VerifyCache};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::feed::{Feed, FeedStatus};
-use crate::model::{LoginOutcome, User, VerifiedUser};
+use crate::identity::{self, ApiKey, Asking, ServiceIdentity};
+use crate::model::{LoginOutcome, Session, User, VerifiedUser};
 
 /// A client of st-peter. Cheap to clone: clones share one connection, one cache and one
 /// revocation feed subscription, which stops when the last clone is dropped.
@@ -23,6 +25,8 @@ pub struct Client {
     cache: Arc<VerifyCache>,
     /// `None` when turned off, or when nothing valid is cached for it to keep honest.
     feed: Option<Arc<Feed>>,
+    /// `Some` with an API key: the service account this client acts as.
+    service: Option<Arc<ServiceIdentity>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -40,6 +44,21 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     tls: Option<ClientTlsConfig>,
     clock: Arc<dyn Clock>,
+    api_key: Option<ApiKey>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    // The API key is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("target", &self.target)
+            .field("cache", &self.cache)
+            .field("revocation_feed", &self.revocation_feed)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("api_key", &self.api_key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -60,28 +79,63 @@ impl Client {
             connect_timeout: Duration::from_secs(3),
             tls: None,
             clock: Arc::new(SystemClock),
+            api_key: None,
         }
     }
 
     /// Who is this token? Answers from the cache when it can (see [`CacheSettings`]);
     /// concurrent misses for one token make a single RPC. The first call starts the
-    /// client's revocation feed subscription.
+    /// client's revocation feed subscription. With an API key the call carries the
+    /// service's token (see [`ClientBuilder::api_key`]).
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedUser, Error> {
         if let Some(feed) = &self.feed {
             feed.start();
         }
         self.cache
             .get_or_fetch(token, async {
-                let mut grpc = self.grpc.clone();
-                let response = grpc
-                    .verify_token(pb::VerifyTokenRequest {
-                        token: token.to_owned(),
+                let request = pb::VerifyTokenRequest {
+                    token: token.to_owned(),
+                };
+                let response = self
+                    .as_caller(request, |mut grpc, request| async move {
+                        grpc.verify_token(request).await
                     })
-                    .await
-                    .map_err(Error::from_status)?;
-                Ok(VerifiedUser::from(response.into_inner()))
+                    .await?;
+                Ok(VerifiedUser::from(response))
             })
             .await
+    }
+
+    /// Exchanges a service account's API key (`stk_...`) for a session token of that
+    /// account. A client built with [`ClientBuilder::api_key`] does this itself; this is
+    /// for services that manage the token on their own. A refused key is
+    /// [`Error::ApiKeyRejected`].
+    pub async fn exchange_api_key(&self, api_key: &str) -> Result<Session, Error> {
+        identity::exchange(self.grpc.clone(), api_key).await
+    }
+
+    /// Sends `message` through `call`, as the service when the client has an API key (a
+    /// refused service token is exchanged again and the call retried once), plainly
+    /// otherwise.
+    async fn as_caller<M, T, F, Fut>(&self, message: M, call: F) -> Result<T, Error>
+    where
+        M: Clone,
+        F: Fn(AuthServiceClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let response = match &self.service {
+            None => call(self.grpc.clone(), tonic::Request::new(message))
+                .await
+                .map_err(Error::from_status)?,
+            Some(service) => {
+                service
+                    .call(Asking::AboutOthers, |token| {
+                        call(self.grpc.clone(), token.request(message.clone()))
+                    })
+                    .await?
+            }
+        };
+        Ok(response.into_inner())
     }
 
     /// The account of the user whose session token this is: their password, TOTP and
@@ -147,23 +201,44 @@ impl Client {
     }
 
     /// Resolves an email, phone or handle to a user, on behalf of an actor whose own
-    /// token proves who is asking. Not cached.
+    /// token proves who is asking. Not cached. With an API key the call also carries the
+    /// service's token as its caller credentials.
     pub async fn lookup_user(
         &self,
         actor_id: &str,
         actor_token: &str,
         identifier: &str,
     ) -> Result<User, Error> {
+        let request = pb::LookupUserRequest {
+            actor_id: actor_id.to_owned(),
+            actor_token: actor_token.to_owned(),
+            identifier: identifier.to_owned(),
+        };
         let response = self
-            .grpc
-            .clone()
-            .lookup_user(pb::LookupUserRequest {
-                actor_id: actor_id.to_owned(),
-                actor_token: actor_token.to_owned(),
-                identifier: identifier.to_owned(),
+            .as_caller(request, |mut grpc, request| async move {
+                grpc.lookup_user(request).await
             })
-            .await
-            .map_err(Error::from_status)?;
+            .await?;
+        Ok(response.user.unwrap_or_default().into())
+    }
+
+    /// Resolves an email, phone or handle to a user with the service itself as the actor
+    /// (its account needs the platform role `st-peter:lookup`; without it
+    /// [`Error::PermissionDenied`]). Needs [`ClientBuilder::api_key`], else
+    /// [`Error::NoApiKey`]. Not cached.
+    pub async fn lookup_user_as_service(&self, identifier: &str) -> Result<User, Error> {
+        let service = self.service.as_ref().ok_or(Error::NoApiKey)?;
+        let response = service
+            .call(Asking::AboutItself, |token| {
+                let mut grpc = self.grpc.clone();
+                let request = token.request(pb::LookupUserRequest {
+                    actor_id: token.user_id().to_owned(),
+                    actor_token: token.secret().to_owned(),
+                    identifier: identifier.to_owned(),
+                });
+                async move { grpc.lookup_user(request).await }
+            })
+            .await?;
         Ok(response.into_inner().user.unwrap_or_default().into())
     }
 
@@ -250,7 +325,21 @@ impl ClientBuilder {
         self
     }
 
-    /// The clock the cache judges freshness by (tests move it).
+    /// Act as a service account: `api_key` (`stk_...`, from `st-peter service key create`)
+    /// is exchanged for a short-lived token of the account when a call first needs one,
+    /// and again once less than a third of the token's lifetime is left (concurrent
+    /// callers share one exchange). The token goes as `authorization: Bearer <token>` on
+    /// `verify_token`, `lookup_user` and the revocation feed, as a st-peter started with
+    /// `--require-caller-credentials` demands; a token it refuses is exchanged again and
+    /// the call retried once. A refused key is [`Error::ApiKeyRejected`]. Neither the key
+    /// nor the token is printed by `Debug`.
+    pub fn api_key(mut self, api_key: impl Into<String>) -> Self {
+        self.api_key = Some(ApiKey::new(api_key));
+        self
+    }
+
+    /// The clock the cache judges freshness by, and the service token's age (tests move
+    /// it).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -278,14 +367,18 @@ impl ClientBuilder {
         let channel = endpoint.connect_lazy();
         let grpc = AuthServiceClient::new(channel.clone());
         let account = AccountServiceClient::new(channel);
+        let service = self
+            .api_key
+            .map(|key| Arc::new(ServiceIdentity::new(key, grpc.clone(), self.clock.clone())));
         let cache = Arc::new(VerifyCache::new(self.cache, self.clock));
         let feed = (self.revocation_feed && !self.cache.ttl.is_zero())
-            .then(|| Arc::new(Feed::new(grpc.clone(), cache.clone())));
+            .then(|| Arc::new(Feed::new(grpc.clone(), cache.clone(), service.clone())));
         Ok(Client {
             grpc,
             account,
             cache,
             feed,
+            service,
         })
     }
 }

@@ -21,9 +21,21 @@ pub enum Error {
     #[error("not found: {0}")]
     NotFound(String),
     /// The current password given to an account call is wrong. It counts towards the
-    /// user's login throttles, like a failed login.
+    /// user's login throttles, like a failed login. Also: st-peter requires caller
+    /// credentials (the message starts with `caller credentials:`) and this client has no
+    /// API key, or its key's service token was refused twice; or the service account
+    /// lacks the role a call needs (`st-peter:lookup` for `lookup_user`).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// st-peter refused the client's API key at `ExchangeApiKey`: unknown, expired or
+    /// revoked, or its service account is disabled. Says nothing about any token being
+    /// verified, so never answer a user 401 for it: this service is misconfigured.
+    #[error("api key rejected: {0}")]
+    ApiKeyRejected(String),
+    /// A call that acts as the service (`lookup_user_as_service`) on a client built
+    /// without [`ClientBuilder::api_key`](crate::ClientBuilder::api_key).
+    #[error("this client has no api key (ClientBuilder::api_key)")]
+    NoApiKey,
     /// The account is not in the state the call needs (TOTP already on, or not on; an
     /// enrollment unknown, expired or already confirmed). The message says which.
     #[error("failed precondition: {0}")]
@@ -67,6 +79,12 @@ impl Error {
             code => Error::Status { code, message },
         }
     }
+}
+
+/// A refusal of the caller's own credentials (the service token in `authorization`), as
+/// opposed to a verdict on the token or actor a call asks about.
+pub(crate) fn is_caller_credentials(status: &tonic::Status) -> bool {
+    status.code() == Code::PermissionDenied && status.message().starts_with("caller credentials:")
 }
 
 /// tonic reports a refused connection as UNAVAILABLE with the cause in its source chain.
@@ -119,6 +137,19 @@ mod tests {
         for (status, expected) in cases {
             assert_eq!(Error::from_status(status), expected);
         }
+    }
+
+    #[test]
+    fn only_a_permission_denied_naming_caller_credentials_is_about_the_caller() {
+        assert!(is_caller_credentials(&tonic::Status::permission_denied(
+            "caller credentials: a service account token or a client certificate is required"
+        )));
+        assert!(!is_caller_credentials(&tonic::Status::permission_denied(
+            "actor: lacks the role st-peter:lookup"
+        )));
+        assert!(!is_caller_credentials(&tonic::Status::unauthenticated(
+            "caller credentials: whatever"
+        )));
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! A stream that ends, fails or stays silent for [`SILENCE`] is replaced, with backoff,
 //! from the last sequence seen, so the server replays what happened meanwhile (or says
 //! `reset`). The task stops when the last clone of the client is dropped.
+//!
+//! A client with an API key opens each stream with the service token current then (an
+//! exchange first, if due); a stream refused for its caller credentials drops that token,
+//! so the next one is opened with a fresh exchange.
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -19,6 +23,8 @@ use tokio::time::timeout;
 use tonic::transport::Channel;
 
 use crate::cache::{Eviction, VerifyCache};
+use crate::error::is_caller_credentials;
+use crate::identity::ServiceIdentity;
 
 /// The server sends a checkpoint every 15 s while quiet: three missed is a dead stream.
 const SILENCE: Duration = Duration::from_secs(45);
@@ -51,6 +57,7 @@ struct Follower {
     grpc: AuthServiceClient<Channel>,
     cache: Arc<VerifyCache>,
     progress: Arc<Progress>,
+    service: Option<Arc<ServiceIdentity>>,
 }
 
 #[derive(Default)]
@@ -60,13 +67,18 @@ struct Progress {
 }
 
 impl Feed {
-    pub(crate) fn new(grpc: AuthServiceClient<Channel>, cache: Arc<VerifyCache>) -> Self {
+    pub(crate) fn new(
+        grpc: AuthServiceClient<Channel>,
+        cache: Arc<VerifyCache>,
+        service: Option<Arc<ServiceIdentity>>,
+    ) -> Self {
         Self {
             task: OnceLock::new(),
             follower: Follower {
                 grpc,
                 cache,
                 progress: Arc::default(),
+                service,
             },
         }
     }
@@ -122,17 +134,45 @@ impl Follower {
     async fn watch(&mut self) -> bool {
         let after = self.progress.last_sequence.load(Ordering::Acquire);
         self.progress.subscriptions.fetch_add(1, Ordering::Relaxed);
-        let request = pb::WatchRevocationsRequest {
+        let message = pb::WatchRevocationsRequest {
             after_sequence: after,
         };
-        let Ok(Ok(response)) = timeout(SILENCE, self.grpc.watch_revocations(request)).await else {
-            return false;
+        let (request, token) = match &self.service {
+            None => (tonic::Request::new(message), None),
+            Some(service) => match timeout(SILENCE, service.token()).await {
+                Ok(Ok(token)) => (token.request(message), Some(token)),
+                // Refused, or st-peter unreachable: try again after the backoff.
+                Ok(Err(_)) | Err(_) => return false,
+            },
+        };
+        let refused = |status: &tonic::Status| {
+            if let (Some(service), Some(token), true) =
+                (&self.service, &token, is_caller_credentials(status))
+            {
+                service.forget(token);
+            }
+        };
+        let response = match timeout(SILENCE, self.grpc.clone().watch_revocations(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(status)) => {
+                refused(&status);
+                return false;
+            }
+            Err(_) => return false,
         };
         let mut stream = response.into_inner();
         let mut first = true;
         let mut caught_up = false;
         // Dropping the stream (silence) cancels the call.
-        while let Ok(Ok(Some(event))) = timeout(SILENCE, stream.message()).await {
+        loop {
+            let event = match timeout(SILENCE, stream.message()).await {
+                Ok(Ok(Some(event))) => event,
+                Ok(Err(status)) => {
+                    refused(&status);
+                    break;
+                }
+                Ok(Ok(None)) | Err(_) => break,
+            };
             match event.change {
                 Some(Change::TokenHash(hash)) => match <&[u8; 32]>::try_from(hash.as_slice()) {
                     Ok(key) => self.cache.evict(Eviction::Token(key)),

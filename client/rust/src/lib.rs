@@ -24,6 +24,8 @@
 //! [`Error`] keeps apart the three things a caller handles differently:
 //! [`Error::InvalidToken`] (answer 401), [`Error::Unavailable`] (answer 503, retry; never
 //! a verdict on the token) and [`Error::InvalidArgument`] (you sent something malformed).
+//! A client with an API key adds [`Error::ApiKeyRejected`]: its own key was refused, which
+//! is no verdict on the token either.
 //!
 //! ## The cache and revocation
 //! `verify_token` answers are cached, never past the token's own expiry, keyed by a SHA-256
@@ -103,6 +105,52 @@
 //! (within about a second). `revoke_session` also drops the account's own token, since the
 //! session it ended may be its own.
 //!
+//! ## Service identity (API keys)
+//! A service can act as a st-peter service account: give the client the account's API
+//! key and it does the rest. St-peter started with `--require-caller-credentials`
+//! answers `verify_token`, `lookup_user` and the revocation feed only for such callers.
+//!
+//! ```no_run
+//! use st_peter_client::{Client, Error};
+//!
+//! # async fn demo(token_from_the_request: &str, api_key: String) -> Result<(), Error> {
+//! // `api_key`: printed once by `st-peter service key create billing`; keep it in your
+//! // secret store, not in the code.
+//! let st_peter = Client::builder("http://127.0.0.1:50051")
+//!     .api_key(api_key)
+//!     .build()?;
+//!
+//! // Verified as the service: the call carries its token.
+//! match st_peter.verify_token(token_from_the_request).await {
+//!     Ok(who) => println!("{} ({:?})", who.user.handle, who.user.kind),
+//!     Err(Error::InvalidToken) => println!("401: the user's token is not valid"),
+//!     Err(Error::ApiKeyRejected(why)) => println!("503, and page someone: {why}"),
+//!     Err(other) => return Err(other),
+//! }
+//!
+//! // The service as the actor (its account needs the role `st-peter:lookup`).
+//! let baker = st_peter.lookup_user_as_service("lead-baker@bakery.example").await?;
+//! # drop(baker);
+//! # Ok(()) }
+//! ```
+//!
+//! The key is exchanged (`ExchangeApiKey`) for a short-lived session token of the service
+//! account when a call first needs one (`--api-token-ttl` at st-peter, 15 minutes by
+//! default). The token is kept, and exchanged again by the first call after less than a
+//! third of its lifetime is left, so calls do not meet an expired one; callers that need
+//! it during an exchange wait for that one exchange. It goes as
+//! `authorization: Bearer <token>` on `verify_token`, `lookup_user` (also with an explicit
+//! actor) and each revocation feed subscription (a resubscription takes the token current
+//! then). When st-peter refuses it (`PERMISSION_DENIED` `caller credentials: ...`, say
+//! after a revocation of the key) the client drops it, exchanges the key again and retries
+//! the call once. A key st-peter refuses is [`Error::ApiKeyRejected`], never
+//! [`Error::InvalidToken`] and never cached: it is this service's fault, not the user's.
+//! [`Client::exchange_api_key`] makes one exchange by hand; neither the key nor the token
+//! is printed by `Debug`.
+//!
+//! Without an API key a client calling a st-peter that requires caller credentials gets
+//! [`Error::PermissionDenied`] (`caller credentials: ...`).
+//!
 //! ## Guarding a service
 //! [`GuardLayer`] is a `tower` layer for tonic and axum: see `examples/guarded_service.rs`.
 //!
@@ -115,6 +163,7 @@ mod error;
 mod feed;
 mod flight;
 mod guard;
+mod identity;
 mod model;
 mod token;
 
