@@ -157,7 +157,7 @@ impl StPeter {
     /// commands that set those refuse it.
     pub(crate) async fn find_person(&self, identifier: &str) -> Result<UserRecord> {
         let user = self.find_user(identifier).await?;
-        if user.owner.kind() == UserKind::Service {
+        if user.owner.kind == UserKind::Service {
             return Err(Error::FailedPrecondition(format!(
                 "{} is a service account: it has no password and no TOTP, and authenticates \
                  with API keys (st-peter service key create)",

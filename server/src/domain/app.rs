@@ -130,13 +130,22 @@ impl UserKind {
             UserKind::Service => "service",
         }
     }
+}
 
-    /// The column holds `human` or `service` (a CHECK constraint says so).
-    pub fn from_column(value: &str) -> Self {
-        if value == "service" {
-            UserKind::Service
-        } else {
-            UserKind::Human
+/// A `users.kind` value that is neither `human` nor `service` (the column's CHECK
+/// constraint keeps them out).
+#[derive(Debug, thiserror::Error)]
+#[error("users.kind: unknown kind {0:?}")]
+pub struct UnknownKind(String);
+
+impl TryFrom<String> for UserKind {
+    type Error = UnknownKind;
+
+    fn try_from(column: String) -> Result<Self, UnknownKind> {
+        match column.as_str() {
+            "human" => Ok(UserKind::Human),
+            "service" => Ok(UserKind::Service),
+            _ => Err(UnknownKind(column)),
         }
     }
 }
@@ -162,7 +171,7 @@ impl From<&UserRecord> for UserView {
 impl From<OwnerRecord> for UserView {
     fn from(user: OwnerRecord) -> Self {
         Self {
-            kind: user.kind(),
+            kind: user.kind,
             user_id: user.id,
             handle: user.handle,
             email: user.email,

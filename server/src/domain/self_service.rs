@@ -325,7 +325,7 @@ impl StPeter {
             .await?
             .filter(|user| !user.owner.disabled)
             .ok_or(not_valid)?;
-        if user.owner.kind() == UserKind::Service {
+        if user.owner.kind == UserKind::Service {
             return Err(Error::PermissionDenied(
                 "authorization: service accounts have no self-service account; they are \
                  administered with `st-peter service`"

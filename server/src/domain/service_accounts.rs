@@ -260,7 +260,7 @@ impl StPeter {
     /// A service account by name or id; a person is `FailedPrecondition`.
     async fn find_service_account(&self, identifier: &str) -> Result<UserRecord> {
         let user = self.find_user(identifier).await?;
-        if user.owner.kind() != UserKind::Service {
+        if user.owner.kind != UserKind::Service {
             return Err(Error::FailedPrecondition(format!(
                 "{} is a person, not a service account (st-peter service add NAME makes one)",
                 user.owner.handle

@@ -104,7 +104,7 @@ impl StPeter {
             .store
             .find_user(&identifier)
             .await?
-            .filter(|user| !user.owner.disabled && user.owner.kind() == UserKind::Human);
+            .filter(|user| !user.owner.disabled && user.owner.kind == UserKind::Human);
         let check = admitted
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;

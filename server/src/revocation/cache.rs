@@ -186,7 +186,7 @@ mod tests {
                 phone: None,
                 display_name: String::new(),
                 disabled: false,
-                kind: "human".into(),
+                kind: crate::domain::app::UserKind::Human,
             },
             roles: vec![],
             expires_at,

@@ -52,14 +52,9 @@ pub struct OwnerRecord {
     pub phone: Option<String>,
     pub display_name: String,
     pub disabled: bool,
-    /// `human` or `service` (see [`UserKind`]).
-    pub kind: String,
-}
-
-impl OwnerRecord {
-    pub fn kind(&self) -> UserKind {
-        UserKind::from_column(&self.kind)
-    }
+    /// Read from the `users.kind` column (`human` or `service`).
+    #[sqlx(try_from = "String")]
+    pub kind: UserKind,
 }
 
 /// The owner of a live session.

@@ -224,7 +224,12 @@ async fn a_revoked_key_stops_at_once_and_takes_its_tokens_while_a_rotated_one_go
         })
     ));
     let listed = app.app.list_api_keys("shift-board").await.unwrap();
-    assert!(listed[0].revoked_at.is_some() && listed[1].revoked_at.is_none());
+    let revoked_at = |key_id: &str| {
+        let key = listed.iter().find(|key| key.key_id == key_id).unwrap();
+        key.revoked_at
+    };
+    assert_eq!(revoked_at(&old.key_id), Some(app.app_now()));
+    assert_eq!(revoked_at(&new.key_id), None);
 }
 
 #[tokio::test]
