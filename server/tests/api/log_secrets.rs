@@ -148,12 +148,52 @@ async fn secrets_never_reach_the_logs() {
         &["session", "revoke", "--token-stdin"],
         &format!("{}\n", remote_token),
     );
+    // A service account: its key made by the CLI, exchanged (and a wrong one refused), its
+    // token verified, the key revoked.
+    admin(&url, &["service", "add", "shift-board"], "");
+    let created: serde_json::Value = serde_json::from_str(&admin(
+        &url,
+        &["--json", "service", "key", "create", "shift-board"],
+        "",
+    ))
+    .unwrap();
+    let api_key = created["api_key"].as_str().unwrap();
+    remember_secret(api_key);
+    let exchanged = remote
+        .exchange_api_key(pb::ExchangeApiKeyRequest {
+            api_key: api_key.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    remember_secret(&exchanged.token);
+    verify(&mut remote, &exchanged.token).await.unwrap();
+    let wrong_key = format!("stk_{}", "W".repeat(43));
+    remember_secret(&wrong_key);
+    let _ = remote
+        .exchange_api_key(pb::ExchangeApiKeyRequest { api_key: wrong_key })
+        .await;
+    admin(
+        &url,
+        &[
+            "service",
+            "key",
+            "revoke",
+            created["key_id"].as_str().unwrap(),
+        ],
+        "",
+    );
     server.kill();
 
     let logs = logs();
     assert!(
         logs.contains("event=\"login\"") || logs.contains("event=login"),
         "audit lines missing"
+    );
+    assert!(
+        logs.contains("event=\"api_key\" outcome=\"exchanged\"")
+            || logs.contains("event=api_key outcome=exchanged"),
+        "API key audit lines missing"
     );
     let secrets = secrets();
     assert!(
