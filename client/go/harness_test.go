@@ -74,6 +74,7 @@ type testServer struct {
 	ready  string // the --ready-file the server writes its address to once it listens
 	cmd    *exec.Cmd
 	stderr *bytes.Buffer
+	log    *syncWriter // stderr as the server writes it, for reading while it runs
 	exited chan struct{}
 }
 
@@ -122,7 +123,8 @@ func (s *testServer) start(extraArgs ...string) {
 		"--ready-file", s.ready}, extraArgs...)
 	s.cmd = exec.Command(s.bin, args...)
 	s.stderr = &bytes.Buffer{}
-	s.cmd.Stderr = &syncWriter{w: s.stderr}
+	s.log = &syncWriter{w: s.stderr}
+	s.cmd.Stderr = s.log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
@@ -237,6 +239,49 @@ func (s *testServer) addUser(u newUser) string {
 	return created.UserID
 }
 
+// serviceKey is a service account and one API key of it, from the admin CLI.
+type serviceKey struct {
+	UserID string
+	KeyID  string
+	APIKey string
+}
+
+// addService creates a service account with the roles and an API key.
+func (s *testServer) addService(name string, roles ...string) serviceKey {
+	s.t.Helper()
+	var created struct {
+		UserID string `json:"user_id"`
+		Kind   string `json:"kind"`
+	}
+	if err := json.Unmarshal(s.admin("", "service", "add", name), &created); err != nil || created.UserID == "" || created.Kind != "service" {
+		s.t.Fatalf("service add answered %+v: %v", created, err)
+	}
+	for _, role := range roles {
+		s.grantRole(name, role)
+	}
+	key := s.createKey(name)
+	key.UserID = created.UserID
+	return key
+}
+
+// createKey makes another API key of a service account (UserID left empty).
+func (s *testServer) createKey(name string) serviceKey {
+	s.t.Helper()
+	var created struct {
+		KeyID  string `json:"key_id"`
+		APIKey string `json:"api_key"`
+	}
+	if err := json.Unmarshal(s.admin("", "service", "key", "create", name), &created); err != nil ||
+		created.KeyID == "" || !strings.HasPrefix(created.APIKey, "stk_") {
+		s.t.Fatalf("service key create answered no key_id or stk_ key: %v", err)
+	}
+	return serviceKey{KeyID: created.KeyID, APIKey: created.APIKey}
+}
+
+func (s *testServer) revokeKey(keyID string) {
+	s.admin("", "service", "key", "revoke", keyID)
+}
+
 func (s *testServer) grantRole(identifier, role string) {
 	s.admin("", "user", "role", "grant", identifier, role)
 }
@@ -260,6 +305,22 @@ func (s *testServer) enrollTOTP(identifier string) string {
 		s.t.Fatalf("totp enroll answered no otpauth_uri: %v", err)
 	}
 	return enrolled.OtpauthURI
+}
+
+// audits counts the server's audit lines (one per security-relevant act, on stderr) of
+// an event with an outcome, about a user.
+func (s *testServer) audits(event, outcome, userID string) int {
+	s.log.mu.Lock()
+	text := s.stderr.String()
+	s.log.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, " audit: ") && strings.Contains(line, `event="`+event+`"`) &&
+			strings.Contains(line, `outcome="`+outcome+`"`) && strings.Contains(line, `user_id="`+userID+`"`) {
+			n++
+		}
+	}
+	return n
 }
 
 type syncWriter struct {
