@@ -147,6 +147,11 @@ async fn readme_walkthrough_with_grpcurl() {
 /// grpcurl with `TOKEN` in its environment, the bearer header expanded from it (so the
 /// token stays out of the argument list) as the README's account walkthrough has it.
 fn account_call(addr: &str, token: &str, method: &str, body: &str) -> Result<String, String> {
+    bearer_call(addr, token, &format!("AccountService/{method}"), body)
+}
+
+/// grpcurl calling `st_peter.auth.v1.{method}` with `authorization: Bearer ${TOKEN}`.
+fn bearer_call(addr: &str, token: &str, method: &str, body: &str) -> Result<String, String> {
     let mut child = Command::new(grpcurl())
         .args([
             "-plaintext",
@@ -156,7 +161,7 @@ fn account_call(addr: &str, token: &str, method: &str, body: &str) -> Result<Str
             "-d",
             "@",
             addr,
-            &format!("st_peter.auth.v1.AccountService/{method}"),
+            &format!("st_peter.auth.v1.{method}"),
         ])
         .env("TOKEN", token)
         .stdin(Stdio::piped())
@@ -173,6 +178,110 @@ fn account_call(addr: &str, token: &str, method: &str, body: &str) -> Result<Str
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
+}
+
+/// The README's service account section: a key from the CLI exchanged with grpcurl, and
+/// a server with `--require-caller-credentials` that answers VerifyToken only with the
+/// service's token in the bearer header.
+#[tokio::test]
+async fn readme_service_walkthrough_with_grpcurl() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path());
+    admin(
+        &url,
+        &["user", "add", "--handle", "lead-baker", "--password-stdin"],
+        "open sesame, said Ali Baba\n",
+    );
+    admin(
+        &url,
+        &[
+            "service",
+            "add",
+            "shift-board",
+            "--display-name",
+            "Shift board",
+        ],
+        "",
+    );
+    admin(
+        &url,
+        &["user", "role", "grant", "shift-board", "st-peter:lookup"],
+        "",
+    );
+    let printed = admin(
+        &url,
+        &[
+            "service",
+            "key",
+            "create",
+            "shift-board",
+            "--name",
+            "prod",
+            "--expires",
+            "90days",
+        ],
+        "",
+    );
+    let api_key = printed
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("stk_"))
+        .unwrap_or_else(|| panic!("no key printed: {printed}"))
+        .to_owned();
+    crate::helpers::remember_secret(&api_key);
+    let listed = admin(&url, &["service", "key", "list", "shift-board"], "");
+    assert!(
+        listed.contains("prod") && listed.contains("last used never"),
+        "{listed}"
+    );
+
+    let server = crate::helpers::start_server_with(&url, &["--require-caller-credentials"]);
+    let addr = server.addr.to_string();
+    let exchanged = run(
+        &[
+            "-plaintext",
+            "-d",
+            "@",
+            &addr,
+            "st_peter.auth.v1.AuthService/ExchangeApiKey",
+        ],
+        Some(&format!("{{\"api_key\": \"{api_key}\"}}")),
+    );
+    let exchanged: serde_json::Value = serde_json::from_str(&exchanged).unwrap();
+    assert_eq!(
+        exchanged["user"]["kind"], "USER_KIND_SERVICE",
+        "{exchanged}"
+    );
+    let service_token = exchanged["token"].as_str().unwrap().to_owned();
+    crate::helpers::remember_secret(&service_token);
+
+    let mut client = server.grpc_client().await;
+    let user_token =
+        crate::helpers::token(&mut client, "lead-baker", "open sesame, said Ali Baba").await;
+    let body = format!("{{\"token\": \"{user_token}\"}}");
+    let anonymous = Command::new(grpcurl())
+        .args([
+            "-plaintext",
+            "-d",
+            &body,
+            &addr,
+            "st_peter.auth.v1.AuthService/VerifyToken",
+        ])
+        .output()
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(
+        !anonymous.status.success()
+            && refusal.contains("PermissionDenied")
+            && refusal.contains("caller credentials"),
+        "{refusal}"
+    );
+    let verified = bearer_call(&addr, &service_token, "AuthService/VerifyToken", &body).unwrap();
+    let verified: serde_json::Value = serde_json::from_str(&verified).unwrap();
+    assert_eq!(verified["user"]["handle"], "lead-baker");
+    assert_eq!(verified["user"]["kind"], "USER_KIND_HUMAN");
+    let listed = admin(&url, &["service", "key", "list", "shift-board"], "");
+    assert!(!listed.contains("last used never"), "{listed}");
 }
 
 #[tokio::test]
