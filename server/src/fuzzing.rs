@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::secrets::password;
 use crate::secrets::password_strength;
 use crate::secrets::token::{
-    CHALLENGE_PREFIX, ENROLLMENT_PREFIX, SESSION_PREFIX, hash, is_well_formed,
+    API_KEY_PREFIX, CHALLENGE_PREFIX, ENROLLMENT_PREFIX, SESSION_PREFIX, hash, is_well_formed,
 };
 
 /// The token parser takes any string without panicking and accepts only the one shape.
@@ -18,7 +18,12 @@ pub fn token_parser(data: &[u8]) {
     let Ok(candidate) = std::str::from_utf8(data) else {
         return;
     };
-    for prefix in [SESSION_PREFIX, CHALLENGE_PREFIX, ENROLLMENT_PREFIX] {
+    for prefix in [
+        SESSION_PREFIX,
+        CHALLENGE_PREFIX,
+        ENROLLMENT_PREFIX,
+        API_KEY_PREFIX,
+    ] {
         if is_well_formed(prefix, candidate) {
             assert!(candidate.starts_with(prefix));
             assert_eq!(candidate.len(), prefix.len() + 43);
@@ -48,6 +53,12 @@ pub fn request_validation(data: &[u8]) {
     }
     if let Ok(verify) = pb::VerifyTokenRequest::decode(data) {
         named(sessions::check_token_size("token", &verify.token), "token");
+    }
+    if let Ok(exchange) = pb::ExchangeApiKeyRequest::decode(data) {
+        named(
+            sessions::check_token_size("api_key", &exchange.api_key),
+            "api_key",
+        );
     }
     if let Ok(lookup) = pb::LookupUserRequest::decode(data) {
         named(
