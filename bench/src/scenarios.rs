@@ -158,6 +158,11 @@ rows have no target. Their VerifyToken-vs-Health/Check ratio compares two runs o
 tool, so ghz's carries row 1's target (≥ 0.8), on both backends; h2load's is reported only, \
 as h2load reads no grpc-status: an HTTP/2 exchange answered 200 counts.
 
+Row 1e runs row 1's load against a second server on the same database, started with \
+`--require-caller-credentials`, every call carrying a service account's token as its \
+bearer: the server verifies that token too (from the same cache) before it answers. Its \
+ratio to row 1 is what asking callers to say who they are costs.
+
 Row 3b runs on a server of its own, so the work a flood leaves behind cannot slow the rows \
 after it. Capacity is what 2 callers with no deadline get just before; then 200 callers send \
 logins with a 1 s deadline (grpc-timeout). A login the server cannot finish in time is \
@@ -260,6 +265,29 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
     why_row(&mut report, "SQLite", &verify, &health, &hits, &lookups);
     report.raw("cache_hits", &hits);
     report.raw("store_lookups", &lookups);
+
+    eprintln!(
+        "1e VerifyToken with caller credentials (a service token; own server, same database)"
+    );
+    let guarded = caller_credentials_load(binary, &url, &token, phase).await?;
+    check_errors("verify with caller credentials", &guarded)?;
+    let ratio = guarded.per_second / verify.per_second.max(1e-9);
+    report.row(
+        "1e. VerifyToken with --require-caller-credentials (service token as bearer) vs row 1 \
+         (SQLite)",
+        format!(
+            "{:.0} rps (p50 {} µs, p99 {} µs)",
+            guarded.per_second, guarded.p50_us, guarded.p99_us
+        ),
+        format!(
+            "{:.0} rps (p50 {} µs, p99 {} µs)",
+            verify.per_second, verify.p50_us, verify.p99_us
+        ),
+        ratio,
+        "≥ 0.8",
+        ratio >= 0.8,
+    );
+    report.raw("verify_with_caller_credentials", &guarded);
 
     eprintln!("1c/1d VerifyToken and Health/Check from stock clients (ghz, h2load)");
     let health_one = health_load(&channels[..1], 1, phase).await;
@@ -984,6 +1012,56 @@ async fn verify_load(channels: &[Channel], token: &str, callers: usize, phase: D
         }
     })
     .await
+}
+
+/// Row 1's load on a server of its own (same database) that requires caller credentials,
+/// each call carrying a service account's token: what checking the caller adds (a second
+/// verification, of the bearer token, from the same server cache).
+async fn caller_credentials_load(
+    binary: &Path,
+    database_url: &str,
+    token: &str,
+    phase: Duration,
+) -> anyhow::Result<Stats> {
+    let server = Server::start_with(binary, database_url, &["--require-caller-credentials"])?;
+    server.admin(&["service", "add", "bench-service"], &[])?;
+    let key = server.admin(
+        &["--json", "service", "key", "create", "bench-service"],
+        &[],
+    )?;
+    let key: serde_json::Value = serde_json::from_str(&key)?;
+    let api_key = key["api_key"].as_str().context("no api_key printed")?;
+    let channels = channels_for(&server.target()).await?;
+    let service_token = AuthServiceClient::new(channels[0].clone())
+        .exchange_api_key(pb::ExchangeApiKeyRequest {
+            api_key: api_key.into(),
+        })
+        .await?
+        .into_inner()
+        .token;
+    let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {service_token}").parse()?;
+    let clients: Arc<Vec<_>> = Arc::new(
+        channels
+            .iter()
+            .cloned()
+            .map(AuthServiceClient::new)
+            .collect(),
+    );
+    let token: Arc<str> = token.into();
+    let stats = load::run(CALLERS, phase, move |i| {
+        let mut client = clients[i % clients.len()].clone();
+        let mut request = tonic::Request::new(pb::VerifyTokenRequest {
+            token: token.to_string(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
+        async move { client.verify_token(request).await.map(|_| ()) }
+    })
+    .await;
+    drop(server);
+    Ok(stats)
 }
 
 /// VerifyToken of well-formed tokens no server has seen: every call misses the server's

@@ -22,8 +22,14 @@ impl Server {
     /// Starts `binary serve` on `database_url` with default settings (the figures are for
     /// what an operator gets without tuning), and samples its peak RSS.
     pub fn start(binary: &Path, database_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(binary, database_url, &[])
+    }
+
+    /// [`Server::start`] with extra `serve` arguments.
+    pub fn start_with(binary: &Path, database_url: &str, args: &[&str]) -> anyhow::Result<Self> {
         let process = ServerProcess::builder(binary)
             .database_url(database_url)
+            .args(args)
             .log_filter("warn")
             .on_stderr_line(|line| eprintln!("  server: {line}"))
             .start()
