@@ -160,6 +160,8 @@ test("a person's token verified through a service identity client; the service's
   assert.equal(own.user.kind, "service");
   assert.deepEqual(own.roles, ["st-peter:lookup"]);
   assert.equal(counts.get("ExchangeApiKey"), 1, "a fresh token was exchanged again");
+  // A service account has no account to run.
+  await assert.rejects(client.account(wire.exchanges[0]!.token).get(), PermissionDeniedError);
 });
 
 test("lookupUser(identifier) asks as the service; the actor form still works", async () => {
