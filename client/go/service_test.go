@@ -288,22 +288,40 @@ func TestARevokedKeyIsRejectedOnceItsTokenIsGone(t *testing.T) {
 	server := startServiceServer(t)
 	server.addUser(newUser{Handle: "cashier", Password: cashierPassword})
 	till := server.addService("till", "st-peter:lookup")
-	client, _ := watchedClient(t, server.target(), stpeter.WithAPIKey(till.APIKey), stpeter.WithInvalidTokenTTL(0))
 	ctx := context.Background()
+	// One client hears of the revocation on the feed; the other, with the feed off, only
+	// from st-peter refusing its token.
+	client, watch := watchedClient(t, server.target(), stpeter.WithAPIKey(till.APIKey))
+	unfollowed, unfollowedWatch := watchedClient(t, server.target(), stpeter.WithAPIKey(till.APIKey),
+		stpeter.WithRevocationFeed(false), stpeter.WithInvalidTokenTTL(0))
 	session := login(t, client, "cashier", cashierPassword)
-	if _, err := client.VerifyToken(ctx, session.Token); err != nil {
-		t.Fatal(err)
+	for _, c := range []*stpeter.Client{client, unfollowed} {
+		if _, err := c.VerifyToken(ctx, session.Token); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.LookupUserAsService(ctx, "cashier"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := client.LookupUserAsService(ctx, "cashier"); err != nil {
-		t.Fatal(err)
-	}
+	awaitFeed(t, client, "the subscription", func(s stpeter.FeedStatus) bool { return s.Subscribed })
+	before := client.FeedStatus().LastSequence
 
 	server.revokeKey(till.KeyID)
-	// The revocation reaches the client through the feed, or as the refusal of the next
-	// call's credentials; either way it exchanges the key again, and that is refused.
+	took := awaitFeed(t, client, "the key's revocation on the feed", func(s stpeter.FeedStatus) bool { return s.LastSequence > before })
+	_, err := client.VerifyToken(ctx, noToken)
+	if !errors.Is(err, stpeter.ErrAPIKeyRejected) {
+		t.Fatalf("verify after the feed told of the key's revocation: %v", err)
+	}
+	// The feed dropped the token: the client exchanged at once, and sent it no more.
+	if got := watch.codes("VerifyToken"); slices.Contains(got, codes.PermissionDenied) {
+		t.Fatalf("the revoked service token was still sent: VerifyToken answers %v", got)
+	}
+	t.Logf("the feed told of the revocation after %s", took.Round(time.Millisecond))
+
+	// The other exchanges again when its token is refused, and that is refused too.
 	start := time.Now()
 	for {
-		_, err := client.VerifyToken(ctx, noToken)
+		_, err := unfollowed.VerifyToken(ctx, noToken)
 		if errors.Is(err, stpeter.ErrAPIKeyRejected) {
 			break
 		}
@@ -311,12 +329,14 @@ func TestARevokedKeyIsRejectedOnceItsTokenIsGone(t *testing.T) {
 			t.Fatalf("verify after the key was revoked: %v, want ErrInvalidToken until ErrAPIKeyRejected", err)
 		}
 		if time.Since(start) > feedDeadline {
-			t.Fatalf("lookups still succeed %s after the key was revoked", feedDeadline)
+			t.Fatalf("the revoked key's token still works %s after the revocation", feedDeadline)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Logf("the key was refused %s after its revocation", time.Since(start).Round(time.Millisecond))
-	if _, err := client.LookupUserAsService(ctx, "cashier"); !errors.Is(err, stpeter.ErrAPIKeyRejected) {
+	if got := unfollowedWatch.codes("VerifyToken"); got[len(got)-1] != codes.PermissionDenied {
+		t.Fatalf("want the last verify refused for its credentials, got %v", got)
+	}
+	if _, err := unfollowed.LookupUserAsService(ctx, "cashier"); !errors.Is(err, stpeter.ErrAPIKeyRejected) {
 		t.Fatalf("lookup after the key was revoked: %v", err)
 	}
 
