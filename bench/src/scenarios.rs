@@ -275,14 +275,8 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
     report.row(
         "1e. VerifyToken with --require-caller-credentials (service token as bearer) vs row 1 \
          (SQLite)",
-        format!(
-            "{:.0} rps (p50 {} µs, p99 {} µs)",
-            guarded.per_second, guarded.p50_us, guarded.p99_us
-        ),
-        format!(
-            "{:.0} rps (p50 {} µs, p99 {} µs)",
-            verify.per_second, verify.p50_us, verify.p99_us
-        ),
+        rate(&guarded),
+        rate(&verify),
         ratio,
         "≥ 0.8",
         ratio >= 0.8,
@@ -488,19 +482,21 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// A load's throughput with its latencies, as the table shows it.
+fn rate(stats: &Stats) -> String {
+    format!(
+        "{:.0} rps (p50 {} µs, p99 {} µs)",
+        stats.per_second, stats.p50_us, stats.p99_us
+    )
+}
+
 /// Row 1 on one backend.
 fn throughput_row(report: &mut Report, backend: &str, verify: &Stats, health: &Stats) {
     let ratio = verify.per_second / health.per_second.max(1e-9);
     report.row(
         &format!("1. VerifyToken vs gRPC floor (Health/Check), throughput ({backend})"),
-        format!(
-            "{:.0} rps (p50 {} µs, p99 {} µs)",
-            verify.per_second, verify.p50_us, verify.p99_us
-        ),
-        format!(
-            "{:.0} rps (p50 {} µs, p99 {} µs)",
-            health.per_second, health.p50_us, health.p99_us
-        ),
+        rate(verify),
+        rate(health),
         ratio,
         "≥ 0.8",
         ratio >= 0.8,
@@ -570,10 +566,7 @@ fn stock_throughput_row(
             "{number}. {tool}, {CALLERS} callers / {CONNECTIONS} connections: VerifyToken vs \
              Health/Check throughput ({backend})"
         ),
-        format!(
-            "{:.0} rps (p50 {} µs, p99 {} µs)",
-            verify.per_second, verify.p50_us, verify.p99_us
-        ),
+        rate(verify),
         format!("{:.0} rps ({tool} Health/Check)", health.per_second),
         ratio,
         target,
@@ -617,12 +610,7 @@ fn stock_rows(
         check_errors(&format!("{tool} {what}"), stats)?;
     }
     let latency = |s: &Stats| format!("p50 {} µs, p99 {} µs", s.p50_us, s.p99_us);
-    let rate = |s: &Stats| {
-        format!(
-            "{:.0} rps (p50 {} µs, p99 {} µs)",
-            s.per_second, s.p50_us, s.p99_us
-        )
-    };
+    let rate = |s: &Stats| rate(s);
     let p99_ratio = |a: &Stats, b: &Stats| f64::from(a.p99_us) / f64::from(b.p99_us.max(1));
     // Only ghz carries a target (the issue's): grpc-go is what most outside callers run.
     let (target, met) = if tool.starts_with("ghz") {
