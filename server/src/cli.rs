@@ -145,6 +145,16 @@ pub struct ServeArgs {
     /// token is the other way in); without this flag the CA makes it mandatory.
     #[arg(long, env = "ST_PETER_REQUIRE_CALLER_CREDENTIALS")]
     pub require_caller_credentials: bool,
+    /// LookupUser calls one actor (a person or a service account) may make a minute, with
+    /// bursts of a third of that; past it, RESOURCE_EXHAUSTED. Raise it for a service that
+    /// resolves users in bulk.
+    #[arg(
+        long,
+        env = "ST_PETER_LOOKUPS_PER_MINUTE",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub lookups_per_minute: u32,
     /// Once listening, write the bound address (`HOST:PORT`, useful with port 0) to this
     /// file: tests and supervisors wait for it instead of reading logs.
     #[arg(long, env = "ST_PETER_READY_FILE", value_name = "PATH")]
@@ -319,6 +329,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config.settings.session_ttl = args.session_ttl;
             config.settings.api_token_ttl = args.api_token_ttl;
             config.settings.require_caller_credentials = args.require_caller_credentials;
+            config.settings.throttle.lookups_per_minute = args.lookups_per_minute;
+            config.settings.throttle.lookup_burst = (args.lookups_per_minute / 3).max(1);
             config.settings.admission = AdmissionSettings {
                 max_wait: args.hash_max_wait,
             };

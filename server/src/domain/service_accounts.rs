@@ -13,7 +13,7 @@ use crate::domain::audit::{self, Event};
 use crate::domain::identifier;
 use crate::domain::sessions::{IssuedSession, check_token_size, new_session_id};
 use crate::error::{Error, Result, invalid};
-use crate::secrets::token::{self, API_KEY_PREFIX, SESSION_PREFIX};
+use crate::secrets::token::{self, API_KEY_PREFIX, SESSION_PREFIX, SecretHash};
 use crate::store::{ApiKeyExchange, ApiKeyRecord, NewApiKey, NewUser, UserRecord};
 
 /// The platform role that lets a service account resolve users with `LookupUser`.
@@ -72,6 +72,14 @@ pub struct CallerCredentials<'a> {
     /// The caller presented a client certificate that the TLS layer verified against the
     /// client CA (mutual TLS).
     pub client_certificate: bool,
+}
+
+/// A caller let in by its service account's token: what ends that token's validity.
+#[derive(Debug, Clone)]
+pub struct ServiceCaller {
+    pub user_id: String,
+    pub token_hash: SecretHash,
+    pub expires_at: UnixMillis,
 }
 
 impl StPeter {
@@ -225,15 +233,16 @@ impl StPeter {
 
     /// Lets a caller of VerifyToken, LookupUser or WatchRevocations through when the server
     /// does not ask for caller credentials, or when it presented a client certificate or a
-    /// live service account's token. Refusals are `PermissionDenied`, never
-    /// `Unauthenticated`: that answer is about the token a call asks about.
+    /// live service account's token (answered, so a long-lived call can end with it).
+    /// Refusals are `PermissionDenied`, never `Unauthenticated`: that answer is about the
+    /// token a call asks about.
     pub async fn check_caller(
         &self,
         caller: &Caller,
         credentials: CallerCredentials<'_>,
-    ) -> Result<()> {
+    ) -> Result<Option<ServiceCaller>> {
         if !self.settings.require_caller_credentials || credentials.client_certificate {
-            return Ok(());
+            return Ok(None);
         }
         let refusal = match credentials.bearer {
             None => {
@@ -241,7 +250,13 @@ impl StPeter {
                  ExchangeApiKey) as `authorization: Bearer <token>`, or a client certificate"
             }
             Some(bearer) => match self.verify_token(bearer).await {
-                Ok(verified) if verified.user.kind == UserKind::Service => return Ok(()),
+                Ok(verified) if verified.user.kind == UserKind::Service => {
+                    return Ok(Some(ServiceCaller {
+                        user_id: verified.user.user_id,
+                        token_hash: token::hash(bearer),
+                        expires_at: verified.expires_at,
+                    }));
+                }
                 Ok(_) => {
                     "caller credentials: the bearer token is a person's; callers authenticate \
                      as a service account (ExchangeApiKey) or with a client certificate"

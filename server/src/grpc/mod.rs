@@ -15,7 +15,7 @@ use st_peter_proto::auth::v1::auth_service_server::AuthService;
 
 use crate::clock::UnixMillis;
 use crate::domain::app::{Caller, StPeter, UserKind, UserView};
-use crate::domain::service_accounts::CallerCredentials;
+use crate::domain::service_accounts::{CallerCredentials, ServiceCaller};
 use crate::domain::sessions::{FailureReason, IssuedSession, LoginOutcome};
 use crate::error::Error;
 
@@ -115,8 +115,8 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        self.check_caller(&request).await?;
-        let stream = watch::watch(&self.app, request.get_ref().after_sequence).await?;
+        let credential = self.check_caller(&request).await?;
+        let stream = watch::watch(&self.app, request.get_ref().after_sequence, credential).await?;
         Ok(Response::new(stream))
     }
 
@@ -137,9 +137,9 @@ impl AuthGrpc {
     /// With `--require-caller-credentials`, refuses a caller that presents neither a
     /// service account's token nor a client certificate (PERMISSION_DENIED). Without it,
     /// costs one flag check.
-    async fn check_caller<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    async fn check_caller<T>(&self, request: &Request<T>) -> Result<Option<ServiceCaller>, Status> {
         if !self.app.settings().require_caller_credentials {
-            return Ok(());
+            return Ok(None);
         }
         let credentials = CallerCredentials {
             bearer: bearer_token(request.metadata()),

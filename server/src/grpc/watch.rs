@@ -1,6 +1,8 @@
 //! `WatchRevocations`: a subscriber's stream. The replay from the log, a checkpoint, then
 //! live events as the follower applies them, with a checkpoint every
-//! [`HEARTBEAT`] so a client can tell a quiet stream from a dead one.
+//! [`HEARTBEAT`] so a client can tell a quiet stream from a dead one. A stream a service
+//! account opened with its token (under `--require-caller-credentials`) ends when that
+//! token may have: at its expiry, or after an event that revokes it or its account.
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -11,6 +13,7 @@ use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::revocation_event::Change as PbChange;
 
 use crate::domain::app::StPeter;
+use crate::domain::service_accounts::ServiceCaller;
 use crate::revocation::{Broadcast, FeedEvent, Subscription};
 use crate::store::Change;
 
@@ -22,28 +25,51 @@ pub type EventStream = ReceiverStream<Result<pb::RevocationEvent, Status>>;
 
 /// Subscribes and hands the stream to a task that feeds it until the subscriber leaves,
 /// the server loses its feed, or a shutdown begins.
-pub async fn watch(app: &Arc<StPeter>, after_sequence: u64) -> Result<EventStream, Status> {
+pub async fn watch(
+    app: &Arc<StPeter>,
+    after_sequence: u64,
+    credential: Option<ServiceCaller>,
+) -> Result<EventStream, Status> {
     let feed = app.revocations();
     let subscription = feed
         .subscribe(app.store.as_ref(), after_sequence)
         .await
         .map_err(super::status)?;
     let (sender, receiver) = mpsc::channel(64);
-    tokio::spawn(pump(subscription, sender, feed.closing()));
+    let credential = credential.map(|caller| {
+        let left = u64::try_from(caller.expires_at.saturating_sub(app.now()));
+        let expires = tokio::time::Instant::now() + Duration::from_millis(left.unwrap_or(0));
+        (caller, expires)
+    });
+    tokio::spawn(pump(subscription, sender, feed.closing(), credential));
     Ok(ReceiverStream::new(receiver))
 }
+
+/// Why a stream opened with a service token ends: the caller resubscribes with a fresh one.
+const CREDENTIAL_ENDED: &str = "caller credentials: the service token this stream was opened with has ended or may have; \
+     resubscribe from the last sequence with a fresh one";
 
 async fn pump(
     subscription: Subscription,
     sender: mpsc::Sender<Result<pb::RevocationEvent, Status>>,
     mut closing: tokio::sync::watch::Receiver<bool>,
+    credential: Option<(ServiceCaller, tokio::time::Instant)>,
 ) {
+    let expiry = async {
+        match &credential {
+            Some((_, expires)) => tokio::time::sleep_until(*expires).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expiry);
     let Subscription {
         backlog,
         mut caught_up,
         mut live,
     } = subscription;
+    let mut credential_ended = false;
     for event in backlog {
+        credential_ended |= ends(&credential, &event);
         if sender.send(Ok(event_message(&event))).await.is_err() {
             return;
         }
@@ -54,10 +80,14 @@ async fn pump(
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     let ended = loop {
+        if credential_ended {
+            break Status::unavailable(CREDENTIAL_ENDED);
+        }
         let message = tokio::select! {
             received = live.recv() => match received {
                 Ok(Broadcast::Event(event)) if event.sequence() > caught_up => {
                     caught_up = event.sequence();
+                    credential_ended = ends(&credential, &event);
                     event_message(&event)
                 }
                 Ok(Broadcast::Event(_)) => continue,
@@ -73,6 +103,7 @@ async fn pump(
             },
             _ = heartbeat.tick() => checkpoint(caught_up),
             _ = closing.wait_for(|closing| *closing) => break Status::unavailable("server shutting down"),
+            () = &mut expiry => break Status::unavailable(CREDENTIAL_ENDED),
             () = sender.closed() => return,
         };
         heartbeat.reset();
@@ -81,6 +112,25 @@ async fn pump(
         }
     };
     let _ = sender.send(Err(ended)).await;
+}
+
+/// Whether `event` may have ended the service token the stream was opened with (its
+/// revocation, a change of its account, or a reset that could hide either).
+fn ends(credential: &Option<(ServiceCaller, tokio::time::Instant)>, event: &FeedEvent) -> bool {
+    let Some((caller, _)) = credential else {
+        return false;
+    };
+    match event {
+        FeedEvent::Changed {
+            change: Change::Token(hash),
+            ..
+        } => *hash == caller.token_hash,
+        FeedEvent::Changed {
+            change: Change::User(user_id),
+            ..
+        } => *user_id == caller.user_id,
+        FeedEvent::Reset { .. } => true,
+    }
 }
 
 fn checkpoint(sequence: i64) -> pb::RevocationEvent {

@@ -394,13 +394,77 @@ async fn caller_credentials_when_required_are_a_service_token() {
     let checkpoint = feed.message().await.unwrap().unwrap();
     assert!(checkpoint.change.is_none());
 
-    // A revoked key's token is no credential any more.
+    // A revoked key's token is no credential any more, and the stream it opened ends
+    // right after telling of the revocation.
     app.app.revoke_api_key(&key.key_id).await.unwrap();
     let refused = client
         .verify_token(with_bearer(verify_request(&person_token), &service.token))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
+    let event = feed.message().await.unwrap().unwrap();
+    assert_eq!(
+        event.change,
+        Some(pb::revocation_event::Change::UserId(
+            service.user.unwrap().user_id
+        ))
+    );
+    let ended = feed.message().await.unwrap_err();
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended.message().starts_with("caller credentials:"),
+        "{ended:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_feed_opened_with_a_service_token_ends_when_the_token_does() {
+    let app = spawn_app_with(st_peter_server::Settings {
+        require_caller_credentials: true,
+        api_token_ttl: Duration::from_millis(300),
+        ..test_settings()
+    })
+    .await;
+    let key = service_with_key(&app, "shift-board", None).await;
+    let service = exchange(&app.client, &key.api_key).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut feed = app
+        .client
+        .clone()
+        .watch_revocations(with_bearer(
+            pb::WatchRevocationsRequest { after_sequence: 0 },
+            &service.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(feed.message().await.unwrap().unwrap().change.is_none());
+    let ended = tokio::time::timeout(Duration::from_secs(5), feed.message())
+        .await
+        .expect("the stream outlived its credentials")
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended.message().starts_with("caller credentials:"),
+        "{ended:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Resubscribing with the dead token is refused (the app's clock is moved past its end
+    // too: the stream's timer runs on real time, verification on the app's clock).
+    app.advance(Duration::from_millis(301));
+    let refused = app
+        .client
+        .clone()
+        .watch_revocations(with_bearer(
+            pb::WatchRevocationsRequest { after_sequence: 0 },
+            &service.token,
+        ))
+        .await;
+    assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate it signed.
@@ -559,4 +623,42 @@ async fn the_binary_accepts_a_client_certificate_or_a_service_token_and_refuses_
         }
     }
     drop(server);
+}
+
+/// `--lookups-per-minute` sets the per-actor lookup rate (bursts of a third of it), for
+/// services that resolve users in bulk; past it, RESOURCE_EXHAUSTED.
+#[tokio::test]
+async fn the_lookup_rate_per_actor_is_a_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path());
+    admin(
+        &url,
+        &["user", "add", "--handle", "lead-baker", "--password-stdin"],
+        &format!("{PERSON_PASSWORD}\n"),
+    );
+    admin(&url, &["service", "add", "shift-board"], "");
+    admin(
+        &url,
+        &["user", "role", "grant", "shift-board", LOOKUP_ROLE],
+        "",
+    );
+    let created: serde_json::Value = serde_json::from_str(&admin(
+        &url,
+        &["--json", "service", "key", "create", "shift-board"],
+        "",
+    ))
+    .unwrap();
+    let api_key = created["api_key"].as_str().unwrap().to_owned();
+    remember_secret(&api_key);
+    let server = start_server_with(&url, &["--lookups-per-minute", "6"]);
+    let client = server.grpc_client().await;
+    let service = exchange(&client, &api_key).await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(match lookup(&client, &service, "lead-baker").await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        });
+    }
+    assert_eq!(answers, [Code::Ok, Code::Ok, Code::ResourceExhausted]);
 }
