@@ -343,6 +343,9 @@ test("a revoked key: the client fails with ApiKeyRejectedError once its token is
 });
 
 test("a service token is exchanged again before it expires: 10 s of calls, 3 s tokens, no call fails", async (t) => {
+  // The server counts every client's exchanges, and a service client left subscribed by an
+  // earlier test exchanges again each time its feed's token ends: close those first.
+  setup.server.closeClients();
   const { client, counts, wire } = serviceClient(setup.server, setup.billingKey, { cacheTtlMs: 0 });
   // Three sessions, so that each round has three verifies on the wire at once (the cache
   // joins concurrent verifies of one token) and a refresh meets concurrent callers.
