@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use st_peter_client::{Client, Error, LoginOutcome};
 use st_peter_server::clock::{Clock as _, ManualClock};
 use st_peter_server::domain::app::Settings;
+use st_peter_server::domain::service_accounts::{IssuedApiKey, LOOKUP_ROLE};
 use st_peter_testkit::{Calls, Hold};
 pub use st_peter_testkit::{HoldPoint, RpcCounts};
 
@@ -96,6 +97,19 @@ pub fn settings(session_ttl: Duration) -> Settings {
     }
 }
 
+/// Exchanged service tokens live this long (`--api-token-ttl 3s`).
+pub const API_TOKEN_TTL: Duration = Duration::from_secs(3);
+
+/// A st-peter that answers VerifyToken, LookupUser and WatchRevocations only for service
+/// accounts (`--require-caller-credentials`), whose tokens live [`API_TOKEN_TTL`].
+pub fn service_settings() -> Settings {
+    Settings {
+        api_token_ttl: API_TOKEN_TTL,
+        require_caller_credentials: true,
+        ..settings(Duration::from_secs(3600))
+    }
+}
+
 /// `st_peter_testkit::TestServer` (`addr`, `app`, `clock`, `stop`, `resume`, ...) with
 /// its calls counted.
 pub struct TestServer {
@@ -160,6 +174,40 @@ impl TestServer {
     pub fn verifies(&self) -> usize {
         self.counts.get("VerifyToken")
     }
+
+    /// ExchangeApiKey RPCs the server received so far.
+    pub fn exchanges(&self) -> usize {
+        self.counts.get("ExchangeApiKey")
+    }
+
+    /// A service account `name` (with the role `st-peter:lookup` if `lookup`) and one API
+    /// key for it, made through the domain.
+    pub async fn service_with_key(&self, name: &str, lookup: bool) -> IssuedApiKey {
+        self.app.create_service_account(name, None).await.unwrap();
+        if lookup {
+            assert!(self.app.grant_role(name, LOOKUP_ROLE).await.unwrap());
+        }
+        self.app.create_api_key(name, None, None).await.unwrap()
+    }
+}
+
+/// The person every service-identity test knows.
+pub const CASHIER_PASSWORD: &str = "knock knock, who goes there";
+
+/// A server on `settings` with a person `cashier` and a service account `shift-board`
+/// (with `st-peter:lookup` if `lookup`) holding one API key.
+pub async fn service_server(settings: Settings, lookup: bool) -> (TestServer, IssuedApiKey) {
+    let server = TestServer::start_with(settings).await;
+    server.add_user("cashier", CASHIER_PASSWORD).await;
+    let key = server.service_with_key("shift-board", lookup).await;
+    (server, key)
+}
+
+/// Every verify an RPC (so every verify needs the service token), and no feed.
+pub fn uncached(builder: st_peter_client::ClientBuilder) -> st_peter_client::ClientBuilder {
+    builder
+        .cache_ttl(Duration::ZERO)
+        .invalid_token_ttl(Duration::ZERO)
 }
 
 pub async fn login(client: &Client, handle: &str, password: &str) -> String {
@@ -170,15 +218,15 @@ pub async fn login(client: &Client, handle: &str, password: &str) -> String {
 }
 
 /// `st-peter ARGS --database-url URL` (the admin CLI, on the server's database), with
-/// `stdin`; panics with its stderr unless it succeeds.
-pub fn admin(server: &st_peter_testkit::ServerProcess, args: &[&str], stdin: &str) {
+/// `stdin`; panics with its stderr unless it succeeds. Answers its stdout.
+pub fn admin(server: &st_peter_testkit::ServerProcess, args: &[&str], stdin: &str) -> String {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
     let mut admin = Command::new(server.binary())
         .args(args)
         .args(["--database-url", server.database_url()])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -194,6 +242,7 @@ pub fn admin(server: &st_peter_testkit::ServerProcess, args: &[&str], stdin: &st
         "st-peter {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// Creates a user with the admin CLI on the server's database.

@@ -11,5 +11,7 @@ mod guard;
 mod logout_race;
 mod methods;
 mod restart;
+mod service;
+mod service_refresh;
 mod tls;
 mod unavailable;
