@@ -38,7 +38,20 @@
 //! while it is not, default 5 s) and `revocation_feed` (default on); [`OnAuth::connect`]
 //! uses the defaults. `adapter.client().feed_status()` shows the feed's state.
 //!
+//! ## Service identity
+//! A st-peter started with `--require-caller-credentials` answers verifications and the
+//! revocation feed only for callers that present a service account's token. Give the
+//! adapter the account's API key and it is such a caller, with no other code:
+//! [`OnAuth::connect_with_api_key`], [`OnAuth::connect`] with the key in
+//! [`API_KEY_ENV`] (`ST_PETER_API_KEY`), or [`OnAuth::new`] with a client built with
+//! `Client::builder(target).api_key(key)`. The client exchanges the key for a short-lived
+//! token and refreshes it before it expires. A key st-peter refuses is
+//! [`Error::ApiKeyRejected`]; an adapter without a key there is refused as
+//! [`Error::CallerRefused`]. Either way every request is refused (fail closed), and
+//! neither the key nor the token is ever printed.
+//!
 //! [Telepact]: https://github.com/Telepact/telepact
+mod api_key;
 mod error;
 mod on_auth;
 mod roles;
@@ -47,6 +60,7 @@ pub mod cli;
 #[cfg(feature = "python")]
 mod python;
 
+pub use api_key::{API_KEY_ENV, api_key_from_env, api_key_or_env, check_api_key};
 pub use error::{Error, Result};
 pub use on_auth::{AUTH_HEADER, Headers, OnAuth};
 pub use roles::{Identity, IdentityHeaders, OWNED_HEADERS_POLL, RolesStore, check_header_key};

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 use st_peter_client::{Client, LoginOutcome};
 
+use crate::api_key::api_key_or_env;
 use crate::error::{Error, Result};
 use crate::roles::{RolesStore, check_header_key};
 
@@ -44,10 +45,32 @@ impl OnAuth {
 
     /// A client for `target` with default settings (the revocation feed on, 5 minutes
     /// subscribed, 5 s not) and the roles file at `roles_db`; for other cache settings give
-    /// [`OnAuth::new`] a client of your own. Must be called inside a Tokio runtime.
+    /// [`OnAuth::new`] a client of your own. Runs as a service account when
+    /// [`API_KEY_ENV`](crate::API_KEY_ENV) (`ST_PETER_API_KEY`) holds its API key (see
+    /// [`OnAuth::connect_with_api_key`]). Must be called inside a Tokio runtime.
     pub async fn connect(target: &str, roles_db: impl AsRef<Path>) -> Result<Self> {
-        let client = Client::builder(target).build()?;
-        Ok(Self::new(client, RolesStore::open(roles_db).await?))
+        Self::connect_with_api_key(target, roles_db, None).await
+    }
+
+    /// [`OnAuth::connect`] as the service account whose API key (`stk_...`, from
+    /// `st-peter service key create`) is `api_key`; `None` reads `ST_PETER_API_KEY` (unset:
+    /// no service identity). The client then exchanges the key for a short-lived token of
+    /// the account, refreshes it before it expires, and sends it as the caller's
+    /// credentials with every verification and the revocation feed, as a st-peter started
+    /// with `--require-caller-credentials` demands. A malformed key is refused here.
+    pub async fn connect_with_api_key(
+        target: &str,
+        roles_db: impl AsRef<Path>,
+        api_key: Option<&str>,
+    ) -> Result<Self> {
+        let mut builder = Client::builder(target);
+        if let Some(key) = api_key_or_env(api_key)? {
+            builder = builder.api_key(key);
+        }
+        Ok(Self::new(
+            builder.build()?,
+            RolesStore::open(roles_db).await?,
+        ))
     }
 
     /// Header keys the adapter owns even before any row defines them (say `@station`

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyRuntimeError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 use tokio::task::AbortHandle;
@@ -89,6 +89,7 @@ impl NativeOnAuth {
         request_timeout = None,
         fallback_ttl = None,
         revocation_feed = true,
+        api_key = None,
     ))]
     #[expect(
         clippy::too_many_arguments,
@@ -103,12 +104,17 @@ impl NativeOnAuth {
         request_timeout: Option<f64>,
         fallback_ttl: Option<f64>,
         revocation_feed: bool,
+        api_key: Option<String>,
     ) -> PyResult<Self> {
         let runtime = runtime()?;
         let inner = py.detach(|| {
             runtime.block_on(async {
                 let mut builder =
                     st_peter_client::Client::builder(target).revocation_feed(revocation_feed);
+                // Given, else ST_PETER_API_KEY, else no service identity.
+                if let Some(key) = crate::api_key_or_env(api_key.as_deref())? {
+                    builder = builder.api_key(key);
+                }
                 if let Some(seconds) = cache_ttl {
                     builder = builder.cache_ttl(seconds_arg("cache_ttl", seconds)?);
                 }
@@ -127,7 +133,10 @@ impl NativeOnAuth {
             .map(|inner| Self {
                 inner: Arc::new(inner),
             })
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+            .map_err(|e| match e {
+                Error::InvalidApiKey(_) => PyValueError::new_err(e.to_string()),
+                e => PyRuntimeError::new_err(e.to_string()),
+            })
     }
 
     /// Takes the request headers as a JSON object, returns the identity headers as JSON.

@@ -3,6 +3,9 @@
     options.on_auth = OnAuth(target="http://127.0.0.1:50051", roles_db="bakery-roles.db")
     options.middleware = options.on_auth.middleware()
 
+With ``ST_PETER_API_KEY`` set (or ``api_key=...``) it runs as that st-peter service account,
+as a st-peter started with ``--require-caller-credentials`` requires.
+
 The hook verifies ``@auth_`` (``Session`` or ``Password``) with st-peter and returns the
 user's identity headers from the local roles table. It returns *every* header the adapter
 owns, ``None`` for keys the user's row lacks, and refuses a request that sends an owned
@@ -60,6 +63,15 @@ class OnAuth:
     ``loop.call_soon_threadsafe``. st-peter unreachable means refused, except for answers
     still cached; ``request_timeout`` (seconds, default 5) bounds each call to st-peter.
 
+    Service identity: with ``api_key`` (a service account's key, ``stk_...``, from
+    ``st-peter service key create``), or without it when the environment variable
+    ``ST_PETER_API_KEY`` holds one, the adapter acts as that service account. It exchanges
+    the key for a short-lived token of the account, refreshes it before it expires, and
+    sends it with every verification and the revocation feed, as a st-peter started with
+    ``--require-caller-credentials`` demands. A malformed key raises ``ValueError`` here; a
+    key st-peter rejects, or no key where st-peter wants one, refuses every request
+    (:class:`AuthError`). Neither the key nor the token is ever printed.
+
     The constructor opens the roles file and blocks while it does: build the hook once, at
     start-up, not per request.
     """
@@ -74,6 +86,7 @@ class OnAuth:
         request_timeout: Optional[float] = None,
         fallback_ttl: Optional[float] = None,
         revocation_feed: bool = True,
+        api_key: Optional[str] = None,
     ) -> None:
         self._native = _native.OnAuth(
             target,
@@ -83,6 +96,7 @@ class OnAuth:
             request_timeout,
             fallback_ttl,
             revocation_feed,
+            api_key,
         )
 
     async def __call__(self, headers: dict[str, Any]) -> dict[str, Any]:

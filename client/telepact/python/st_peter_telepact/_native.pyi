@@ -16,6 +16,7 @@ class OnAuth:
         request_timeout: Optional[float] = None,
         fallback_ttl: Optional[float] = None,
         revocation_feed: bool = True,
+        api_key: Optional[str] = None,
     ) -> None: ...
     def authenticate(self, headers_json: str) -> str: ...
     def start_authenticate(
