@@ -5,12 +5,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use st_peter_client::{Client, LoginOutcome};
+use st_peter_client::{Client, LoginOutcome, User};
 
+use crate::api_key::{API_KEY_ENV, api_key_from_env};
 use crate::roles::{IdentityHeaders, RolesStore};
 
 /// The actor's token comes from here only: arguments are visible to every user of the host.
+/// So does a service account's API key ([`API_KEY_ENV`]).
 pub const ACTOR_TOKEN_ENV: &str = "ST_PETER_ACTOR_TOKEN";
+
+/// The platform role a service account needs to look users up.
+const LOOKUP_ROLE: &str = "st-peter:lookup";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,8 +33,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Give a user identity headers (replaces their whole row). The actor's token is read
-    /// from the ST_PETER_ACTOR_TOKEN environment variable.
+    /// Give a user identity headers (replaces their whole row). The user is looked up in
+    /// st-peter by a person (--actor-id, token in ST_PETER_ACTOR_TOKEN) or, without
+    /// --actor-id, by the service account whose API key is in ST_PETER_API_KEY (it needs
+    /// the role st-peter:lookup).
     Grant(Grant),
     /// Remove a user's row; their requests are refused from then on.
     Revoke(Revoke),
@@ -71,8 +78,9 @@ pub struct Grant {
     #[arg(long = "set", value_name = "@KEY=VALUE", required = true, value_parser = parse_assignment)]
     pub headers: Vec<(String, String)>,
     /// The st-peter user_id of the person granting (their token: ST_PETER_ACTOR_TOKEN).
+    /// Leave it out to act as the service account in ST_PETER_API_KEY.
     #[arg(long)]
-    pub actor_id: String,
+    pub actor_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -82,8 +90,9 @@ pub struct Revoke {
     pub target: Target,
     #[command(flatten)]
     pub roles: RolesDb,
-    /// Email, handle or phone, resolved through st-peter (needs --actor-id and the token).
-    #[arg(long, group = "who", requires = "actor_id")]
+    /// Email, handle or phone, resolved through st-peter (as for grant: --actor-id and
+    /// ST_PETER_ACTOR_TOKEN, or the service account in ST_PETER_API_KEY).
+    #[arg(long, group = "who")]
     pub identifier: Option<String>,
     /// The user's st-peter user_id, as `list` shows it (no st-peter call).
     #[arg(long, group = "who")]
@@ -138,19 +147,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Grant(grant) => {
-            let client = client(&grant.target)?;
-            let token = actor_token()?;
-            let user = client
-                .lookup_user(&grant.actor_id, &token, &grant.identifier)
-                .await
-                .with_context(|| format!("looking up {:?}", grant.identifier))?;
+            let (user, granted_by) =
+                lookup(&grant.target, grant.actor_id.as_deref(), &grant.identifier).await?;
             let headers: IdentityHeaders = grant.headers.into_iter().collect();
             let store = RolesStore::open(&grant.roles.roles_db).await?;
             store
-                .grant(&user.user_id, &user.handle, &headers, &grant.actor_id)
+                .grant(&user.user_id, &user.handle, &headers, &granted_by)
                 .await?;
             let value = serde_json::json!({
                 "user_id": user.user_id, "handle": user.handle, "headers": headers,
+                "granted_by": granted_by,
             });
             print(json, &value, || {
                 format!(
@@ -162,17 +168,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Revoke(revoke) => {
-            let user_id = match (revoke.user_id, revoke.identifier, revoke.actor_id) {
-                (Some(user_id), _, _) => user_id,
-                (None, Some(identifier), Some(actor_id)) => {
-                    let token = actor_token()?;
-                    client(&revoke.target)?
-                        .lookup_user(&actor_id, &token, &identifier)
-                        .await
-                        .with_context(|| format!("looking up {identifier:?}"))?
+            let user_id = match (revoke.user_id, revoke.identifier) {
+                (Some(user_id), _) => user_id,
+                (None, Some(identifier)) => {
+                    lookup(&revoke.target, revoke.actor_id.as_deref(), &identifier)
+                        .await?
+                        .0
                         .user_id
                 }
-                _ => bail!("give --user-id, or --identifier with --actor-id"),
+                (None, None) => bail!("give --user-id or --identifier"),
             };
             let store = RolesStore::open(&revoke.roles.roles_db).await?;
             let removed = store.revoke(&user_id).await?;
@@ -208,7 +212,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .read_line(&mut password)
                 .context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\r', '\n']);
-            let client = client(&login.target)?;
+            let client = client(&login.target, None)?;
             match client.login(&login.identifier, password).await? {
                 LoginOutcome::Authenticated(session) => {
                     let value = serde_json::json!({
@@ -225,8 +229,85 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn client(target: &Target) -> anyhow::Result<Client> {
-    Ok(Client::builder(target.target.clone()).build()?)
+/// A client of `target`, acting as the service account when there is an API key.
+fn client(target: &Target, api_key: Option<&str>) -> anyhow::Result<Client> {
+    let mut builder = Client::builder(target.target.clone());
+    if let Some(key) = api_key {
+        builder = builder.api_key(key);
+    }
+    Ok(builder.build()?)
+}
+
+/// Resolves `identifier` through st-peter's `LookupUser` and says on whose authority (the
+/// user_id recorded as `granted_by`). With `--actor-id` the person is the actor (their
+/// token in [`ACTOR_TOKEN_ENV`]); a service key, if set, then only supplies the caller
+/// credentials a st-peter with `--require-caller-credentials` asks for. Without it the
+/// service account of [`API_KEY_ENV`] is the actor.
+async fn lookup(
+    target: &Target,
+    actor_id: Option<&str>,
+    identifier: &str,
+) -> anyhow::Result<(User, String)> {
+    let api_key = api_key_from_env()?;
+    let client = client(target, api_key.as_deref())?;
+    let looking_up = || format!("looking up {identifier:?}");
+    match (actor_id, api_key) {
+        (Some(actor_id), api_key) => {
+            let token = actor_token()?;
+            let user = client
+                .lookup_user(actor_id, &token, identifier)
+                .await
+                .map_err(|e| explain(e, api_key.is_some(), false))
+                .with_context(looking_up)?;
+            Ok((user, actor_id.to_owned()))
+        }
+        (None, Some(api_key)) => {
+            // Who the service is, for `granted_by`: an exchange of its own, ended again
+            // right after (the client keeps the token it looks up with to itself).
+            let service = client
+                .exchange_api_key(&api_key)
+                .await
+                .map_err(|e| explain(e, true, true))
+                .context("acting as the service account in ST_PETER_API_KEY")?;
+            let user = client.lookup_user_as_service(identifier).await;
+            let _ = client.logout(&service.token).await;
+            let user = user.map_err(|e| explain(e, true, true)).with_context(|| {
+                format!(
+                    "looking up {identifier:?} as the service account {}",
+                    service.user.handle
+                )
+            })?;
+            Ok((user, service.user.user_id))
+        }
+        (None, None) => bail!(
+            "give --actor-id (the person's token in {ACTOR_TOKEN_ENV}), or set {API_KEY_ENV} \
+             to look users up as a service account"
+        ),
+    }
+}
+
+/// st-peter's refusals of the caller, said so that the fix is plain. `as_service`: the
+/// service account is the actor (so a missing role is its own).
+fn explain(error: st_peter_client::Error, with_key: bool, as_service: bool) -> anyhow::Error {
+    use st_peter_client::Error as E;
+    match &error {
+        E::ApiKeyRejected(_) => anyhow::anyhow!(
+            "st-peter rejected the API key in {API_KEY_ENV}: it is unknown, expired or revoked, \
+             or its service account is disabled ({error})"
+        ),
+        E::PermissionDenied(why) if why.starts_with("caller credentials:") => match with_key {
+            false => anyhow::anyhow!(
+                "st-peter requires caller credentials: set {API_KEY_ENV} to a service \
+                 account's API key ({error})"
+            ),
+            true => anyhow::anyhow!("st-peter refused the service account as a caller ({error})"),
+        },
+        E::PermissionDenied(why) if as_service && why.contains(LOOKUP_ROLE) => anyhow::anyhow!(
+            "the service account may not look users up: it needs the role {LOOKUP_ROLE} \
+             (st-peter user role grant SERVICE {LOOKUP_ROLE}) ({error})"
+        ),
+        _ => error.into(),
+    }
 }
 
 fn actor_token() -> anyhow::Result<String> {
