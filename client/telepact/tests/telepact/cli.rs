@@ -10,6 +10,7 @@ async fn run(server: &TestServer, args: &[&str], token: Option<&str>, stdin: &st
     command
         .args(args)
         .env_remove("ST_PETER_ACTOR_TOKEN")
+        .env_remove("ST_PETER_API_KEY")
         .env("ST_PETER_TARGET", server.target())
         .env("ST_PETER_TELEPACT_ROLES_DB", server.roles_db())
         .stdin(std::process::Stdio::piped())

@@ -3,3 +3,4 @@ mod helpers;
 
 mod cli;
 mod on_auth;
+mod service;
