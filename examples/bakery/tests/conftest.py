@@ -51,6 +51,8 @@ class StPeter:
     port: int = 0  # 0 until started: the server picks its port and writes it to a ready file
     process: subprocess.Popen | None = None
     env: dict = field(default_factory=dict)
+    serve_args: tuple = ()  # extra `serve` flags, e.g. --require-caller-credentials
+    log: Path | None = None  # st-peter's stderr goes here when set (else nowhere)
 
     @property
     def target(self) -> str:
@@ -68,11 +70,17 @@ class StPeter:
         the server writes once its listener is bound."""
         ready = self.database.with_name("st-peter.ready")
         ready.unlink(missing_ok=True)
-        self.process = subprocess.Popen(
-            [self.binary, "--database-url", f"sqlite://{self.database}", "serve",
-             "--listen", f"127.0.0.1:{self.port}", "--ready-file", str(ready)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env,
-        )
+        stderr = open(self.log, "a", encoding="utf-8") if self.log else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [self.binary, "--database-url", f"sqlite://{self.database}", "serve",
+                 "--listen", f"127.0.0.1:{self.port}", "--ready-file", str(ready),
+                 *self.serve_args],
+                stdout=subprocess.DEVNULL, stderr=stderr, env=self.env,
+            )
+        finally:
+            if self.log:
+                stderr.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -111,12 +119,31 @@ class Bakery:
         text = self.identity_log.read_text(encoding="utf-8")
         return [json.loads(line) for line in text.splitlines() if line]
 
-    def grant_cli(self, *args: str, token: str | None = None, stdin: str | None = None):
-        env = {k: v for k, v in os.environ.items() if k != "ST_PETER_ACTOR_TOKEN"}
-        if token is not None:
-            env["ST_PETER_ACTOR_TOKEN"] = token
-        return subprocess.run([telepact_cli(), *args], input=stdin, capture_output=True,
-                              text=True, env=env)
+    def grant_cli(self, *args: str, token: str | None = None, stdin: str | None = None,
+                  api_key: str | None = None):
+        return telepact_cli_run(*args, token=token, stdin=stdin, api_key=api_key)
+
+
+def telepact_cli_run(*args: str, token: str | None = None, stdin: str | None = None,
+                     api_key: str | None = None) -> subprocess.CompletedProcess:
+    """The roles CLI with the actor token and the service API key given here, or unset."""
+    secrets = ("ST_PETER_ACTOR_TOKEN", "ST_PETER_API_KEY")
+    env = {k: v for k, v in os.environ.items() if k not in secrets}
+    if token is not None:
+        env["ST_PETER_ACTOR_TOKEN"] = token
+    if api_key is not None:
+        env["ST_PETER_API_KEY"] = api_key
+    return subprocess.run([telepact_cli(), *args], input=stdin, capture_output=True,
+                          text=True, env=env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_api_key_from_the_shell():
+    """An ST_PETER_API_KEY in the developer's shell would make every adapter here a service
+    account; the tests that want one set it themselves."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("ST_PETER_API_KEY", raising=False)
+        yield
 
 
 @pytest.fixture(scope="module")
