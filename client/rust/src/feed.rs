@@ -9,7 +9,9 @@
 //!
 //! A client with an API key opens each stream with the service token current then (an
 //! exchange first, if due); a stream refused for its caller credentials drops that token,
-//! so the next one is opened with a fresh exchange.
+//! so the next one is opened with a fresh exchange. St-peter ends a stream when the token
+//! it was opened with expires (by then the token is due for refresh here) or may have
+//! been revoked; it is resubscribed like any ended stream.
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -141,7 +141,7 @@
 //! it during an exchange wait for that one exchange. It goes as
 //! `authorization: Bearer <token>` on `verify_token`, `lookup_user` (also with an explicit
 //! actor) and each revocation feed subscription (a resubscription takes the token current
-//! then). When st-peter refuses it (`PERMISSION_DENIED` `caller credentials: ...`, say
+//! then; st-peter ends a stream when its token expires, and the feed resubscribes). When st-peter refuses it (`PERMISSION_DENIED` `caller credentials: ...`, say
 //! after a revocation of the key) the client drops it, exchanges the key again and retries
 //! the call once. A key st-peter refuses is [`Error::ApiKeyRejected`], never
 //! [`Error::InvalidToken`] and never cached: it is this service's fault, not the user's.

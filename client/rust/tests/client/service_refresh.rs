@@ -1,7 +1,8 @@
 //! The service token's refresh, with a 3 s token life: exchanged again by the first call
 //! after two thirds of its life (never later, never sooner), by one exchange however many
 //! callers need it then; on the server's manual clock, and in real time against the
-//! binary. Exchanges are counted at the server (its `Calls` layer, or its audit log).
+//! binary, whose feed streams end with their token. Exchanges are counted at the server
+//! (its `Calls` layer, or its audit log).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -10,8 +11,8 @@ use st_peter_client::Client;
 use st_peter_testkit::{Hold, HoldPoint, ServerProcess, st_peter_binary};
 
 use crate::helpers::{
-    CASHIER_PASSWORD, PATIENCE, add_user, admin, eventually, login, service_server,
-    service_settings, uncached,
+    CASHIER_PASSWORD, PATIENCE, add_user, admin, eventually, login, refused, service_server,
+    service_settings, subscribe, uncached,
 };
 
 /// Until the held call has reached the server; a failure, not a hang, if it never does.
@@ -146,12 +147,10 @@ impl Audit {
     }
 }
 
-/// Ten seconds of calls, in real time, against the binary with `--api-token-ttl 3s`: every
-/// call succeeds, and no call reaches st-peter with a dead token (no caller refused), so
-/// each refresh came before the expiry.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_seconds_of_calls_against_the_binary_refresh_the_token_in_time() {
-    let audit = Arc::new(Audit::default());
+/// The binary with `--api-token-ttl 3s --require-caller-credentials`, JSON logs read by
+/// `audit`, a person `cashier` and a service account `shift-board` with `st-peter:lookup`;
+/// answers the server and the service's API key.
+async fn binary_with_service(audit: &Arc<Audit>) -> (ServerProcess, String) {
     let server = ServerProcess::builder(st_peter_binary())
         .args(["--api-token-ttl", "3s", "--require-caller-credentials"])
         .env("ST_PETER_LOG_FORMAT", "json")
@@ -175,7 +174,17 @@ async fn ten_seconds_of_calls_against_the_binary_refresh_the_token_in_time() {
         "",
     ))
     .unwrap();
-    let api_key = key["api_key"].as_str().unwrap();
+    let api_key = key["api_key"].as_str().unwrap().to_owned();
+    (server, api_key)
+}
+
+/// Ten seconds of calls, in real time, against the binary with `--api-token-ttl 3s`: every
+/// call succeeds, and no call reaches st-peter with a dead token (no caller refused), so
+/// each refresh came before the expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_seconds_of_calls_against_the_binary_refresh_the_token_in_time() {
+    let audit = Arc::new(Audit::default());
+    let (server, api_key) = binary_with_service(&audit).await;
     let client = uncached(Client::builder(server.target()).api_key(api_key))
         .build()
         .unwrap();
@@ -209,4 +218,41 @@ async fn ten_seconds_of_calls_against_the_binary_refresh_the_token_in_time() {
     // One at the start and one per 2 s at most: at most 6 in 10 s.
     assert!((3..=6).contains(&exchanged), "{exchanged} exchanges");
     assert_eq!(audit.callers_refused.load(Ordering::SeqCst), 0);
+}
+
+/// St-peter ends a feed stream when the service token it was opened with expires; the
+/// client resubscribes with a fresh token (exchanged first: by then it is due), so no
+/// subscription is refused, and the new stream evicts as the first did. In real time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_outlives_its_token_by_resubscribing_with_a_fresh_one() {
+    let audit = Arc::new(Audit::default());
+    let (server, api_key) = binary_with_service(&audit).await;
+    // Answers kept ten minutes, subscribed or not: only the feed can evict them.
+    let caching = Client::builder(server.target())
+        .api_key(api_key)
+        .cache_ttl(Duration::from_secs(600))
+        .fallback_ttl(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let elsewhere = uncached(Client::builder(server.target())).build().unwrap();
+    subscribe(&caching).await;
+    let token = login(&elsewhere, "cashier", CASHIER_PASSWORD).await;
+    caching.verify_token(&token).await.unwrap();
+
+    let took = eventually("the feed resubscribed past its token's life", || async {
+        let status = caching.feed_status();
+        status.subscribed && status.subscriptions >= 2
+    })
+    .await;
+    println!("the feed resubscribed {took:?} into a 3 s token's life");
+    assert!(audit.exchanged.load(Ordering::SeqCst) >= 2);
+    assert_eq!(
+        audit.callers_refused.load(Ordering::SeqCst),
+        0,
+        "no subscription was opened with the expired token"
+    );
+
+    elsewhere.logout(&token).await.unwrap();
+    let took = refused(&caching, &token).await;
+    println!("then a logout elsewhere was refused through the new stream after {took:?}");
 }
