@@ -186,17 +186,24 @@ impl StPeter {
 
     /// Exchanges an API key for a new session of its service account, living
     /// `Settings::api_token_ttl` (never past the key). Unknown, expired and revoked keys, and
-    /// keys of disabled accounts, are `Unauthenticated`; each refusal counts towards the
-    /// caller's address throttle. No hash work: a key is 32 random bytes, so its SHA-256
-    /// is looked up directly.
+    /// keys of disabled accounts, are `Unauthenticated`. No hash work: a key is 32 random
+    /// bytes, so its SHA-256 is looked up directly.
+    ///
+    /// Refusals are throttled twice, before any store work: one key refused again and again
+    /// waits (a revoked key left in a deployment troubles no other key), and an address
+    /// that sends many different refused keys waits, whatever key it sends next (a flood of
+    /// made-up keys); a key sent again counts once towards its address.
     pub async fn exchange_api_key(&self, caller: &Caller, api_key: &str) -> Result<IssuedSession> {
         check_token_size("api_key", api_key)?;
         let now = self.now();
-        let throttle = &self.throttles.api_key_address;
-        if let Some(wait) = caller
-            .address
-            .and_then(|address| throttle.wait(&address, now))
-        {
+        let key_hash = token::hash(api_key);
+        let throttles = &self.throttles;
+        let wait = throttles.api_key.wait(&key_hash, now).max(
+            caller
+                .address
+                .and_then(|address| throttles.api_key_address.wait(&address, now)),
+        );
+        if let Some(wait) = wait {
             audit::record(Event::ApiKey, "throttled", None, caller);
             return Err(Error::RateLimited(wait));
         }
@@ -205,7 +212,7 @@ impl StPeter {
             let exchanged = self
                 .store
                 .exchange_api_key(ApiKeyExchange {
-                    key_hash: &token::hash(api_key),
+                    key_hash: &key_hash,
                     session_id: &new_session_id(),
                     token_hash: &minted.hash,
                     now,
@@ -217,12 +224,15 @@ impl StPeter {
             None
         };
         let Some((token, session)) = exchanged else {
-            if let Some(address) = caller.address {
-                throttle.fail(&address, self.now());
+            let now = self.now();
+            let first_refusal = throttles.api_key.fail(&key_hash, now) == 1;
+            if let Some(address) = caller.address.filter(|_| first_refusal) {
+                throttles.api_key_address.fail(&address, now);
             }
             audit::record(Event::ApiKey, "refused", None, caller);
             return Err(Error::Unauthenticated("api_key is not valid"));
         };
+        throttles.api_key.forgive(&key_hash);
         audit::record(Event::ApiKey, "exchanged", Some(&session.user.id), caller);
         Ok(IssuedSession {
             token,

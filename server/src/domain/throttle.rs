@@ -59,8 +59,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Backoff<K> {
             .then(|| Duration::from_millis((failures.blocked_until - now) as u64))
     }
 
-    /// Counts a failure; past the free ones, blocks the key for a doubling wait.
-    pub fn fail(&self, key: &K, now: UnixMillis) {
+    /// Counts a failure; past the free ones, blocks the key for a doubling wait. Answers
+    /// the key's failures so far, this one included.
+    pub fn fail(&self, key: &K, now: UnixMillis) -> u32 {
         let entry = self.entries.get_with(key.clone(), Default::default);
         let mut failures = entry
             .lock()
@@ -79,6 +80,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Backoff<K> {
                 .min(self.policy.max);
             failures.blocked_until = now + millis(wait);
         }
+        failures.count
     }
 
     pub fn forgive(&self, key: &K) {
@@ -142,8 +144,11 @@ pub struct ThrottlePolicies {
     pub login_address: BackoffPolicy,
     pub two_factor_user: BackoffPolicy,
     pub two_factor_challenge: BackoffPolicy,
-    /// Refused API keys per client address (ExchangeApiKey). Keys are too long to guess;
-    /// this bounds the store work a flood of bad keys can cause.
+    /// Refusals of one API key (ExchangeApiKey): a revoked or mistyped key sent again and
+    /// again waits, costing the store nothing, and troubles no other key.
+    pub api_key: BackoffPolicy,
+    /// Different refused API keys per client address. Keys are too long to guess; this
+    /// bounds the store work a flood of made-up keys can cause.
     pub api_key_address: BackoffPolicy,
     pub lookups_per_minute: u32,
     pub lookup_burst: u32,
@@ -170,6 +175,7 @@ impl Default for ThrottlePolicies {
                 free_failures: 2,
                 ..per_identifier
             },
+            api_key: per_identifier,
             api_key_address: BackoffPolicy {
                 free_failures: 20,
                 ..per_identifier
@@ -192,6 +198,7 @@ impl ThrottlePolicies {
             login_address: never,
             two_factor_user: never,
             two_factor_challenge: never,
+            api_key: never,
             api_key_address: never,
             lookups_per_minute: u32::MAX,
             lookup_burst: u32::MAX,
@@ -205,6 +212,7 @@ pub struct Throttles {
     pub login_address: Backoff<std::net::IpAddr>,
     pub two_factor_user: Backoff<String>,
     pub two_factor_challenge: Backoff<[u8; 32]>,
+    pub api_key: Backoff<[u8; 32]>,
     pub api_key_address: Backoff<std::net::IpAddr>,
     pub lookup_actor: RateLimit,
 }
@@ -219,6 +227,7 @@ impl Throttles {
             login_address: Backoff::new(policies.login_address, THROTTLE_CAPACITY),
             two_factor_user: Backoff::new(policies.two_factor_user, THROTTLE_CAPACITY),
             two_factor_challenge: Backoff::new(policies.two_factor_challenge, THROTTLE_CAPACITY),
+            api_key: Backoff::new(policies.api_key, THROTTLE_CAPACITY),
             api_key_address: Backoff::new(policies.api_key_address, THROTTLE_CAPACITY),
             lookup_actor: RateLimit::per_minute(
                 policies.lookups_per_minute,

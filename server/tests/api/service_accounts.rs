@@ -294,23 +294,54 @@ async fn a_service_account_is_refused_at_login_and_has_no_password_or_account_to
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
 }
 
+/// A key refused again and again waits on its own: another key from the same address
+/// (a neighbour on the same host) is untouched.
 #[tokio::test]
-async fn refused_keys_are_throttled_per_address() {
+async fn a_key_refused_again_and_again_waits_alone() {
     let app = spawn_app().await;
-    let key = service_with_key(&app, "shift-board", None).await;
-    let unknown = format!("stk_{}", "B".repeat(43));
+    let good = service_with_key(&app, "shift-board", None).await;
+    let revoked = app
+        .app
+        .create_api_key("shift-board", Some("old"), None)
+        .await
+        .unwrap();
+    remember_secret(&revoked.api_key);
+    app.app.revoke_api_key(&revoked.key_id).await.unwrap();
     let mut codes = Vec::new();
-    for _ in 0..22 {
-        codes.push(exchange(&app.client, &unknown).await.unwrap_err().code());
+    for _ in 0..40 {
+        codes.push(
+            exchange(&app.client, &revoked.api_key)
+                .await
+                .unwrap_err()
+                .code(),
+        );
     }
     assert!(
-        codes[..20]
+        codes[..5].iter().all(|code| *code == Code::Unauthenticated),
+        "{codes:?}"
+    );
+    assert_eq!(codes[39], Code::ResourceExhausted, "{codes:?}");
+    exchange(&app.client, &good.api_key).await.unwrap();
+}
+
+/// Many different refused keys from one address: the address waits, whatever it sends,
+/// until the wait is over.
+#[tokio::test]
+async fn many_different_refused_keys_from_one_address_make_it_wait() {
+    let app = spawn_app().await;
+    let key = service_with_key(&app, "shift-board", None).await;
+    let mut codes = Vec::new();
+    for attempt in 0..22 {
+        let made_up = format!("stk_{:A>43}", attempt);
+        codes.push(exchange(&app.client, &made_up).await.unwrap_err().code());
+    }
+    assert!(
+        codes[..21]
             .iter()
             .all(|code| *code == Code::Unauthenticated),
         "{codes:?}"
     );
     assert_eq!(codes[21], Code::ResourceExhausted, "{codes:?}");
-    // While throttled, even the right key waits; after the wait it works.
     let throttled = exchange(&app.client, &key.api_key).await.unwrap_err();
     assert_eq!(throttled.code(), Code::ResourceExhausted);
     app.advance(Duration::from_secs(5 * 60));
