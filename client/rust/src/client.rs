@@ -109,9 +109,23 @@ impl Client {
     /// Exchanges a service account's API key (`stk_...`) for a session token of that
     /// account. A client built with [`ClientBuilder::api_key`] does this itself; this is
     /// for services that manage the token on their own. A refused key is
-    /// [`Error::ApiKeyRejected`].
+    /// [`Error::ApiKeyRejected`]; a key st-peter finds malformed (empty, over 256 bytes) is
+    /// [`Error::InvalidArgument`] here, since the caller passed it (the client's own
+    /// key, exchanged automatically, is [`Error::ApiKeyRejected`] then). Never held or
+    /// cached: each call asks st-peter.
     pub async fn exchange_api_key(&self, api_key: &str) -> Result<Session, Error> {
         identity::exchange(self.grpc.clone(), api_key).await
+    }
+
+    /// The service account this client acts as ([`ClientBuilder::api_key`]), as st-peter
+    /// answered the exchange of its current token: `user_id` (what `lookup_user_as_service`
+    /// sends as the actor), `handle`, `kind` [`UserKind::Service`](crate::UserKind). Exchanges the
+    /// key first when the client holds no usable token (that one exchange then serves later
+    /// calls too), else makes no call. A refused key is [`Error::ApiKeyRejected`]; no key,
+    /// [`Error::NoApiKey`].
+    pub async fn service_account(&self) -> Result<User, Error> {
+        let service = self.service.as_ref().ok_or(Error::NoApiKey)?;
+        Ok(service.token().await?.user().clone())
     }
 
     /// Sends `message` through `call`, as the service when the client has an API key (a
@@ -331,8 +345,11 @@ impl ClientBuilder {
     /// callers share one exchange). The token goes as `authorization: Bearer <token>` on
     /// `verify_token`, `lookup_user` and the revocation feed, as a st-peter started with
     /// `--require-caller-credentials` demands; a token it refuses is exchanged again and
-    /// the call retried once. A refused key is [`Error::ApiKeyRejected`]. Neither the key
-    /// nor the token is printed by `Debug`.
+    /// the call retried once. A refused key is [`Error::ApiKeyRejected`] (also when
+    /// st-peter finds it malformed), answered again for a second without asking st-peter.
+    /// A refresh that cannot reach st-peter, or is throttled, leaves the old token in use
+    /// until it expires. [`Client::service_account`] tells who the service is. Neither the
+    /// key nor the token is printed by `Debug`.
     pub fn api_key(mut self, api_key: impl Into<String>) -> Self {
         self.api_key = Some(ApiKey::new(api_key));
         self

@@ -28,12 +28,14 @@ pub enum Error {
     #[error("permission denied: {0}")]
     PermissionDenied(String),
     /// st-peter refused the client's API key at `ExchangeApiKey`: unknown, expired or
-    /// revoked, or its service account is disabled. Says nothing about any token being
-    /// verified, so never answer a user 401 for it: this service is misconfigured.
+    /// revoked, or its service account is disabled (or, for the client's own key, malformed:
+    /// INVALID_ARGUMENT). Says nothing about any token being verified, so never answer a
+    /// user 401 for it: this service is misconfigured. The client answers it again for a
+    /// second without asking st-peter.
     #[error("api key rejected: {0}")]
     ApiKeyRejected(String),
-    /// A call that acts as the service (`lookup_user_as_service`) on a client built
-    /// without [`ClientBuilder::api_key`](crate::ClientBuilder::api_key).
+    /// A call that acts as the service (`lookup_user_as_service`, `service_account`) on a
+    /// client built without [`ClientBuilder::api_key`](crate::ClientBuilder::api_key).
     #[error("this client has no api key (ClientBuilder::api_key)")]
     NoApiKey,
     /// The account is not in the state the call needs (TOTP already on, or not on; an

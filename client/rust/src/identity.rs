@@ -6,6 +6,11 @@
 //!
 //! The token goes as `authorization: Bearer <token>` (the caller's credentials) on the
 //! calls st-peter may require them for: VerifyToken, LookupUser and WatchRevocations.
+//!
+//! As in the Go and TypeScript clients: a refused key is answered again for
+//! [`REJECTED_FOR`] without asking st-peter, and a refresh that fails without a verdict on
+//! the key (st-peter unreachable, or throttling) leaves the old token in use until it
+//! expires.
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,7 +25,12 @@ use tonic::transport::Channel;
 use crate::clock::Clock;
 use crate::error::{Error, is_caller_credentials};
 use crate::flight::Flight;
-use crate::model::Session;
+use crate::model::{Session, User};
+
+/// How long a refused key is answered without asking st-peter again: a busy service with a
+/// revoked key would otherwise exchange on every call and run into st-peter's throttle of
+/// refused keys.
+pub(crate) const REJECTED_FOR: Duration = Duration::from_secs(1);
 
 /// An API key (`stk_...`): a secret, so `Debug` does not show it.
 #[derive(Clone)]
@@ -90,21 +100,30 @@ pub(crate) struct ServiceIdentity {
 pub(crate) struct ServiceToken {
     token: String,
     bearer: MetadataValue<Ascii>,
-    user_id: String,
+    /// The service account, as the exchange answered it.
+    user: User,
     /// By the client's clock: from here on the next caller exchanges again.
     refresh_at: SystemTime,
+    /// As st-peter set it: a token due for refresh still serves until then when the
+    /// refresh cannot be made.
+    expires_at: SystemTime,
 }
 
 type Exchanged = Result<Arc<ServiceToken>, Error>;
 
-enum Slot {
-    Empty,
-    Ready(Arc<ServiceToken>),
-    Exchanging(Arc<Flight<Exchanged>>),
+#[derive(Default)]
+struct Slot {
+    /// The last token exchanged, until it is dropped or replaced; kept past its refresh
+    /// point, as the fallback of a refresh that fails.
+    current: Option<Arc<ServiceToken>>,
+    exchanging: Option<Arc<Flight<Exchanged>>>,
+    /// The last refusal of the key ([`Error::ApiKeyRejected`]), answered again until then.
+    rejected: Option<(Error, SystemTime)>,
 }
 
 enum Join<'a> {
     Ready(Arc<ServiceToken>),
+    Rejected(Error),
     Follow(Arc<Flight<Exchanged>>),
     Lead(Lead<'a>),
 }
@@ -128,7 +147,7 @@ impl ServiceIdentity {
             api_key,
             grpc,
             clock,
-            slot: Mutex::new(Slot::Empty),
+            slot: Mutex::new(Slot::default()),
         }
     }
 
@@ -151,45 +170,70 @@ impl ServiceIdentity {
         }
     }
 
-    /// The current token, exchanged first when there is none or it is due for refresh.
+    /// The current token, exchanged first when there is none or it is due for refresh. A
+    /// refusal of the key less than [`REJECTED_FOR`] ago is answered again at once.
     pub(crate) async fn token(&self) -> Exchanged {
-        loop {
+        let outcome = loop {
             match self.join() {
                 Join::Ready(token) => return Ok(token),
+                Join::Rejected(error) => return Err(error),
                 Join::Follow(flight) => match flight.outcome().await {
-                    Some(outcome) => return outcome,
+                    Some(outcome) => break outcome,
                     // The leading caller gave up (its future was dropped): take over.
                     None => continue,
                 },
                 Join::Lead(mut lead) => {
                     let outcome = self.exchange().await;
                     lead.land(Some(outcome.clone()));
-                    return outcome;
+                    break outcome;
+                }
+            }
+        };
+        outcome.or_else(|error| self.fall_back(error))
+    }
+
+    /// A refresh that could not reach st-peter, or was throttled, says nothing about the
+    /// key: the token it was to replace serves while it has not expired (unless dropped
+    /// meanwhile as refused).
+    fn fall_back(&self, error: Error) -> Exchanged {
+        if matches!(error, Error::Unavailable(_) | Error::RateLimited(_)) {
+            let slot = self.lock();
+            if let Some(token) = &slot.current {
+                if self.clock.now() < token.expires_at {
+                    return Ok(token.clone());
                 }
             }
         }
+        Err(error)
     }
 
     /// Drops `used` if it is still the current token (a newer one, exchanged by another
     /// caller meanwhile, stays), so that the next caller exchanges again.
     pub(crate) fn forget(&self, used: &ServiceToken) {
         let mut slot = self.lock();
-        if matches!(&*slot, Slot::Ready(current) if std::ptr::eq(&**current, used)) {
-            *slot = Slot::Empty;
+        if matches!(&slot.current, Some(current) if std::ptr::eq(&**current, used)) {
+            slot.current = None;
         }
     }
 
     fn join(&self) -> Join<'_> {
         let mut slot = self.lock();
-        match &*slot {
-            Slot::Ready(token) if self.clock.now() < token.refresh_at => {
+        let now = self.clock.now();
+        if let Some(token) = &slot.current {
+            if now < token.refresh_at {
                 return Join::Ready(token.clone());
             }
-            Slot::Exchanging(flight) => return Join::Follow(flight.clone()),
-            Slot::Ready(_) | Slot::Empty => {}
+        }
+        if let Some((error, until)) = &slot.rejected {
+            if now < *until {
+                return Join::Rejected(error.clone());
+            }
+        }
+        if let Some(flight) = &slot.exchanging {
+            return Join::Follow(flight.clone());
         }
         let flight = Arc::new(Flight::new());
-        *slot = Slot::Exchanging(flight.clone());
+        slot.exchanging = Some(flight.clone());
         Join::Lead(Lead {
             identity: self,
             flight,
@@ -198,7 +242,14 @@ impl ServiceIdentity {
     }
 
     async fn exchange(&self) -> Exchanged {
-        let session = exchange(self.grpc.clone(), &self.api_key.0).await?;
+        let session = exchange(self.grpc.clone(), &self.api_key.0)
+            .await
+            .map_err(|error| match error {
+                // The key is configuration, not input of the call that needed the token:
+                // one st-peter finds malformed is refused like an unknown one.
+                Error::InvalidArgument(why) => Error::ApiKeyRejected(why),
+                other => other,
+            })?;
         let bearer =
             MetadataValue::try_from(format!("Bearer {}", session.token)).map_err(|_| {
                 Error::Status {
@@ -217,8 +268,9 @@ impl ServiceIdentity {
         Ok(Arc::new(ServiceToken {
             token: session.token,
             bearer,
-            user_id: session.user.user_id,
+            user: session.user,
             refresh_at: now + lifetime * 2 / 3,
+            expires_at: session.expires_at,
         }))
     }
 
@@ -245,7 +297,12 @@ impl ServiceToken {
 
     /// The service account's user id.
     pub(crate) fn user_id(&self) -> &str {
-        &self.user_id
+        &self.user.user_id
+    }
+
+    /// The service account, as st-peter answered the exchange of this token.
+    pub(crate) fn user(&self) -> &User {
+        &self.user
     }
 }
 
@@ -253,24 +310,36 @@ impl fmt::Debug for ServiceToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServiceToken")
             .field("token", &"<redacted>")
-            .field("user_id", &self.user_id)
+            .field("user_id", &self.user.user_id)
             .field("refresh_at", &self.refresh_at)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }
 
 impl Lead<'_> {
-    /// Keeps a new token for later callers (a failure keeps nothing, so the next caller
-    /// tries again), and hands the outcome (`None`: abandoned) to the followers.
+    /// Keeps a new token for later callers, or a refusal of the key for [`REJECTED_FOR`]
+    /// (its tokens are revoked with it, so the old one goes too); any other failure keeps
+    /// the old token as a fallback and the next caller tries again. Hands the outcome
+    /// (`None`: abandoned) to the followers.
     fn land(&mut self, outcome: Option<Exchanged>) {
         self.landed = true;
         {
             let mut slot = self.identity.lock();
-            if matches!(&*slot, Slot::Exchanging(f) if Arc::ptr_eq(f, &self.flight)) {
-                *slot = match &outcome {
-                    Some(Ok(token)) => Slot::Ready(token.clone()),
-                    Some(Err(_)) | None => Slot::Empty,
-                };
+            if matches!(&slot.exchanging, Some(f) if Arc::ptr_eq(f, &self.flight)) {
+                slot.exchanging = None;
+                match &outcome {
+                    Some(Ok(token)) => {
+                        slot.current = Some(token.clone());
+                        slot.rejected = None;
+                    }
+                    Some(Err(error @ Error::ApiKeyRejected(_))) => {
+                        slot.current = None;
+                        let until = self.identity.clock.now() + REJECTED_FOR;
+                        slot.rejected = Some((error.clone(), until));
+                    }
+                    Some(Err(_)) | None => {}
+                }
             }
         }
         self.flight.land(outcome);

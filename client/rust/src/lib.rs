@@ -131,6 +131,10 @@
 //! // The service as the actor (its account needs the role `st-peter:lookup`).
 //! let baker = st_peter.lookup_user_as_service("lead-baker@bakery.example").await?;
 //! # drop(baker);
+//!
+//! // Who the service is: from the exchange already made, no extra call.
+//! let me = st_peter.service_account().await?;
+//! println!("acting as {} ({})", me.handle, me.user_id);
 //! # Ok(()) }
 //! ```
 //!
@@ -141,12 +145,22 @@
 //! it during an exchange wait for that one exchange. It goes as
 //! `authorization: Bearer <token>` on `verify_token`, `lookup_user` (also with an explicit
 //! actor) and each revocation feed subscription (a resubscription takes the token current
-//! then; st-peter ends a stream when its token expires, and the feed resubscribes). When st-peter refuses it (`PERMISSION_DENIED` `caller credentials: ...`, say
-//! after a revocation of the key) the client drops it, exchanges the key again and retries
-//! the call once. A key st-peter refuses is [`Error::ApiKeyRejected`], never
-//! [`Error::InvalidToken`] and never cached: it is this service's fault, not the user's.
-//! [`Client::exchange_api_key`] makes one exchange by hand; neither the key nor the token
-//! is printed by `Debug`.
+//! then; st-peter ends a stream when its token expires, and the feed resubscribes). When
+//! st-peter refuses it (`PERMISSION_DENIED` `caller credentials: ...`, say after a
+//! revocation of the key) the client drops it, exchanges the key again and retries the
+//! call once. A refresh that fails without a verdict on the key (st-peter unreachable, or
+//! `RESOURCE_EXHAUSTED` throttling) leaves the old token in use while it has not expired;
+//! only then do calls fail ([`Error::Unavailable`], [`Error::RateLimited`]).
+//!
+//! A key st-peter refuses (`UNAUTHENTICATED`; for the client's own key also
+//! `INVALID_ARGUMENT`, a malformed key being the same misconfiguration) is
+//! [`Error::ApiKeyRejected`], never [`Error::InvalidToken`] nor
+//! [`Error::InvalidArgument`]: it is this service's fault, not the user's. The refusal is
+//! answered again for one second without asking st-peter (which throttles refused keys),
+//! then the next call exchanges again, as the Go and TypeScript clients do. [`Client::service_account`] answers the service's
+//! own [`User`] from the current token's exchange. [`Client::exchange_api_key`] makes one
+//! exchange by hand (there a malformed key stays [`Error::InvalidArgument`]: the caller
+//! passed it); neither the key nor the token is printed by `Debug`.
 //!
 //! Without an API key a client calling a st-peter that requires caller credentials gets
 //! [`Error::PermissionDenied`] (`caller credentials: ...`).

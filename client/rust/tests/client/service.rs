@@ -1,6 +1,7 @@
 //! Service identity (`ClientBuilder::api_key`) against a st-peter that requires caller
-//! credentials: verifying and looking up as the service, refusals (no key, no role, a
-//! revoked key), the revocation feed, and the real binary set up with the admin CLI.
+//! credentials: verifying and looking up as the service, who the service is, refusals (no
+//! key, no role, a revoked, made-up or malformed key, held for a second), the revocation
+//! feed, and the real binary set up with the admin CLI.
 //! Exchanges are counted by the server's `Calls` layer (or its audit log), never by the
 //! client.
 use std::time::Duration;
@@ -174,8 +175,12 @@ async fn a_revoked_key_fails_with_api_key_rejected_once_its_token_is_gone() {
     let error = client.verify_token(&token).await.unwrap_err();
     assert!(matches!(error, Error::ApiKeyRejected(_)), "{error:?}");
     assert_eq!((server.exchanges(), server.verifies()), (2, 2));
-    // Never cached, never InvalidToken: the next call tries the key again, and sends no
-    // verify without a token.
+    // Never InvalidToken, and held for a second: the next call is refused at once, and
+    // sends no verify without a token; after the second the key is tried again.
+    let held = client.verify_token(&token).await.unwrap_err();
+    assert!(matches!(held, Error::ApiKeyRejected(_)), "{held:?}");
+    assert_eq!((server.exchanges(), server.verifies()), (2, 2));
+    server.advance(Duration::from_secs(1));
     let again = client.verify_token(&token).await.unwrap_err();
     assert!(matches!(again, Error::ApiKeyRejected(_)), "{again:?}");
     assert_eq!((server.exchanges(), server.verifies()), (3, 2));
@@ -184,7 +189,7 @@ async fn a_revoked_key_fails_with_api_key_rejected_once_its_token_is_gone() {
     let unknown = format!("stk_{}", "K".repeat(43));
     let error = client.exchange_api_key(&unknown).await.unwrap_err();
     assert!(matches!(error, Error::ApiKeyRejected(_)), "{error:?}");
-    for error in [error, again, by_hand] {
+    for error in [error, held, again, by_hand] {
         let printed = format!("{error} {error:?}");
         assert!(!printed.contains(&key.api_key), "{printed}");
         assert!(!printed.contains(&unknown), "{printed}");
@@ -396,4 +401,109 @@ async fn a_lookup_as_the_service_with_its_token_expired_at_st_peter_exchanges_ag
         (server.exchanges(), server.counts.get("LookupUser")),
         (2, 3)
     );
+}
+
+/// A made-up key is refused once, and that refusal answers every call for a second (by the
+/// client's clock) without asking st-peter again, whichever call needs the token; then
+/// the key is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_key_is_held_for_a_second_with_one_exchange() {
+    let (server, _key) = service_server(service_settings(), true).await;
+    let made_up = format!("stk_{}", "M".repeat(43));
+    let client = uncached(server.client_builder().api_key(&*made_up))
+        .build()
+        .unwrap();
+    let token = login(&client, "cashier", CASHIER_PASSWORD).await;
+
+    let rejected = |error: &Error| matches!(error, Error::ApiKeyRejected(_));
+    for call in 0..20 {
+        let error = match call % 3 {
+            0 => client.verify_token(&token).await.unwrap_err(),
+            1 => client.lookup_user_as_service("cashier").await.unwrap_err(),
+            _ => client.service_account().await.unwrap_err(),
+        };
+        assert!(rejected(&error), "call {call}: {error:?}");
+    }
+    assert_eq!(
+        server.exchanges(),
+        1,
+        "one exchange for the second's 20 calls"
+    );
+    assert_eq!((server.verifies(), server.counts.get("LookupUser")), (0, 0));
+
+    server.advance(Duration::from_millis(999));
+    let error = client.verify_token(&token).await.unwrap_err();
+    assert!(rejected(&error), "{error:?}");
+    assert_eq!(server.exchanges(), 1, "still held");
+
+    server.advance(Duration::from_millis(1));
+    let error = client.verify_token(&token).await.unwrap_err();
+    assert!(rejected(&error), "{error:?}");
+    assert_eq!(server.exchanges(), 2, "asked again after a second");
+    let printed = format!("{error} {error:?}");
+    assert!(!printed.contains(&made_up), "{printed}");
+}
+
+/// St-peter answers a key over 256 bytes INVALID_ARGUMENT. The client's own key is its
+/// configuration, not the caller's request: ApiKeyRejected, held like any refusal. Passed
+/// by hand to `exchange_api_key` it stays the caller's invalid argument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_st_peter_finds_malformed_is_rejected_not_an_invalid_argument() {
+    let (server, _key) = service_server(service_settings(), true).await;
+    let long = format!("stk_{}", "L".repeat(300));
+    let client = uncached(server.client_builder().api_key(&*long))
+        .build()
+        .unwrap();
+    let token = login(&client, "cashier", CASHIER_PASSWORD).await;
+
+    let error = client.verify_token(&token).await.unwrap_err();
+    match &error {
+        Error::ApiKeyRejected(why) => assert!(why.contains("api_key"), "{why}"),
+        other => panic!("expected ApiKeyRejected, got {other:?}"),
+    }
+    let again = client.lookup_user_as_service("cashier").await.unwrap_err();
+    assert_eq!(again, error);
+    assert_eq!(server.exchanges(), 1, "held like any refusal");
+
+    let by_hand = client.exchange_api_key(&long).await.unwrap_err();
+    assert!(matches!(by_hand, Error::InvalidArgument(_)), "{by_hand:?}");
+    for error in [error, by_hand] {
+        let printed = format!("{error} {error:?}");
+        assert!(!printed.contains(&"L".repeat(50)), "{printed}");
+    }
+}
+
+/// `service_account` answers the service's own user from the exchange, which later calls
+/// share; and makes no call while the token is fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_account_is_known_from_the_one_exchange_calls_share() {
+    let (server, key) = service_server(service_settings(), true).await;
+    let client = uncached(server.client_builder().api_key(&*key.api_key))
+        .build()
+        .unwrap();
+
+    let me = client.service_account().await.unwrap();
+    assert_eq!(me.handle, "shift-board");
+    assert_eq!(me.kind, UserKind::Service);
+    assert_eq!(me.email, None);
+    assert_eq!(server.exchanges(), 1);
+
+    // Later calls use the same token: no exchange, and st-peter agrees who it is.
+    let token = login(&client, "cashier", CASHIER_PASSWORD).await;
+    client.verify_token(&token).await.unwrap();
+    assert_eq!(
+        client.lookup_user_as_service("shift-board").await.unwrap(),
+        me
+    );
+    assert_eq!(client.service_account().await.unwrap(), me);
+    assert_eq!(server.exchanges(), 1);
+
+    // Due for refresh: the accessor refreshes like any call, and the account is the same.
+    server.advance(Duration::from_millis(2100));
+    assert_eq!(client.service_account().await.unwrap(), me);
+    assert_eq!(server.exchanges(), 2);
+
+    let anonymous = server.client();
+    assert_eq!(anonymous.service_account().await, Err(Error::NoApiKey));
+    assert_eq!(server.exchanges(), 2);
 }

@@ -1,13 +1,15 @@
 //! The service token's refresh, with a 3 s token life: exchanged again by the first call
 //! after two thirds of its life (never later, never sooner), by one exchange however many
-//! callers need it then; on the server's manual clock, and in real time against the
-//! binary, whose feed streams end with their token. Exchanges are counted at the server
-//! (its `Calls` layer, or its audit log).
+//! callers need it then; a refresh throttled or unable to reach st-peter leaves the old
+//! token in use until it expires; on the server's manual clock, and in real time against
+//! the binary, whose feed streams end with their token. Exchanges are counted at the
+//! server (its `Calls` layer, or its audit log).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use st_peter_client::Client;
+use st_peter_client::{Client, Error};
+use st_peter_server::domain::throttle::BackoffPolicy;
 use st_peter_testkit::{Hold, HoldPoint, ServerProcess, st_peter_binary};
 
 use crate::helpers::{
@@ -117,6 +119,112 @@ async fn a_caller_that_gives_up_mid_exchange_hands_it_over() {
     );
     assert_eq!(server.exchanges(), 2);
     hold.release();
+}
+
+/// St-peter throttles the address (a neighbour's made-up key): the refresh due at 2 s is
+/// RESOURCE_EXHAUSTED, which says nothing about the key, so calls go on with the old token
+/// until its expiry at 3 s; then they fail as throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_refresh_keeps_the_still_valid_token_in_use() {
+    let mut settings = service_settings();
+    // One refused key from an address locks the address out for a minute.
+    settings.throttle.api_key_address = BackoffPolicy {
+        free_failures: 0,
+        base: Duration::from_secs(60),
+        ..settings.throttle.api_key_address
+    };
+    let (server, key) = service_server(settings, true).await;
+    let client = uncached(server.client_builder().api_key(&*key.api_key))
+        .build()
+        .unwrap();
+    let token = login(&client, "cashier", CASHIER_PASSWORD).await;
+    client.verify_token(&token).await.unwrap();
+    let neighbour = server.client();
+    let made_up = format!("stk_{}", "N".repeat(43));
+    let refused = neighbour.exchange_api_key(&made_up).await.unwrap_err();
+    assert!(matches!(refused, Error::ApiKeyRejected(_)), "{refused:?}");
+    let throttled = neighbour.exchange_api_key(&key.api_key).await.unwrap_err();
+    assert!(matches!(throttled, Error::RateLimited(_)), "{throttled:?}");
+    assert_eq!((server.exchanges(), server.verifies()), (3, 1));
+
+    // Due for refresh at 2 s: each call tries, is throttled, and verifies with the old token.
+    server.advance(Duration::from_millis(2100));
+    client.verify_token(&token).await.unwrap();
+    client.lookup_user_as_service("cashier").await.unwrap();
+    assert_eq!(
+        client.service_account().await.unwrap().handle,
+        "shift-board"
+    );
+    assert_eq!((server.exchanges(), server.verifies()), (6, 2));
+    server.advance(Duration::from_millis(800));
+    client.verify_token(&token).await.unwrap();
+    assert_eq!((server.exchanges(), server.verifies()), (7, 3));
+
+    // Expired at 3 s (both clocks): no token to fall back on.
+    server.advance(Duration::from_millis(100));
+    let error = client.verify_token(&token).await.unwrap_err();
+    assert!(matches!(error, Error::RateLimited(_)), "{error:?}");
+    assert_eq!((server.exchanges(), server.verifies()), (8, 3));
+}
+
+/// St-peter does not answer the refresh within the client's deadline (held at the server,
+/// as an unreachable st-peter would be): Unavailable, no verdict on the key, so the call
+/// goes on with the token, which has not expired. Past its expiry the same is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_cannot_reach_st_peter_keeps_the_still_valid_token_in_use() {
+    let (server, key) = service_server(service_settings(), true).await;
+    let client = uncached(
+        server
+            .client_builder()
+            .api_key(&*key.api_key)
+            .request_timeout(Duration::from_millis(300)),
+    )
+    .build()
+    .unwrap();
+    let token = login(&client, "cashier", CASHIER_PASSWORD).await;
+    client.verify_token(&token).await.unwrap();
+    let me = client.service_account().await.unwrap();
+    assert_eq!((server.exchanges(), server.verifies()), (1, 1));
+
+    server.advance(Duration::from_millis(2500));
+    let hold = server.hold_next("ExchangeApiKey", HoldPoint::BeforeHandling);
+    client.verify_token(&token).await.unwrap();
+    assert_eq!((server.exchanges(), server.verifies()), (2, 2));
+    hold.release();
+
+    // Past the expiry, an exchange that cannot be made is the caller's error.
+    let hold = server.hold_next("ExchangeApiKey", HoldPoint::BeforeHandling);
+    server.advance(Duration::from_millis(600));
+    let error = client.verify_token(&token).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error:?}");
+    assert_eq!((server.exchanges(), server.verifies()), (3, 2));
+    hold.release();
+    // Reachable again: a fresh token, the same account.
+    client.verify_token(&token).await.unwrap();
+    assert_eq!(client.service_account().await.unwrap(), me);
+    assert_eq!((server.exchanges(), server.verifies()), (4, 3));
+}
+
+/// St-peter stopped (connection refused) at the refresh: the service still knows who it
+/// is, from the token that has not expired; st-peter back, the next call refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_st_peter_stopped_at_the_refresh_the_old_token_still_serves() {
+    let (mut server, key) = service_server(service_settings(), true).await;
+    let client = uncached(server.client_builder().api_key(&*key.api_key))
+        .build()
+        .unwrap();
+    let me = client.service_account().await.unwrap();
+    server.advance(Duration::from_millis(2500));
+    server.stop().await;
+    assert_eq!(client.service_account().await.unwrap(), me);
+    let error = client.lookup_user_as_service("cashier").await.unwrap_err();
+    assert!(error.is_unavailable(), "the lookup itself: {error:?}");
+    server.advance(Duration::from_millis(600));
+    let error = client.service_account().await.unwrap_err();
+    assert!(error.is_unavailable(), "expired: {error:?}");
+    server.resume().await;
+    assert_eq!(client.service_account().await.unwrap(), me);
+    assert_eq!(server.exchanges(), 2);
 }
 
 /// Counts the binary's audit lines (JSON logs) for exchanged keys and refused callers.
