@@ -261,23 +261,25 @@ async fn lookup(
                 .with_context(looking_up)?;
             Ok((user, actor_id.to_owned()))
         }
-        (None, Some(api_key)) => {
-            // Who the service is, for `granted_by`: an exchange of its own, ended again
-            // right after (the client keeps the token it looks up with to itself).
+        (None, Some(_)) => {
+            // Who the service is, for `granted_by`: the client's exchange, which the lookup
+            // then uses too (one exchange per run).
             let service = client
-                .exchange_api_key(&api_key)
+                .service_account()
                 .await
                 .map_err(|e| explain(e, true, true))
-                .context("acting as the service account in ST_PETER_API_KEY")?;
-            let user = client.lookup_user_as_service(identifier).await;
-            let _ = client.logout(&service.token).await;
-            let user = user.map_err(|e| explain(e, true, true)).with_context(|| {
-                format!(
-                    "looking up {identifier:?} as the service account {}",
-                    service.user.handle
-                )
-            })?;
-            Ok((user, service.user.user_id))
+                .with_context(|| format!("acting as the service account in {API_KEY_ENV}"))?;
+            let user = client
+                .lookup_user_as_service(identifier)
+                .await
+                .map_err(|e| explain(e, true, true))
+                .with_context(|| {
+                    format!(
+                        "looking up {identifier:?} as the service account {}",
+                        service.handle
+                    )
+                })?;
+            Ok((user, service.user_id))
         }
         (None, None) => bail!(
             "give --actor-id (the person's token in {ACTOR_TOKEN_ENV}), or set {API_KEY_ENV} \

@@ -362,9 +362,17 @@ async fn grant_as_a_service_needs_the_lookup_role() {
     assert!(guarded.roles().await.list().await.unwrap().is_empty());
 
     guarded.grant_lookup("shift-board");
+    let exchanged = guarded.audited("api_key", "exchanged", 1).await;
     let granted = guarded.telepact_cli(&grant, &key);
     assert!(granted.status.success(), "{}", text(&granted.stderr));
     keeps_secret(&granted, &service.api_key);
+    // Who the service is comes from the exchange its lookup makes: one per run, and no
+    // session of its own to end.
+    assert_eq!(
+        guarded.audited("api_key", "exchanged", exchanged + 1).await,
+        exchanged + 1
+    );
+    assert_eq!(guarded.audits("logout", "revoked"), 0);
     let granted: Value = serde_json::from_slice(&granted.stdout).unwrap();
     assert_eq!(granted["user_id"], json!(baker));
     assert_eq!(granted["granted_by"], json!(service.user_id));
