@@ -7,16 +7,19 @@
 //!   stop / resume on the same port. [`Calls`] is an optional tower layer for it that
 //!   counts calls by method and holds one at a chosen point; [`ObservedStore`] wraps its
 //!   store to count the verify lookups that reach the database and hold one mid-way.
+//!   [`pki`] makes certificates for TLS tests.
 //! - [`ServerProcess`]: a given `st-peter` binary with `--ready-file` (its address comes
 //!   from that file), stderr captured, kill / SIGTERM / restart on the same port.
 mod calls;
 mod in_process;
 mod observed_store;
+mod pki;
 mod process;
 
 pub use calls::{Calls, Hold, HoldPoint, RpcCounts};
 pub use in_process::{TestServer, TestServerBuilder, test_settings};
 pub use observed_store::{HeldLookup, ObservedStore};
+pub use pki::{Pki, pki};
 pub use process::{ProcessBuilder, ServerProcess, st_peter_binary};
 
 /// The generated gRPC client on a plaintext channel.

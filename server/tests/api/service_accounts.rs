@@ -3,11 +3,11 @@
 //! Login, and `--require-caller-credentials` with a service token and with mutual TLS.
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
 use st_peter_server::domain::service_accounts::{IssuedApiKey, LOOKUP_ROLE};
 use st_peter_server::error::Error;
+use st_peter_testkit::pki;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -498,32 +498,6 @@ async fn a_feed_opened_with_a_service_token_ends_when_the_token_does() {
     assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate it signed.
-struct Pki {
-    ca_pem: String,
-    server: (String, String),
-    client: (String, String),
-}
-
-fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |names: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    Pki {
-        ca_pem: ca.pem(),
-        server: leaf(vec!["localhost".into()]),
-        client: leaf(vec!["shift-board".into()]),
-    }
-}
-
 /// The real binary with mutual TLS and `--require-caller-credentials`: a client
 /// certificate, or a service token over plain (server-authenticated) TLS, gets in; an
 /// anonymous TLS caller does not. Key material is made with the real CLI.
@@ -531,7 +505,7 @@ fn pki() -> Pki {
 async fn the_binary_accepts_a_client_certificate_or_a_service_token_and_refuses_anyone_else() {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(dir.path());
-    let pki = pki();
+    let pki = pki("shift-board");
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();

@@ -1,36 +1,10 @@
-//! The client over TLS to the real server, with certificates generated here (rcgen).
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+//! The client over TLS to the real server, with certificates from the test kit (rcgen).
 use st_peter_client::{Client, ClientTlsConfig, Error, LoginOutcome};
 use st_peter_server::grpc::serve::ServeOptions;
-use st_peter_testkit::TestServer;
+use st_peter_testkit::{TestServer, pki};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::helpers::settings;
-
-struct Pki {
-    ca_pem: String,
-    server: (String, String),
-    client: (String, String),
-}
-
-fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |names: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    Pki {
-        ca_pem: ca.pem(),
-        server: leaf(vec!["localhost".into(), "127.0.0.1".into()]),
-        client: leaf(vec!["bakery-service".into()]),
-    }
-}
 
 /// The real server serving TLS; the target names `localhost`, as the certificate does.
 async fn start(tls: ServerTlsConfig) -> (String, TestServer) {
@@ -64,7 +38,7 @@ async fn login_and_verify(client: &Client) -> Result<(), Error> {
 
 #[tokio::test]
 async fn the_client_talks_tls_to_a_server_with_a_generated_certificate() {
-    let pki = pki();
+    let pki = pki("bakery-service");
     let (target, _server) =
         start(ServerTlsConfig::new().identity(Identity::from_pem(&pki.server.0, &pki.server.1)))
             .await;
@@ -95,7 +69,7 @@ async fn the_client_talks_tls_to_a_server_with_a_generated_certificate() {
 
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
-    let pki = pki();
+    let pki = pki("bakery-service");
     let (target, _server) = start(
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&pki.server.0, &pki.server.1))
