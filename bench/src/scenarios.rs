@@ -9,6 +9,7 @@ use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
 use st_peter_server::domain::app::Settings;
 use st_peter_server::secrets::password::{PasswordParams, Passwords};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -981,6 +982,17 @@ async fn health_load(channels: &[Channel], callers: usize, phase: Duration) -> S
 }
 
 async fn verify_load(channels: &[Channel], token: &str, callers: usize, phase: Duration) -> Stats {
+    verify_load_as(channels, token, None, callers, phase).await
+}
+
+/// VerifyToken of `token` from `callers`, each call with `authorization: bearer` when given.
+async fn verify_load_as(
+    channels: &[Channel],
+    token: &str,
+    bearer: Option<MetadataValue<Ascii>>,
+    callers: usize,
+    phase: Duration,
+) -> Stats {
     let clients: Arc<Vec<_>> = Arc::new(
         channels
             .iter()
@@ -991,13 +1003,15 @@ async fn verify_load(channels: &[Channel], token: &str, callers: usize, phase: D
     let token: Arc<str> = token.into();
     load::run(callers, phase, move |i| {
         let mut client = clients[i % clients.len()].clone();
-        let token = token.to_string();
-        async move {
-            client
-                .verify_token(pb::VerifyTokenRequest { token })
-                .await
-                .map(|_| ())
+        let mut request = tonic::Request::new(pb::VerifyTokenRequest {
+            token: token.to_string(),
+        });
+        if let Some(bearer) = &bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
         }
+        async move { client.verify_token(request).await.map(|_| ()) }
     })
     .await
 }
@@ -1027,27 +1041,8 @@ async fn caller_credentials_load(
         .await?
         .into_inner()
         .token;
-    let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-        format!("Bearer {service_token}").parse()?;
-    let clients: Arc<Vec<_>> = Arc::new(
-        channels
-            .iter()
-            .cloned()
-            .map(AuthServiceClient::new)
-            .collect(),
-    );
-    let token: Arc<str> = token.into();
-    let stats = load::run(CALLERS, phase, move |i| {
-        let mut client = clients[i % clients.len()].clone();
-        let mut request = tonic::Request::new(pb::VerifyTokenRequest {
-            token: token.to_string(),
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", bearer.clone());
-        async move { client.verify_token(request).await.map(|_| ()) }
-    })
-    .await;
+    let bearer = format!("Bearer {service_token}").parse()?;
+    let stats = verify_load_as(&channels, token, Some(bearer), CALLERS, phase).await;
     drop(server);
     Ok(stats)
 }
