@@ -122,6 +122,12 @@ impl StPeter {
         name: Option<&str>,
         valid_for: Option<Duration>,
     ) -> Result<IssuedApiKey> {
+        if valid_for.is_some_and(|ttl| ttl.is_zero()) {
+            return Err(invalid(
+                "expires",
+                "must be longer than zero (or left out: never)",
+            ));
+        }
         let account = self.find_service_account(service).await?;
         let key_id = uuid::Uuid::new_v4().to_string();
         let name = match name {

@@ -195,6 +195,16 @@ async fn a_revoked_key_stops_at_once_and_takes_its_tokens_while_a_rotated_one_go
     verify(&mut client, &old_session.token).await.unwrap();
     verify(&mut client, &new_session.token).await.unwrap();
 
+    // A key that would be born expired is a mistake.
+    assert!(matches!(
+        app.app
+            .create_api_key("shift-board", None, Some(Duration::ZERO))
+            .await,
+        Err(Error::InvalidArgument {
+            field: "expires",
+            ..
+        })
+    ));
     // A name picks one live key.
     let taken = app
         .app
