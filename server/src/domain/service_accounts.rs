@@ -265,12 +265,12 @@ impl StPeter {
                 "caller credentials: required; send a service account's token (from \
                  ExchangeApiKey) as `authorization: Bearer <token>`, or a client certificate"
             }
-            Some(bearer) => match self.verify_token(bearer).await {
-                Ok(verified) if verified.user.kind == UserKind::Service => {
+            Some(bearer) => match self.session_owner_of(bearer).await {
+                Ok((token_hash, owner)) if owner.user.kind == UserKind::Service => {
                     return Ok(Some(ServiceCaller {
-                        user_id: verified.user.user_id,
-                        token_hash: token::hash(bearer),
-                        expires_at: verified.expires_at,
+                        user_id: owner.user.id,
+                        token_hash,
+                        expires_at: owner.expires_at,
                     }));
                 }
                 Ok(_) => {

@@ -8,7 +8,7 @@ use crate::domain::identifier;
 use crate::error::{Error, Result, invalid};
 use crate::secrets::password;
 use crate::secrets::token::{self, SESSION_PREFIX, SecretHash};
-use crate::store::{Change, NewSession, RevokeSessions, SessionRecord, UserRecord};
+use crate::store::{Change, NewSession, RevokeSessions, SessionOwner, SessionRecord, UserRecord};
 
 /// Longest token accepted on the wire; real ones are 47 bytes.
 pub const MAX_TOKEN_BYTES: usize = 256;
@@ -138,6 +138,17 @@ impl StPeter {
     /// Who is this token? Unknown, expired, revoked and disabled all answer
     /// `Unauthenticated`.
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken> {
+        let (_, owner) = self.session_owner_of(token).await?;
+        Ok(VerifiedToken {
+            user: UserView::from(owner.user),
+            roles: owner.roles,
+            expires_at: owner.expires_at,
+        })
+    }
+
+    /// The owner of a live session token, and the token's hash (hashed once, here), from
+    /// the server cache or the store; as [`StPeter::verify_token`] answers.
+    pub(crate) async fn session_owner_of(&self, token: &str) -> Result<(SecretHash, SessionOwner)> {
         check_token_size("token", token)?;
         if !token::is_well_formed(SESSION_PREFIX, token) {
             return Err(Error::Unauthenticated("token is not valid"));
@@ -162,11 +173,7 @@ impl StPeter {
                 owner
             }
         };
-        Ok(VerifiedToken {
-            user: UserView::from(owner.user),
-            roles: owner.roles,
-            expires_at: owner.expires_at,
-        })
+        Ok((hash, owner))
     }
 
     /// Logs a token out (its holder asked). Unknown or already revoked tokens succeed
