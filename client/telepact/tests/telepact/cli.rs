@@ -1,18 +1,14 @@
 //! The `st-peter-telepact` binary, run as a process against the in-process st-peter.
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestServer, headers};
+use crate::helpers::{TestServer, headers, telepact_command};
 
 async fn run(server: &TestServer, args: &[&str], token: Option<&str>, stdin: &str) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_st-peter-telepact"));
+    let mut command = telepact_command(&server.target(), &server.roles_db());
     command
         .args(args)
-        .env_remove("ST_PETER_ACTOR_TOKEN")
-        .env_remove("ST_PETER_API_KEY")
-        .env("ST_PETER_TARGET", server.target())
-        .env("ST_PETER_TELEPACT_ROLES_DB", server.roles_db())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

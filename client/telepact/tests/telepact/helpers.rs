@@ -104,3 +104,15 @@ pub fn request(value: Value) -> Headers {
         other => panic!("not an object: {other}"),
     }
 }
+
+/// `st-peter-telepact` aimed at `target` and `roles_db`, with none of the developer's
+/// credentials (`ST_PETER_ACTOR_TOKEN`, `ST_PETER_API_KEY`) inherited.
+pub fn telepact_command(target: &str, roles_db: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_st-peter-telepact"));
+    command
+        .env_remove("ST_PETER_ACTOR_TOKEN")
+        .env_remove("ST_PETER_API_KEY")
+        .env("ST_PETER_TARGET", target)
+        .env("ST_PETER_TELEPACT_ROLES_DB", roles_db);
+    command
+}

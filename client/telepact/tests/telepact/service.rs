@@ -11,7 +11,7 @@ use st_peter_client::{Client, LoginOutcome};
 use st_peter_telepact::{Error, OnAuth, RolesStore};
 use st_peter_testkit::{ServerProcess, st_peter_binary};
 
-use crate::helpers::{headers, session};
+use crate::helpers::{headers, session, telepact_command};
 
 const BAKER_PASSWORD: &str = "open sesame, said Ali Baba";
 const OWNER_PASSWORD: &str = "owner of the corner bakery";
@@ -176,14 +176,8 @@ impl Guarded {
 
     /// `st-peter-telepact ARGS` with `env` and nothing of ours inherited.
     fn telepact_cli(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_st-peter-telepact"));
-        command
-            .args(args)
-            .env_remove("ST_PETER_ACTOR_TOKEN")
-            .env_remove("ST_PETER_API_KEY")
-            .env("ST_PETER_TARGET", self.target())
-            .env("ST_PETER_TELEPACT_ROLES_DB", self.roles_db())
-            .stdin(Stdio::null());
+        let mut command = telepact_command(&self.target(), &self.roles_db());
+        command.args(args).stdin(Stdio::null());
         for (key, value) in env {
             command.env(key, value);
         }
