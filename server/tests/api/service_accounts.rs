@@ -26,6 +26,17 @@ async fn service_with_key(app: &TestApp, name: &str, expires: Option<Duration>) 
     key
 }
 
+/// One more key named `name` for the service account (remembered as a secret).
+async fn another_key(app: &TestApp, service: &str, name: &str) -> IssuedApiKey {
+    let key = app
+        .app
+        .create_api_key(service, Some(name), None)
+        .await
+        .unwrap();
+    remember_secret(&key.api_key);
+    key
+}
+
 async fn exchange(client: &Client, api_key: &str) -> Result<pb::Authenticated, tonic::Status> {
     let answer = client
         .clone()
@@ -182,12 +193,7 @@ async fn unknown_malformed_and_expired_keys_are_unauthenticated() {
 async fn a_revoked_key_stops_at_once_and_takes_its_tokens_while_a_rotated_one_goes_on() {
     let app = spawn_app().await;
     let old = service_with_key(&app, "shift-board", None).await;
-    let new = app
-        .app
-        .create_api_key("shift-board", Some("rotation-2"), None)
-        .await
-        .unwrap();
-    remember_secret(&new.api_key);
+    let new = another_key(&app, "shift-board", "rotation-2").await;
     // Several keys at once: both work during the rotation.
     let old_session = exchange(&app.client, &old.api_key).await.unwrap();
     let new_session = exchange(&app.client, &new.api_key).await.unwrap();
@@ -310,12 +316,7 @@ async fn a_service_account_is_refused_at_login_and_has_no_password_or_account_to
 async fn a_key_refused_again_and_again_waits_alone() {
     let app = spawn_app().await;
     let good = service_with_key(&app, "shift-board", None).await;
-    let revoked = app
-        .app
-        .create_api_key("shift-board", Some("old"), None)
-        .await
-        .unwrap();
-    remember_secret(&revoked.api_key);
+    let revoked = another_key(&app, "shift-board", "old").await;
     app.app.revoke_api_key(&revoked.key_id).await.unwrap();
     let mut codes = Vec::new();
     for _ in 0..40 {
