@@ -95,7 +95,8 @@ impl TestServerBuilder {
         let clock = ManualClock::new();
         let app =
             Arc::new(StPeter::new(store.clone(), Arc::new(clock.clone()), self.settings).unwrap());
-        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // Not `:0`: `resume` binds this port again (see `port`).
+        let listen: SocketAddr = crate::port::outside_ephemeral_range();
         let mut server = TestServer {
             addr: listen,
             app,

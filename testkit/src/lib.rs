@@ -3,17 +3,21 @@
 //! - [`TestServer`]: the real server in-process, through `st_peter_server::startup`'s
 //!   [`Application`](st_peter_server::startup::Application) (the path `st-peter serve`
 //!   takes: health, reflection, the request size limit and the purge task included), on
-//!   `127.0.0.1:0` with a temp SQLite file or a given database URL, a manual clock, and
-//!   stop / resume on the same port. [`Calls`] is an optional tower layer for it that
-//!   counts calls by method and holds one at a chosen point; [`ObservedStore`] wraps its
-//!   store to count the verify lookups that reach the database and hold one mid-way.
+//!   a free `127.0.0.1` port below the kernel's ephemeral range (so no other test's `:0`
+//!   takes it while the server is stopped), with a temp SQLite file or a given database
+//!   URL, a manual clock, and stop / resume on the same port. [`Calls`] is an optional
+//!   tower layer for it that counts calls by method and holds one at a chosen point;
+//!   [`ObservedStore`] wraps its store to count the verify lookups that reach the database
+//!   and hold one mid-way.
 //!   [`pki`] makes certificates for TLS tests.
-//! - [`ServerProcess`]: a given `st-peter` binary with `--ready-file` (its address comes
-//!   from that file), stderr captured, kill / SIGTERM / restart on the same port.
+//! - [`ServerProcess`]: a given `st-peter` binary on such a port, with `--ready-file` (its
+//!   address comes from that file), stderr captured, kill / SIGTERM / restart on the same
+//!   port.
 mod calls;
 mod in_process;
 mod observed_store;
 mod pki;
+mod port;
 mod process;
 
 pub use calls::{Calls, Hold, HoldPoint, RpcCounts};

@@ -84,7 +84,7 @@ impl ProcessBuilder {
     /// Starts the process and waits (blocking) until it has written its ready file.
     pub fn start(self) -> anyhow::Result<ServerProcess> {
         let mut server = self.into_process()?;
-        server.spawn("127.0.0.1:0".parse().unwrap())?;
+        server.spawn(crate::port::outside_ephemeral_range())?;
         server.wait_ready_blocking()?;
         Ok(server)
     }
@@ -92,7 +92,7 @@ impl ProcessBuilder {
     /// [`ProcessBuilder::start`] without blocking the async runtime while it waits.
     pub async fn start_async(self) -> anyhow::Result<ServerProcess> {
         let mut server = self.into_process()?;
-        server.spawn("127.0.0.1:0".parse().unwrap())?;
+        server.spawn(crate::port::outside_ephemeral_range())?;
         server.wait_ready().await?;
         Ok(server)
     }
