@@ -113,6 +113,21 @@ ensure_telepact_venv() {
     ./client/telepact
 }
 
+# A Python venv with independent password hashers (bcrypt, passlib, argon2-cffi): the
+# import tests (server/tests/api/import.rs) make the hashes they import with it, so the
+# verifiers are checked against other implementations than the ones they use.
+HASH_TOOLS_VENV=target/hash-tools-venv
+ensure_hash_tools_venv() {
+  if [[ ! -x "$HASH_TOOLS_VENV/bin/python" ]]; then
+    if ! python3 -m venv "$HASH_TOOLS_VENV"; then
+      echo "installing python3-venv with apt-get"
+      apt-get update -qq && apt-get install -y -qq python3-venv python3-pip
+      python3 -m venv "$HASH_TOOLS_VENV"
+    fi
+  fi
+  "$HASH_TOOLS_VENV/bin/pip" install -q "bcrypt==5.0.0" "passlib==1.7.4" "argon2-cffi==25.1.0"
+}
+
 # Steps that failed. A failing step does not end the run: every later step still runs and
 # is counted, and `summary` reports them all and sets the exit status.
 FAILED_STEPS=()

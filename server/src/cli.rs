@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::domain::accounts::NewAccount;
 use crate::domain::app::{Caller, Settings, StPeter, UserKind, UserView};
 use crate::grpc::serve::ServeOptions;
-use crate::secrets::password::AdmissionSettings;
+use crate::secrets::password::{AdmissionSettings, PasswordParams};
 use crate::startup::{self, Application, TotpKeySource};
 use crate::store;
 
@@ -74,6 +74,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    #[command(flatten)]
+    pub hashing: HashingArgs,
+
     /// Log line format (logs go to standard error).
     #[arg(
         long,
@@ -107,6 +110,35 @@ pub enum Command {
     /// roles with `user role grant NAME ROLE` (`st-peter:lookup` lets it use LookupUser).
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Password hashing: measure what argon2id costs on this machine.
+    #[command(subcommand)]
+    Hash(HashCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HashCommand {
+    /// Time argon2id on this machine for OWASP's parameters and steps around them (and
+    /// yours, if given): the median time per hash and the logins one core checks a second.
+    /// With --target, recommends the parameters closest below it and prints their flags.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// The time one password check may take, e.g. `500ms`: the parameters closest below it
+    /// are recommended (memory is also scaled towards it from the OWASP default).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub target: Option<Duration>,
+    /// Also measure this memory (KiB), with --iterations and --parallelism (default: OWASP's).
+    #[arg(long)]
+    pub memory_kib: Option<u32>,
+    #[arg(long)]
+    pub iterations: Option<u32>,
+    #[arg(long)]
+    pub parallelism: Option<u32>,
+    /// Hashes per candidate; the median is shown.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +213,15 @@ pub enum UserCommand {
     /// Enroll or remove TOTP two-factor authentication.
     #[command(subcommand)]
     Totp(TotpCommand),
+    /// Bring users in from another system: JSON lines (FILE, or `-` for standard input),
+    /// one user a line, with the password hash they had there (argon2, bcrypt, PBKDF2,
+    /// scrypt, or a Keycloak credential), rehashed to argon2id at their next good login.
+    /// Each line is one transaction; a handle that exists is left alone, so a re-run is
+    /// harmless. Exits non-zero if any line failed.
+    Import {
+        /// The JSON-lines file, or `-` for standard input.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -321,6 +362,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         totp_key,
         settings: Settings {
             min_password_score: cli.min_password_score,
+            password_params: cli.hashing.params()?,
+            hash_concurrency: cli.hashing.threads()?,
             ..Settings::default()
         },
     };
@@ -374,7 +417,75 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = startup::open(config).await?;
             service_command(&app, command, cli.json).await
         }
+        Command::Hash(HashCommand::Calibrate(args)) => calibrate(args, cli.json).await,
     }
+}
+
+async fn calibrate(args: CalibrateArgs, json: bool) -> anyhow::Result<()> {
+    use crate::secrets::calibrate;
+    let given = match (args.memory_kib, args.iterations, args.parallelism) {
+        (None, None, None) => None,
+        (memory_kib, iterations, parallelism) => Some(check_params(
+            memory_kib.unwrap_or(PasswordParams::OWASP.memory_kib),
+            iterations.unwrap_or(PasswordParams::OWASP.iterations),
+            parallelism.unwrap_or(PasswordParams::OWASP.parallelism),
+            "--",
+        )?),
+    };
+    if args.target.is_some_and(|target| target.is_zero()) {
+        bail!("--target: must be more than zero");
+    }
+    let runs = args.runs as usize;
+    let (rows, recommended) =
+        tokio::task::spawn_blocking(move || calibrate::calibrate(given, args.target, runs))
+            .await??;
+    let report = serde_json::json!({
+        "runs": runs,
+        "rows": rows,
+        "target_ms": args.target.map(|target| target.as_secs_f64() * 1000.0),
+        "recommended": recommended.as_ref().map(|row| serde_json::json!({
+            "memory_kib": row.memory_kib,
+            "iterations": row.iterations,
+            "parallelism": row.parallelism,
+            "millis": row.millis,
+            "logins_per_second_per_core": row.logins_per_second_per_core,
+            "flags": row.flags(),
+        })),
+    });
+    print(json, &report, || {
+        let mut text = format!(
+            "argon2id on this machine, one core, median of {runs} hash(es) each:\n\
+             {:>10} {:>10} {:>11} {:>9} {:>14}  source\n",
+            "memory_kib", "iterations", "parallelism", "ms/hash", "logins/s/core"
+        );
+        for row in &rows {
+            text.push_str(&format!(
+                "{:>10} {:>10} {:>11} {:>9.1} {:>14.1}  {}\n",
+                row.memory_kib,
+                row.iterations,
+                row.parallelism,
+                row.millis,
+                row.logins_per_second_per_core,
+                row.source
+            ));
+        }
+        if let (Some(target), Some(row)) = (args.target, &recommended) {
+            let fits = row.millis <= target.as_secs_f64() * 1000.0;
+            text.push_str(&format!(
+                "\n{} {}: {:.1} ms a hash, {:.1} logins/s per core\n  st-peter serve {}\n",
+                if fits {
+                    "closest below the target"
+                } else {
+                    "nothing fits the target; the cheapest is"
+                },
+                humantime::format_duration(target),
+                row.millis,
+                row.logins_per_second_per_core,
+                row.flags()
+            ));
+        }
+        text.trim_end().to_owned()
+    })
 }
 
 async fn service_command(app: &StPeter, command: ServiceCommand, json: bool) -> anyhow::Result<()> {
@@ -632,6 +743,7 @@ async fn user_command(app: &StPeter, command: UserCommand, json: bool) -> anyhow
                 },
             )
         }
+        UserCommand::Import { file } => import_users(app, &file, json).await,
         UserCommand::Totp(TotpCommand::Disable { identifier }) => {
             let user_id = app.disable_totp(&identifier).await?;
             print(json, &serde_json::json!({ "user_id": user_id }), || {
@@ -639,6 +751,64 @@ async fn user_command(app: &StPeter, command: UserCommand, json: bool) -> anyhow
             })
         }
     }
+}
+
+/// Reads the import file line by line and reports each line's outcome as it goes (errors
+/// on standard error), then the totals.
+async fn import_users(app: &StPeter, file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    use crate::domain::import::ImportOutcome;
+    let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        Box::new(std::io::BufReader::new(opened))
+    };
+    let (mut imported, mut present, mut failed) = (0u64, 0u64, 0u64);
+    for (index, line) in reader.lines().enumerate() {
+        let number = index + 1;
+        let line = line.with_context(|| format!("reading line {number}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match app.import_line(&line).await {
+            Ok(outcome) => {
+                let text = match &outcome {
+                    ImportOutcome::Imported { user, .. } => {
+                        imported += 1;
+                        format!("line {number}: imported {} ({})", user.handle, user.user_id)
+                    }
+                    ImportOutcome::AlreadyPresent { handle } => {
+                        present += 1;
+                        format!("line {number}: already present: {handle} (left as it is)")
+                    }
+                };
+                let row = serde_json::json!({ "line": number, "result": outcome });
+                print(json, &row, || text)?;
+            }
+            Err(error) => {
+                failed += 1;
+                if json {
+                    let row = serde_json::json!({ "line": number, "error": error.to_string() });
+                    eprintln!("{row}");
+                } else {
+                    eprintln!("line {number}: {error}");
+                }
+            }
+        }
+    }
+    let totals = serde_json::json!({
+        "imported": imported,
+        "already_present": present,
+        "failed": failed,
+    });
+    print(json, &totals, || {
+        format!("imported {imported}, already present {present}, failed {failed}")
+    })?;
+    if failed > 0 {
+        bail!("{failed} line(s) failed");
+    }
+    Ok(())
 }
 
 fn print(

@@ -76,6 +76,10 @@ impl Store for ObservedStore {
         self.inner.create_user(user).await
     }
 
+    async fn import_user(&self, user: &NewUser, disabled: bool, roles: &[String]) -> Result<bool> {
+        self.inner.import_user(user, disabled, roles).await
+    }
+
     async fn find_user(&self, identifier: &Identifier) -> Result<Option<UserRecord>> {
         self.inner.find_user(identifier).await
     }

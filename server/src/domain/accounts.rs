@@ -302,7 +302,7 @@ pub(crate) fn check_display_name(display_name: Option<String>) -> Result<String>
 }
 
 /// Roles are short names such as `admin` or `billing:read`.
-fn check_role(role: &str) -> Result<String> {
+pub(crate) fn check_role(role: &str) -> Result<String> {
     let role = role.trim();
     if role.is_empty() {
         return Err(invalid("role", "must not be empty"));

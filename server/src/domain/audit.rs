@@ -22,6 +22,8 @@ pub enum Event {
     ApiKey,
     /// A caller refused for want of caller credentials (`--require-caller-credentials`).
     Caller,
+    /// A user brought in by `user import` (never with their hash).
+    Import,
 }
 
 impl Event {
@@ -38,6 +40,7 @@ impl Event {
             Event::RecoveryCodes => "recovery_codes",
             Event::ApiKey => "api_key",
             Event::Caller => "caller",
+            Event::Import => "import",
         }
     }
 }

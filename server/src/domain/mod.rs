@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod app;
 pub(crate) mod audit;
 pub(crate) mod identifier;
+pub mod import;
 pub(crate) mod last_seen;
 pub mod self_service;
 pub mod service_accounts;

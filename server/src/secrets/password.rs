@@ -10,15 +10,15 @@
 //! Each hashing thread keeps its argon2 working memory (19 MiB with the OWASP parameters)
 //! and reuses it for every verification: allocating it per login made the allocator keep
 //! one such block per thread arena, hundreds of MiB under a storm.
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
+use argon2::password_hash::{PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result, invalid};
+use crate::secrets::stored_hash::StoredHash;
 
 /// Longest password accepted, checked before any hashing work.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -47,6 +47,13 @@ impl PasswordParams {
         iterations: 1,
         parallelism: 1,
     };
+
+    /// The argon2 memory blocks one hash with these parameters needs.
+    pub fn block_count(&self) -> Result<usize> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map(|params| params.block_count())
+            .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))
+    }
 
     fn argon2(&self) -> Result<Argon2<'static>> {
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
@@ -109,6 +116,8 @@ pub struct Passwords {
     /// Verified against when the identifier matches nobody, so an unknown identifier
     /// costs the same work as a wrong password.
     dummy_hash: String,
+    /// argon2 blocks a hashing thread keeps between checks: the current parameters' need.
+    keep_blocks: usize,
 }
 
 /// What the hashing threads have to do, shared with them.
@@ -254,6 +263,7 @@ impl Passwords {
             load,
             admission,
             dummy_hash,
+            keep_blocks: params.block_count()?,
         })
     }
 
@@ -330,15 +340,24 @@ impl Admitted<'_> {
     /// Checks `password` against `stored`, or against the dummy hash when there is no
     /// stored hash (unknown user): the work is the same either way.
     pub async fn verify(self, password: &str, stored: Option<&str>) -> Result<Verification> {
+        // An empty hash (a service account, an imported user without a password) matches
+        // nothing, at the cost of an unknown identifier.
+        let stored = stored.filter(|stored| !stored.is_empty());
         let known = stored.is_some();
         let stored = stored.unwrap_or(&self.passwords.dummy_hash).to_owned();
         let password = password.to_owned();
         let params = self.passwords.params;
+        let keep_blocks = self.passwords.keep_blocks;
         self.on_hashing_thread(move |memory| {
-            let parsed = PasswordHash::new(&stored)
-                .map_err(|e| Error::Internal(format!("stored password hash unreadable: {e}")))?;
-            let matches = verify_with_memory(&parsed, password.as_bytes(), memory)? && known;
-            let needs_rehash = matches && !made_with(&parsed, params);
+            // Bounded again here, not only at import: a hash planted some other way must
+            // not hold a hashing thread for minutes.
+            let parsed = StoredHash::parse_allowing(&stored, Some(params))
+                .map_err(|e| Error::Internal(format!("stored password hash refused: {e}")))?;
+            let matches = parsed
+                .verify(password.as_bytes(), memory, keep_blocks)
+                .map_err(|e| Error::Internal(format!("stored password hash refused: {e}")))?
+                && known;
+            let needs_rehash = matches && !parsed.is_current(params);
             Ok(Verification {
                 matches,
                 needs_rehash,
@@ -381,44 +400,6 @@ impl Admitted<'_> {
     }
 }
 
-/// Recomputes a stored argon2 hash with the password in `memory` (grown when the stored
-/// parameters need more) and compares the outputs in constant time.
-fn verify_with_memory(
-    hash: &PasswordHash<'_>,
-    password: &[u8],
-    memory: &mut Vec<Block>,
-) -> Result<bool> {
-    let unreadable =
-        |what: &str| Error::Internal(format!("stored password hash unreadable: {what}"));
-    let algorithm = Algorithm::try_from(hash.algorithm).map_err(|e| unreadable(&e.to_string()))?;
-    let version = hash
-        .version
-        .map_or(Ok(Version::V0x13), Version::try_from)
-        .map_err(|e| unreadable(&e.to_string()))?;
-    let expected = hash.hash.ok_or_else(|| unreadable("no hash output"))?;
-    let salt = hash.salt.ok_or_else(|| unreadable("no salt"))?;
-    let mut salt_bytes = [0u8; 64];
-    let salt = salt
-        .decode_b64(&mut salt_bytes)
-        .map_err(|e| unreadable(&e.to_string()))?;
-    let params = Params::try_from(hash).map_err(|e| unreadable(&e.to_string()))?;
-    let params = Params::new(
-        params.m_cost(),
-        params.t_cost(),
-        params.p_cost(),
-        Some(expected.len()),
-    )
-    .map_err(|e| unreadable(&e.to_string()))?;
-    if memory.len() < params.block_count() {
-        memory.resize(params.block_count(), Block::default());
-    }
-    let mut output = vec![0u8; expected.len()];
-    Argon2::new(algorithm, version, params)
-        .hash_password_into_with_memory(password, salt, &mut output, &mut memory[..])
-        .map_err(|e| unreadable(&e.to_string()))?;
-    Ok(bool::from(output.ct_eq(expected.as_bytes())))
-}
-
 /// Length check for a password given at login, before any hashing.
 pub fn check_login(password: &str) -> Result<()> {
     check_given("password", password)
@@ -457,15 +438,6 @@ fn hash_with(argon2: &Argon2<'_>, password: &str) -> Result<String> {
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|e| Error::Internal(format!("argon2: {e}")))
-}
-
-fn made_with(hash: &PasswordHash<'_>, params: PasswordParams) -> bool {
-    hash.algorithm == Algorithm::Argon2id.ident()
-        && Params::try_from(hash).is_ok_and(|p| {
-            p.m_cost() == params.memory_kib
-                && p.t_cost() == params.iterations
-                && p.p_cost() == params.parallelism
-        })
 }
 
 #[cfg(test)]

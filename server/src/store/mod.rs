@@ -224,6 +224,10 @@ pub trait LogNotices: Send {
 pub trait Store: Send + Sync + 'static {
     /// Inserts a user with no roles. A taken handle, email or phone is `Error::Conflict`.
     async fn create_user(&self, user: &NewUser) -> Result<()>;
+    /// In one transaction: inserts a user brought in by `user import` (disabled or not)
+    /// with these roles, unless a user with this handle exists. Returns false, and writes
+    /// nothing, when one does; a taken email or phone is `Error::Conflict`.
+    async fn import_user(&self, user: &NewUser, disabled: bool, roles: &[String]) -> Result<bool>;
     async fn find_user(&self, identifier: &Identifier) -> Result<Option<UserRecord>>;
     async fn find_user_by_id(&self, id: &str) -> Result<Option<UserRecord>>;
     async fn list_users(&self) -> Result<Vec<UserRecord>>;

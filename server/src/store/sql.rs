@@ -103,6 +103,40 @@ where
         Ok(())
     }
 
+    async fn import_user(&self, user: &NewUser, disabled: bool, roles: &[String]) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, handle, email, phone, display_name, password_hash, kind, \
+             disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             ON CONFLICT (handle) DO NOTHING",
+        )
+        .bind(user.id.as_str())
+        .bind(user.handle.as_str())
+        .bind(user.email.as_deref())
+        .bind(user.phone.as_deref())
+        .bind(user.display_name.as_str())
+        .bind(user.password_hash.as_str())
+        .bind(user.kind.column())
+        .bind(disabled)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(unique_violation)?;
+        if DB::rows_affected(&inserted) == 0 {
+            return Ok(false);
+        }
+        for role in roles {
+            sqlx::query("INSERT INTO user_roles (user_id, role, granted_at) VALUES ($1, $2, $3)")
+                .bind(user.id.as_str())
+                .bind(role.as_str())
+                .bind(user.created_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn find_user(&self, identifier: &Identifier) -> Result<Option<UserRecord>> {
         match identifier {
             Identifier::Email(email) => self.user_where("email", email).await,
