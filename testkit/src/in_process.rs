@@ -31,6 +31,7 @@ pub struct TestServerBuilder {
     database_url: Option<String>,
     options: ServeOptions,
     observe_store: bool,
+    clock: Option<ManualClock>,
 }
 
 impl TestServerBuilder {
@@ -72,6 +73,13 @@ impl TestServerBuilder {
         self
     }
 
+    /// Read this clock (e.g. one shared by two replicas of one database) instead of a
+    /// clock of its own.
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Serve through an [`ObservedStore`] (see [`TestServer::observed`]).
     pub fn observe_store(mut self) -> Self {
         self.observe_store = true;
@@ -92,7 +100,7 @@ impl TestServerBuilder {
         if let Some(observed) = &observed {
             store = observed.clone();
         }
-        let clock = ManualClock::new();
+        let clock = self.clock.unwrap_or_default();
         let app =
             Arc::new(StPeter::new(store.clone(), Arc::new(clock.clone()), self.settings).unwrap());
         // Not `:0`: `resume` binds this port again (see `port`).
@@ -142,6 +150,7 @@ impl TestServer {
             database_url: None,
             options: ServeOptions::default(),
             observe_store: false,
+            clock: None,
         }
     }
 

@@ -306,4 +306,52 @@ impl Store for ObservedStore {
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }
+
+    fn shares_throttles(&self) -> bool {
+        self.inner.shares_throttles()
+    }
+
+    async fn throttle_count(
+        &self,
+        key: &[u8; 32],
+        rule: BackoffRule,
+        now: UnixMillis,
+        unless_blocked: bool,
+    ) -> Result<ThrottleCount> {
+        self.inner
+            .throttle_count(key, rule, now, unless_blocked)
+            .await
+    }
+
+    async fn throttle_blocked_until(&self, key: &[u8; 32]) -> Result<Option<UnixMillis>> {
+        self.inner.throttle_blocked_until(key).await
+    }
+
+    async fn throttle_refund(&self, key: &[u8; 32], counted: u32, now: UnixMillis) -> Result<()> {
+        self.inner.throttle_refund(key, counted, now).await
+    }
+
+    async fn throttle_forgive(&self, key: &[u8; 32]) -> Result<()> {
+        self.inner.throttle_forgive(key).await
+    }
+
+    async fn throttle_rate(
+        &self,
+        key: &[u8; 32],
+        now_micros: i64,
+        interval_micros: i64,
+        tolerance_micros: i64,
+    ) -> Result<Option<i64>> {
+        self.inner
+            .throttle_rate(key, now_micros, interval_micros, tolerance_micros)
+            .await
+    }
+
+    async fn purge_throttles(&self, now: UnixMillis) -> Result<u64> {
+        self.inner.purge_throttles(now).await
+    }
+
+    fn pool_stats(&self) -> st_peter_server::store::PoolStats {
+        self.inner.pool_stats()
+    }
 }

@@ -246,7 +246,12 @@ impl StPeter {
                  {LOOKUP_ROLE} (st-peter user role grant NAME {LOOKUP_ROLE})"
             )));
         }
-        if let Err(wait) = self.throttles.lookup_actor.check(&actor_id) {
+        if let Err(wait) = self
+            .throttles
+            .lookup_actor
+            .check(&actor_id, self.now())
+            .await?
+        {
             audit::record(Event::Lookup, "throttled", Some(&actor_id), caller);
             return Err(Error::RateLimited(wait));
         }

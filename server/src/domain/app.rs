@@ -199,10 +199,11 @@ impl StPeter {
             settings.hash_concurrency,
             settings.admission,
         )?;
+        let throttles = Throttles::new(&settings.throttle, clock.clone(), &store);
         Ok(Self {
             store,
             passwords,
-            throttles: Throttles::new(&settings.throttle, clock.clone()),
+            throttles,
             revocations: Arc::new(Revocations::new(settings.verify_cache)),
             last_seen: LastSeen::default(),
             clock,
@@ -219,6 +220,12 @@ impl StPeter {
         &self.settings
     }
 
+    /// Whether this server's throttles are shared with every server on its database
+    /// (PostgreSQL) rather than kept in its own memory (SQLite).
+    pub fn shares_throttles(&self) -> bool {
+        self.throttles.shared()
+    }
+
     /// The password-hashing queue now: pending checks, a hash's duration, shed and
     /// skipped counts.
     pub fn hashing_queue(&self) -> crate::secrets::password::QueueStats {
@@ -229,15 +236,19 @@ impl StPeter {
         self.clock.now_millis()
     }
 
-    /// Deletes expired sessions and challenges, and revocation log rows past their
-    /// retention; run now and then by the server.
+    /// Deletes expired sessions and challenges, revocation log rows past their retention,
+    /// and shared throttle rows that no longer decide anything; run now and then by the
+    /// server.
     pub async fn purge_expired(&self) -> Result<u64> {
         // Keep a day of ended sessions around for forensics before deleting them.
         let grace = 24 * 60 * 60 * 1000;
         let now = self.now();
-        self.store
+        let throttles = self.throttles.purge(now).await?;
+        let rows = self
+            .store
             .purge_expired(now - grace, now - millis(LOG_RETENTION))
-            .await
+            .await?;
+        Ok(rows + throttles)
     }
 
     /// The revocation feed this server follows (its verification cache, its subscribers).

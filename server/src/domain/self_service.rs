@@ -10,6 +10,7 @@ use crate::domain::app::{Caller, StPeter, UserKind, UserView};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier::Identifier;
 use crate::domain::sessions::SessionView;
+use crate::domain::throttle::{self, Backoff, Guess, Reserved};
 use crate::error::{Error, Result, invalid};
 use crate::secrets::password;
 use crate::secrets::recovery_codes;
@@ -186,50 +187,22 @@ impl StPeter {
         check_enrollment_id(enrollment_id)?;
         totp::check_code_shape(code)?;
         let now = self.now();
-        if let Some(wait) = self.throttles.two_factor_user.wait(&me.user.owner.id, now) {
-            audit::record(Event::TotpEnrollment, "throttled", Some(me.id()), caller);
-            return Err(Error::RateLimited(wait));
-        }
-        let gone = || {
-            audit::record(
-                Event::TotpEnrollment,
-                "no_such_enrollment",
-                Some(me.id()),
-                caller,
-            );
-            enrollment_gone()
+        let reserved = match Reserved::attempt(
+            &[(&self.throttles.two_factor_user, me.id().as_bytes())],
+            now,
+        )
+        .await?
+        {
+            Ok(reserved) => reserved,
+            Err(wait) => {
+                audit::record(Event::TotpEnrollment, "throttled", Some(me.id()), caller);
+                return Err(Error::RateLimited(wait));
+            }
         };
-        let id_hash = token::hash(enrollment_id);
-        let sealed = self
-            .store
-            .attempt_totp_enrollment(&id_hash, me.id(), now, self.settings.challenge_max_attempts)
-            .await?
-            .ok_or_else(gone)?;
-        let secret = self.totp_key()?.open(me.id(), &sealed)?;
-        let Some(step) = totp::matching_step(&secret, code, now)? else {
-            self.throttles.two_factor_user.fail(&me.user.owner.id, now);
-            audit::record(Event::TotpEnrollment, "wrong_code", Some(me.id()), caller);
-            return Err(invalid(
-                "code",
-                "does not match the new authenticator: check that it was set up from this \
-                 enrollment's QR code and that the device's clock is right",
-            ));
-        };
-        let (recovery_codes, hashes) = recovery_codes::issue(me.id());
-        let confirmed = self
-            .store
-            .confirm_totp_enrollment(TotpConfirmation {
-                id_hash: &id_hash,
-                user_id: me.id(),
-                step,
-                recovery_code_hashes: &hashes,
-                revoke_others_of: revoke_other_sessions.then_some(&me.token_hash),
-                now,
-            })
-            .await?;
-        // Gone since the attempt: a concurrent confirmation won.
-        let revoked_sessions = confirmed.ok_or_else(gone)?;
-        self.throttles.two_factor_user.forgive(&me.user.owner.id);
+        let guess = self
+            .confirm_guess(caller, &me, enrollment_id, code, revoke_other_sessions, now)
+            .await;
+        let (recovery_codes, revoked_sessions) = reserved.settle(guess, self.now()).await??;
         if revoked_sessions > 0 {
             self.changed_user(me.id());
         }
@@ -335,6 +308,63 @@ impl StPeter {
         Ok(SignedIn { user, token_hash })
     }
 
+    /// The code check of `confirm_totp_enrollment`, past the throttle: the new recovery
+    /// codes and how many other sessions were revoked. A wrong code is a failed guess; a
+    /// vanished enrollment was no guess at all.
+    async fn confirm_guess(
+        &self,
+        caller: &Caller,
+        me: &SignedIn,
+        enrollment_id: &str,
+        code: &str,
+        revoke_other_sessions: bool,
+        now: UnixMillis,
+    ) -> Result<Guess<Result<(Vec<String>, u64)>>> {
+        let gone = || {
+            audit::record(
+                Event::TotpEnrollment,
+                "no_such_enrollment",
+                Some(me.id()),
+                caller,
+            );
+            enrollment_gone()
+        };
+        let id_hash = token::hash(enrollment_id);
+        let Some(sealed) = self
+            .store
+            .attempt_totp_enrollment(&id_hash, me.id(), now, self.settings.challenge_max_attempts)
+            .await?
+        else {
+            return Ok(Guess::NotChecked(Err(gone())));
+        };
+        let secret = self.totp_key()?.open(me.id(), &sealed)?;
+        let Some(step) = totp::matching_step(&secret, code, now)? else {
+            audit::record(Event::TotpEnrollment, "wrong_code", Some(me.id()), caller);
+            return Ok(Guess::Failed(Err(invalid(
+                "code",
+                "does not match the new authenticator: check that it was set up from this \
+                 enrollment's QR code and that the device's clock is right",
+            ))));
+        };
+        let (recovery_codes, hashes) = recovery_codes::issue(me.id());
+        let confirmed = self
+            .store
+            .confirm_totp_enrollment(TotpConfirmation {
+                id_hash: &id_hash,
+                user_id: me.id(),
+                step,
+                recovery_code_hashes: &hashes,
+                revoke_others_of: revoke_other_sessions.then_some(&me.token_hash),
+                now,
+            })
+            .await?;
+        // Gone since the attempt: a concurrent confirmation won.
+        Ok(match confirmed {
+            Some(revoked_sessions) => Guess::Succeeded(Ok((recovery_codes, revoked_sessions))),
+            None => Guess::NotChecked(Err(gone())),
+        })
+    }
+
     /// Checks the current password a sensitive change was given. Failures count towards
     /// the login throttles of every identifier of the user and of the caller's address,
     /// so a stolen session cannot be used to guess the password faster than a login can.
@@ -348,37 +378,37 @@ impl StPeter {
         let keys = identifier_keys(user);
         let throttles = &self.throttles;
         let now = self.now();
-        let wait = keys
+        let address = caller.address.map(throttle::address);
+        let mut checks: Vec<(&Backoff, &[u8])> = keys
             .iter()
-            .filter_map(|key| throttles.login_identifier.wait(key, now))
-            .max()
-            .max(
-                caller
-                    .address
-                    .and_then(|address| throttles.login_address.wait(&address, now)),
-            );
-        if let Some(wait) = wait {
-            audit::record(event, "throttled", Some(&user.owner.id), caller);
-            return Err(Error::RateLimited(wait));
+            .map(|key| (&throttles.login_identifier, key.as_bytes()))
+            .collect();
+        if let Some(address) = &address {
+            checks.push((&throttles.login_address, &address[..]));
         }
-        let check = self
-            .passwords
-            .admit(caller.deadline)?
-            .verify(current_password, Some(&user.password_hash))
-            .await?;
-        if !check.matches {
-            let now = self.now();
-            for key in &keys {
-                throttles.login_identifier.fail(key, now);
+        let reserved = match Reserved::attempt(&checks, now).await? {
+            Ok(reserved) => reserved,
+            Err(wait) => {
+                audit::record(event, "throttled", Some(&user.owner.id), caller);
+                return Err(Error::RateLimited(wait));
             }
-            if let Some(address) = caller.address {
-                throttles.login_address.fail(&address, now);
-            }
+        };
+        let check = async {
+            let check = self
+                .passwords
+                .admit(caller.deadline)?
+                .verify(current_password, Some(&user.password_hash))
+                .await?;
+            Ok(if check.matches {
+                Guess::Succeeded(true)
+            } else {
+                Guess::Failed(false)
+            })
+        }
+        .await;
+        if !reserved.settle(check, self.now()).await? {
             audit::record(event, "wrong_password", Some(&user.owner.id), caller);
             return Err(Error::PermissionDenied("current_password: is wrong".into()));
-        }
-        for key in &keys {
-            throttles.login_identifier.forgive(key);
         }
         Ok(())
     }

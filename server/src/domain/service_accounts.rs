@@ -12,6 +12,7 @@ use crate::domain::app::{Caller, StPeter, UserKind, UserView};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier;
 use crate::domain::sessions::{IssuedSession, check_token_size, new_session_id};
+use crate::domain::throttle;
 use crate::error::{Error, Result, invalid};
 use crate::secrets::token::{self, API_KEY_PREFIX, SESSION_PREFIX, SecretHash};
 use crate::store::{ApiKeyExchange, ApiKeyRecord, NewApiKey, NewUser, UserRecord};
@@ -204,11 +205,16 @@ impl StPeter {
         let now = self.now();
         let key_hash = token::hash(api_key);
         let throttles = &self.throttles;
-        let wait = throttles.api_key.wait(&key_hash, now).max(
-            caller
-                .address
-                .and_then(|address| throttles.api_key_address.wait(&address, now)),
-        );
+        let address = caller.address.map(throttle::address);
+        let address_wait = match &address {
+            Some(address) => throttles.api_key_address.wait(address, now).await?,
+            None => None,
+        };
+        let wait = throttles
+            .api_key
+            .wait(&key_hash, now)
+            .await?
+            .max(address_wait);
         if let Some(wait) = wait {
             audit::record(Event::ApiKey, "throttled", None, caller);
             return Err(Error::RateLimited(wait));
@@ -231,14 +237,14 @@ impl StPeter {
         };
         let Some((token, session)) = exchanged else {
             let now = self.now();
-            let first_refusal = throttles.api_key.fail(&key_hash, now) == 1;
-            if let Some(address) = caller.address.filter(|_| first_refusal) {
-                throttles.api_key_address.fail(&address, now);
+            let first_refusal = throttles.api_key.fail(&key_hash, now).await? == 1;
+            if let Some(address) = address.filter(|_| first_refusal) {
+                throttles.api_key_address.fail(&address, now).await?;
             }
             audit::record(Event::ApiKey, "refused", None, caller);
             return Err(Error::Unauthenticated("api_key is not valid"));
         };
-        throttles.api_key.forgive(&key_hash);
+        throttles.api_key.forgive(&key_hash).await;
         audit::record(Event::ApiKey, "exchanged", Some(&session.user.id), caller);
         Ok(IssuedSession {
             token,

@@ -4,9 +4,10 @@ use std::time::Duration;
 use crate::clock::{UnixMillis, millis};
 use crate::domain::app::{Caller, StPeter, UserKind, UserView};
 use crate::domain::audit::{self, Event};
-use crate::domain::identifier;
+use crate::domain::identifier::{self, Identifier};
+use crate::domain::throttle::{self, Guess, Reserved};
 use crate::error::{Error, Result, invalid};
-use crate::secrets::password;
+use crate::secrets::password::{self, Verification};
 use crate::secrets::token::{self, SESSION_PREFIX, SecretHash};
 use crate::store::{Change, NewSession, RevokeSessions, SessionOwner, SessionRecord, UserRecord};
 
@@ -76,48 +77,27 @@ impl StPeter {
         let key = identifier.key();
         let now = self.now();
         let throttles = &self.throttles;
-        let wait = throttles.login_identifier.wait(&key, now).max(
-            caller
-                .address
-                .and_then(|address| throttles.login_address.wait(&address, now)),
-        );
-        if let Some(wait) = wait {
-            audit::record(Event::Login, "throttled", None, caller);
-            return Ok(LoginOutcome::Failed {
-                reason: FailureReason::RateLimited,
-                retry_after: Some(wait),
-            });
+        // Counted before the hash: concurrent guesses (on any replica) cannot all pass.
+        let address = caller.address.map(throttle::address);
+        let mut checks = vec![(&throttles.login_identifier, key.as_bytes())];
+        if let Some(address) = &address {
+            checks.push((&throttles.login_address, &address[..]));
         }
-
-        // A place in the hashing queue first: a login the server cannot finish before the
-        // caller's deadline is refused here, before any database work, whoever it names.
-        let admitted = match self.passwords.admit(caller.deadline) {
-            Ok(admitted) => admitted,
-            Err(error) => {
-                audit::record(Event::Login, "shed", None, caller);
-                return Err(error);
+        let reserved = match Reserved::attempt(&checks, now).await? {
+            Ok(reserved) => reserved,
+            Err(wait) => {
+                audit::record(Event::Login, "throttled", None, caller);
+                return Ok(LoginOutcome::Failed {
+                    reason: FailureReason::RateLimited,
+                    retry_after: Some(wait),
+                });
             }
         };
-        // A service account has no password: its name answers like an unknown identifier,
-        // at the same cost.
-        let user = self
-            .store
-            .find_user(&identifier)
-            .await?
-            .filter(|user| !user.owner.disabled && user.owner.kind == UserKind::Human);
-        let check = admitted
-            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
-            .await?;
-        let Some(user) = user.filter(|_| check.matches) else {
-            let now = self.now();
-            throttles.login_identifier.fail(&key, now);
-            if let Some(address) = caller.address {
-                throttles.login_address.fail(&address, now);
-            }
+        let guess = self.check_password(caller, &identifier, password).await;
+        let Some((user, check)) = reserved.settle(guess, self.now()).await? else {
             audit::record(Event::Login, "failure", None, caller);
             return Ok(LoginOutcome::failed(FailureReason::InvalidCredentials));
         };
-        throttles.login_identifier.forgive(&key);
         if check.needs_rehash {
             self.upgrade_hash(&user, password).await;
         }
@@ -133,6 +113,39 @@ impl StPeter {
         let session = self.issue_session(&user).await?;
         audit::record(Event::Login, "success", Some(&user.owner.id), caller);
         Ok(LoginOutcome::Authenticated(session))
+    }
+
+    /// The password step of a login, past its throttles: the user it logs in (with what
+    /// the check found), or `None` for a wrong identifier or password.
+    async fn check_password(
+        &self,
+        caller: &Caller,
+        identifier: &Identifier,
+        password: &str,
+    ) -> Result<Guess<Option<(UserRecord, Verification)>>> {
+        // A place in the hashing queue first: a login the server cannot finish before the
+        // caller's deadline is refused here, before any database work, whoever it names.
+        let admitted = match self.passwords.admit(caller.deadline) {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                audit::record(Event::Login, "shed", None, caller);
+                return Err(error);
+            }
+        };
+        // A service account has no password: its name answers like an unknown identifier,
+        // at the same cost.
+        let user = self
+            .store
+            .find_user(identifier)
+            .await?
+            .filter(|user| !user.owner.disabled && user.owner.kind == UserKind::Human);
+        let check = admitted
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        Ok(match user.filter(|_| check.matches) {
+            Some(user) => Guess::Succeeded(Some((user, check))),
+            None => Guess::Failed(None),
+        })
     }
 
     /// Who is this token? Unknown, expired, revoked and disabled all answer

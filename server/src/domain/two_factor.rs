@@ -1,11 +1,12 @@
 //! The second step of a login: TOTP challenges, and enrolling or removing TOTP.
-use crate::clock::millis;
+use crate::clock::{UnixMillis, millis};
 use crate::domain::app::{Caller, StPeter};
 use crate::domain::audit::{self, Event};
 use crate::domain::sessions::{FailureReason, LoginOutcome};
+use crate::domain::throttle::{Guess, Reserved};
 use crate::error::{Error, Result, invalid};
 use crate::secrets::recovery_codes;
-use crate::secrets::token::{self, CHALLENGE_PREFIX, SESSION_PREFIX};
+use crate::secrets::token::{self, CHALLENGE_PREFIX, SESSION_PREFIX, SecretHash};
 use crate::secrets::totp;
 use crate::secrets::totp_key::TotpKey;
 use crate::store::{NewSession, SecondFactor, TwoFactorCompletion, UserRecord};
@@ -94,16 +95,43 @@ impl StPeter {
         let challenge_hash = token::hash(two_factor_id);
         let now = self.now();
         let throttles = &self.throttles;
-        if let Some(wait) = throttles.two_factor_challenge.wait(&challenge_hash, now) {
-            audit::record(Event::TwoFactor, "throttled", None, caller);
-            return Ok(rate_limited(wait));
-        }
+        // Both throttles count the guess before it is checked; the user's is known only
+        // once the challenge is read, and joins then.
+        let mut reserved = match Reserved::attempt(
+            &[(&throttles.two_factor_challenge, &challenge_hash[..])],
+            now,
+        )
+        .await?
+        {
+            Ok(reserved) => reserved,
+            Err(wait) => {
+                audit::record(Event::TwoFactor, "throttled", None, caller);
+                return Ok(rate_limited(wait));
+            }
+        };
+        let guess = self
+            .second_factor_guess(caller, &challenge_hash, &code, now, &mut reserved)
+            .await;
+        reserved.settle(guess, self.now()).await
+    }
+
+    /// The second factor step past the challenge's throttle.
+    async fn second_factor_guess<'a>(
+        &'a self,
+        caller: &Caller,
+        challenge_hash: &SecretHash,
+        code: &SecondFactorCode,
+        now: UnixMillis,
+        reserved: &mut Reserved<'a>,
+    ) -> Result<Guess<LoginOutcome>> {
         let Some(attempt) = self
             .store
-            .attempt_challenge(&challenge_hash, now, self.settings.challenge_max_attempts)
+            .attempt_challenge(challenge_hash, now, self.settings.challenge_max_attempts)
             .await?
         else {
-            return Ok(LoginOutcome::failed(FailureReason::ChallengeExpired));
+            return Ok(Guess::NotChecked(LoginOutcome::failed(
+                FailureReason::ChallengeExpired,
+            )));
         };
         let user = self
             .store
@@ -114,14 +142,23 @@ impl StPeter {
             user.and_then(|u| u.totp_secret.clone().map(|sealed| (u, sealed)))
         else {
             // Disabled or un-enrolled since the password step: the challenge is void.
-            return Ok(LoginOutcome::failed(FailureReason::ChallengeExpired));
+            return Ok(Guess::NotChecked(LoginOutcome::failed(
+                FailureReason::ChallengeExpired,
+            )));
         };
-        if let Some(wait) = throttles.two_factor_user.wait(&user.owner.id, now) {
+        if let Err(wait) = reserved
+            .also(
+                &self.throttles.two_factor_user,
+                user.owner.id.as_bytes(),
+                now,
+            )
+            .await?
+        {
             audit::record(Event::TwoFactor, "throttled", Some(&user.owner.id), caller);
-            return Ok(rate_limited(wait));
+            return Ok(Guess::NotChecked(rate_limited(wait)));
         }
         let recovery_hash;
-        let factor = match &code {
+        let factor = match code {
             SecondFactorCode::Totp(code) => {
                 let secret = self.totp_key()?.open(&user.owner.id, &sealed)?;
                 totp::matching_step(&secret, code, now)?.map(|step| SecondFactor::Totp { step })
@@ -134,10 +171,10 @@ impl StPeter {
             }
         };
         let Some(factor) = factor else {
-            throttles.two_factor_challenge.fail(&challenge_hash, now);
-            throttles.two_factor_user.fail(&user.owner.id, now);
             audit::record(Event::TwoFactor, "failure", Some(&user.owner.id), caller);
-            return Ok(LoginOutcome::failed(FailureReason::InvalidCode));
+            return Ok(Guess::Failed(LoginOutcome::failed(
+                FailureReason::InvalidCode,
+            )));
         };
 
         let session = token::mint(SESSION_PREFIX);
@@ -145,7 +182,7 @@ impl StPeter {
         let completion = self
             .store
             .complete_two_factor(
-                &challenge_hash,
+                challenge_hash,
                 factor,
                 NewSession {
                     id: &crate::domain::sessions::new_session_id(),
@@ -157,7 +194,7 @@ impl StPeter {
                 },
             )
             .await?;
-        let outcome = match (completion, &code) {
+        let outcome = match (completion, code) {
             (TwoFactorCompletion::Completed, SecondFactorCode::Totp(_)) => "success",
             (TwoFactorCompletion::Completed, SecondFactorCode::RecoveryCode(_)) => {
                 "success_recovery_code"
@@ -170,22 +207,18 @@ impl StPeter {
         };
         audit::record(Event::TwoFactor, outcome, Some(&user.owner.id), caller);
         Ok(match completion {
-            TwoFactorCompletion::Completed => {
-                throttles.two_factor_challenge.forgive(&challenge_hash);
-                throttles.two_factor_user.forgive(&user.owner.id);
-                LoginOutcome::Authenticated(crate::domain::sessions::IssuedSession {
+            TwoFactorCompletion::Completed => Guess::Succeeded(LoginOutcome::Authenticated(
+                crate::domain::sessions::IssuedSession {
                     token: session.secret,
                     expires_at,
                     user: (&user).into(),
-                })
-            }
+                },
+            )),
             TwoFactorCompletion::Refused => {
-                throttles.two_factor_challenge.fail(&challenge_hash, now);
-                throttles.two_factor_user.fail(&user.owner.id, now);
-                LoginOutcome::failed(FailureReason::InvalidCode)
+                Guess::Failed(LoginOutcome::failed(FailureReason::InvalidCode))
             }
             TwoFactorCompletion::ChallengeGone => {
-                LoginOutcome::failed(FailureReason::ChallengeExpired)
+                Guess::NotChecked(LoginOutcome::failed(FailureReason::ChallengeExpired))
             }
         })
     }

@@ -212,6 +212,25 @@ pub struct LogBounds {
     pub newest: i64,
 }
 
+/// A backoff policy in milliseconds, as the shared throttle statement applies it (see
+/// `domain::throttle`).
+#[derive(Debug, Clone, Copy)]
+pub struct BackoffRule {
+    pub free_failures: i64,
+    pub base: i64,
+    pub max: i64,
+    pub forget_after: i64,
+}
+
+/// What counting a throttled attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleCount {
+    /// Counted: the key's failures so far, this one included.
+    Counted(u32),
+    /// The key must still wait: nothing was counted.
+    Blocked,
+}
+
 /// Wakes a follower of the revocation log when another process appended to it.
 #[async_trait]
 pub trait LogNotices: Send {
@@ -388,6 +407,51 @@ pub trait Store: Send + Sync + 'static {
 
     /// One trivial statement: succeeds while the database can be reached.
     async fn ping(&self) -> Result<()>;
+
+    /// Whether the throttles live here, shared by every server on the database
+    /// (PostgreSQL), or each server keeps its own in memory (SQLite).
+    fn shares_throttles(&self) -> bool;
+    /// Counts a failure of throttle key `key` by `rule`, in one atomic statement; with
+    /// `unless_blocked`, counts nothing while the key must wait. Only where
+    /// `shares_throttles`.
+    async fn throttle_count(
+        &self,
+        key: &[u8; 32],
+        rule: BackoffRule,
+        now: UnixMillis,
+        unless_blocked: bool,
+    ) -> Result<ThrottleCount>;
+    /// Until when `key` must wait (possibly past), if it has a row.
+    async fn throttle_blocked_until(&self, key: &[u8; 32]) -> Result<Option<UnixMillis>>;
+    /// Gives back a counted attempt that was not a failure; `counted` is the count it got.
+    async fn throttle_refund(&self, key: &[u8; 32], counted: u32, now: UnixMillis) -> Result<()>;
+    /// Forgets the failures of `key`.
+    async fn throttle_forgive(&self, key: &[u8; 32]) -> Result<()>;
+    /// One request by `key` against a GCRA rate limit (microseconds): `None` when let
+    /// through (and counted), else how long until it would be.
+    async fn throttle_rate(
+        &self,
+        key: &[u8; 32],
+        now_micros: i64,
+        interval_micros: i64,
+        tolerance_micros: i64,
+    ) -> Result<Option<i64>>;
+    /// Deletes throttle rows that no longer decide anything at `now`.
+    async fn purge_throttles(&self, now: UnixMillis) -> Result<u64>;
+
+    /// The connection pool's occupancy now, for metrics.
+    fn pool_stats(&self) -> PoolStats;
+}
+
+/// A connection pool's occupancy at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open (in use or idle).
+    pub open: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
 }
 
 /// The connection pool of a store.

@@ -5,9 +5,11 @@
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{ConnectOptions, Connection, Pool, Postgres, Row};
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use super::sql::{Backend, SqlStore, pool_options};
-use super::{LogNotices, PoolSettings, invalid_url};
+use super::{BackoffRule, LogNotices, PoolSettings, ThrottleCount, invalid_url};
+use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
 
 pub type PostgresStore = SqlStore<Postgres>;
@@ -61,7 +63,147 @@ impl Backend for Postgres {
         listener.listen(REVOCATIONS_CHANNEL).await?;
         Ok(Some(Box::new(Listening { listener })))
     }
+
+    /// Replicas share one database, so they share its throttles (migration 0006).
+    const SHARES_THROTTLES: bool = true;
+
+    /// One statement: the row lock that `ON CONFLICT DO UPDATE` takes orders racing
+    /// replicas, and each sees the count the other left.
+    async fn throttle_count(
+        pool: &Pool<Postgres>,
+        key: &[u8; 32],
+        rule: BackoffRule,
+        now: UnixMillis,
+        unless_blocked: bool,
+    ) -> Result<ThrottleCount> {
+        let counted: Option<i64> = sqlx::query_scalar(THROTTLE_COUNT_SQL.as_str())
+            .bind(&key[..])
+            .bind(now)
+            .bind(rule.free_failures)
+            .bind(rule.base)
+            .bind(rule.max)
+            .bind(rule.forget_after)
+            .bind(unless_blocked)
+            .fetch_optional(pool)
+            .await?;
+        Ok(match counted {
+            Some(count) => ThrottleCount::Counted(u32::try_from(count).unwrap_or(u32::MAX)),
+            None => ThrottleCount::Blocked,
+        })
+    }
+
+    async fn throttle_blocked_until(
+        pool: &Pool<Postgres>,
+        key: &[u8; 32],
+    ) -> Result<Option<UnixMillis>> {
+        Ok(
+            sqlx::query_scalar("SELECT blocked_until FROM throttle_backoffs WHERE key = $1")
+                .bind(&key[..])
+                .fetch_optional(pool)
+                .await?,
+        )
+    }
+
+    /// The block is lifted only if no attempt counted since this one (then it was this
+    /// attempt's, and the key was not blocked before it).
+    async fn throttle_refund(
+        pool: &Pool<Postgres>,
+        key: &[u8; 32],
+        counted: u32,
+        now: UnixMillis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE throttle_backoffs SET failures = GREATEST(failures - 1, 0), \
+             blocked_until = CASE WHEN failures = $2 THEN LEAST(blocked_until, $3) \
+             ELSE blocked_until END WHERE key = $1",
+        )
+        .bind(&key[..])
+        .bind(i64::from(counted))
+        .bind(now)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn throttle_forgive(pool: &Pool<Postgres>, key: &[u8; 32]) -> Result<()> {
+        sqlx::query("DELETE FROM throttle_backoffs WHERE key = $1")
+            .bind(&key[..])
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    /// GCRA: a request is let through while the key's theoretical arrival time is at most
+    /// the tolerance ahead of now, and pushes it one interval on. The `WHERE` of the
+    /// upsert decides, under the row lock.
+    async fn throttle_rate(
+        pool: &Pool<Postgres>,
+        key: &[u8; 32],
+        now_micros: i64,
+        interval_micros: i64,
+        tolerance_micros: i64,
+    ) -> Result<Option<i64>> {
+        let through: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO throttle_rates AS r (key, tat) VALUES ($1, $2 + $3) \
+             ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, $2) + $3 \
+             WHERE GREATEST(r.tat, $2) - $2 <= $4 RETURNING tat",
+        )
+        .bind(&key[..])
+        .bind(now_micros)
+        .bind(interval_micros)
+        .bind(tolerance_micros)
+        .fetch_optional(pool)
+        .await?;
+        if through.is_some() {
+            return Ok(None);
+        }
+        // Refused: only the hint is read apart from the decision.
+        let tat: Option<i64> = sqlx::query_scalar("SELECT tat FROM throttle_rates WHERE key = $1")
+            .bind(&key[..])
+            .fetch_optional(pool)
+            .await?;
+        Ok(Some(
+            tat.map_or(1, |tat| tat - tolerance_micros - now_micros)
+                .max(1),
+        ))
+    }
+
+    async fn purge_throttles(pool: &Pool<Postgres>, now: UnixMillis) -> Result<u64> {
+        let backoffs = sqlx::query("DELETE FROM throttle_backoffs WHERE expires_at < $1")
+            .bind(now)
+            .execute(pool)
+            .await?;
+        let rates = sqlx::query("DELETE FROM throttle_rates WHERE tat < $1")
+            .bind(now.saturating_mul(1000))
+            .execute(pool)
+            .await?;
+        Ok(backoffs.rows_affected() + rates.rows_affected())
+    }
 }
+
+/// Counts a failure (`$7`: unless the key must wait) and answers the count, in one
+/// statement. `$2` now, `$3` free failures, `$4` base wait, `$5` longest wait, `$6` the
+/// quiet spell that forgets (milliseconds). The same sums as `Failures::count` in memory.
+static THROTTLE_COUNT_SQL: LazyLock<String> = LazyLock::new(|| {
+    let count = "CASE WHEN $2 - t.last_at > $6 THEN 1 ELSE t.failures + 1 END";
+    let blocked = |count: &str, otherwise: &str| {
+        format!(
+            "CASE WHEN {count} > $3 THEN $2 + LEAST($4::numeric * power(2::numeric, \
+             GREATEST(LEAST({count} - $3 - 1, 30), 0)), $5::numeric)::bigint \
+             ELSE {otherwise} END"
+        )
+    };
+    format!(
+        "INSERT INTO throttle_backoffs AS t (key, failures, last_at, blocked_until, expires_at) \
+         VALUES ($1, 1, $2, {first}, $2 + $6 + $5) \
+         ON CONFLICT (key) DO UPDATE SET failures = {count}, last_at = $2, \
+         blocked_until = {next}, expires_at = $2 + $6 + $5 \
+         WHERE NOT $7 OR t.blocked_until <= $2 \
+         RETURNING failures",
+        first = blocked("1", "0"),
+        next = blocked(count, "t.blocked_until"),
+    )
+});
 
 /// The channel migration 0003's trigger notifies.
 const REVOCATIONS_CHANNEL: &str = "st_peter_revocations";

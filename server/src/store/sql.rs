@@ -15,6 +15,7 @@ use super::{
     Revocation, RevokeSessions, SecondFactor, SessionOwner, SessionRecord, Store, TotpConfirmation,
     TwoFactorCompletion, UserRecord, unique_violation,
 };
+use super::{BackoffRule, ThrottleCount};
 use crate::clock::UnixMillis;
 use crate::domain::identifier::Identifier;
 use crate::error::{Error, Result};
@@ -33,6 +34,52 @@ pub trait Backend: Database {
     fn rows_affected(result: &Self::QueryResult) -> u64;
     /// Notices of appends to the revocation log by other processes, if the backend has them.
     async fn log_notices(pool: &Pool<Self>) -> Result<Option<Box<dyn LogNotices>>>;
+
+    /// Whether throttles are kept in this database, shared by its servers; the statements
+    /// below are the backend's then (PostgreSQL). Elsewhere each server throttles in memory.
+    const SHARES_THROTTLES: bool = false;
+    async fn throttle_count(
+        _pool: &Pool<Self>,
+        _key: &[u8; 32],
+        _rule: BackoffRule,
+        _now: UnixMillis,
+        _unless_blocked: bool,
+    ) -> Result<ThrottleCount> {
+        Err(throttles_not_shared())
+    }
+    async fn throttle_blocked_until(
+        _pool: &Pool<Self>,
+        _key: &[u8; 32],
+    ) -> Result<Option<UnixMillis>> {
+        Err(throttles_not_shared())
+    }
+    async fn throttle_refund(
+        _pool: &Pool<Self>,
+        _key: &[u8; 32],
+        _counted: u32,
+        _now: UnixMillis,
+    ) -> Result<()> {
+        Err(throttles_not_shared())
+    }
+    async fn throttle_forgive(_pool: &Pool<Self>, _key: &[u8; 32]) -> Result<()> {
+        Err(throttles_not_shared())
+    }
+    async fn throttle_rate(
+        _pool: &Pool<Self>,
+        _key: &[u8; 32],
+        _now_micros: i64,
+        _interval_micros: i64,
+        _tolerance_micros: i64,
+    ) -> Result<Option<i64>> {
+        Err(throttles_not_shared())
+    }
+    async fn purge_throttles(_pool: &Pool<Self>, _now: UnixMillis) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+fn throttles_not_shared() -> Error {
+    Error::Internal("this backend keeps no shared throttles".into())
 }
 
 /// A store on either backend: `PostgresStore` or `SqliteStore`.
@@ -802,6 +849,61 @@ where
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn shares_throttles(&self) -> bool {
+        DB::SHARES_THROTTLES
+    }
+
+    async fn throttle_count(
+        &self,
+        key: &[u8; 32],
+        rule: BackoffRule,
+        now: UnixMillis,
+        unless_blocked: bool,
+    ) -> Result<ThrottleCount> {
+        DB::throttle_count(&self.pool, key, rule, now, unless_blocked).await
+    }
+
+    async fn throttle_blocked_until(&self, key: &[u8; 32]) -> Result<Option<UnixMillis>> {
+        DB::throttle_blocked_until(&self.pool, key).await
+    }
+
+    async fn throttle_refund(&self, key: &[u8; 32], counted: u32, now: UnixMillis) -> Result<()> {
+        DB::throttle_refund(&self.pool, key, counted, now).await
+    }
+
+    async fn throttle_forgive(&self, key: &[u8; 32]) -> Result<()> {
+        DB::throttle_forgive(&self.pool, key).await
+    }
+
+    async fn throttle_rate(
+        &self,
+        key: &[u8; 32],
+        now_micros: i64,
+        interval_micros: i64,
+        tolerance_micros: i64,
+    ) -> Result<Option<i64>> {
+        DB::throttle_rate(
+            &self.pool,
+            key,
+            now_micros,
+            interval_micros,
+            tolerance_micros,
+        )
+        .await
+    }
+
+    async fn purge_throttles(&self, now: UnixMillis) -> Result<u64> {
+        DB::purge_throttles(&self.pool, now).await
+    }
+
+    fn pool_stats(&self) -> super::PoolStats {
+        super::PoolStats {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ mod replicas;
 mod revocations;
 mod secrets_at_rest;
 mod service_accounts;
+mod shared_throttles;
 mod shutdown;
 mod stock_clients;
 mod tokens;
