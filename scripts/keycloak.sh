@@ -75,7 +75,7 @@ ensure_keycloak() {
   local download="$CACHE/download"
   rm -rf "$download" "$KC_HOME.partial"
   mkdir -p "$download"
-  mvn -q -B dependency:copy \
+  mvn -q -B -Dstyle.color=never dependency:copy \
     "-Dartifact=org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:zip" \
     "-DoutputDirectory=$download" >&2 || die "mvn could not fetch keycloak-quarkus-dist $KEYCLOAK_VERSION"
   # Python's zipfile rather than unzip, which a fresh machine may lack; it drops the
@@ -108,7 +108,9 @@ exec 9>"$CACHE/run.lock"
 flock -w 600 9 || die "another scripts/keycloak.sh run holds $CACHE/run.lock"
 
 # Java 24+ refuses a reflective access JBoss threads makes at shutdown unless opened.
-export JAVA_OPTS_APPEND="--add-opens=java.base/java.lang=ALL-UNNAMED ${JAVA_OPTS_APPEND:-}"
+# The client compiler only: for a server that lives a minute this cut a run from 82 s to
+# 56 s on 2 busy cores (C2 compiles cost more than they win back).
+export JAVA_OPTS_APPEND="--add-opens=java.base/java.lang=ALL-UNNAMED -XX:TieredStopAtLevel=1 ${JAVA_OPTS_APPEND:-}"
 export KC_BOOTSTRAP_ADMIN_USERNAME=admin
 KC_BOOTSTRAP_ADMIN_PASSWORD="$(random_password)"
 export KC_BOOTSTRAP_ADMIN_PASSWORD
