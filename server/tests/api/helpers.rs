@@ -391,7 +391,7 @@ pub fn logs() -> String {
     LOGS.lock().unwrap().clone()
 }
 
-fn append_log(text: &str) {
+pub fn append_log(text: &str) {
     let mut logs = LOGS.lock().unwrap();
     logs.push_str(text);
     logs.push('\n');

@@ -9,6 +9,7 @@ mod bad_input;
 mod durability;
 mod fuzz_smoke;
 mod grpcurl;
+mod import;
 mod log_secrets;
 mod login;
 mod lookup;
