@@ -12,6 +12,16 @@ ensure_go_tool() {
   fi
 }
 
+# promcheck (tools/promcheck): the Prometheus project's own metrics linter, promlint, as
+# `promtool check metrics` runs it, with common/expfmt's text parser; the metrics tests
+# feed it a real scrape. Built from this repository each run (quick once cached), so a
+# change to it is never hidden by an older binary; promtool's own module takes far longer.
+ensure_promcheck() {
+  export PATH="$(go env GOPATH)/bin:$PATH"
+  echo "installing promcheck with go install (tools/promcheck)"
+  (cd tools/promcheck && go install .)
+}
+
 # grpcurl, for the reflection tests.
 ensure_grpcurl() {
   ensure_go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3

@@ -188,9 +188,14 @@ pub struct ServeArgs {
     )]
     pub lookups_per_minute: u32,
     /// Once listening, write the bound address (`HOST:PORT`, useful with port 0) to this
-    /// file: tests and supervisors wait for it instead of reading logs.
+    /// file: tests and supervisors wait for it instead of reading logs. With
+    /// --metrics-listen, a second line `metrics HOST:PORT` gives the metrics address.
     #[arg(long, env = "ST_PETER_READY_FILE", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at `GET /metrics` on this address (plain HTTP, e.g.
+    /// `127.0.0.1:9464`; port 0 picks a free one). Off when not given.
+    #[arg(long, env = "ST_PETER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -388,8 +393,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             options.shutdown_grace = args.shutdown_grace;
             let app = startup::open(config).await?;
+            // Before the gRPC listener, so its routes are metered from the first call.
+            let metrics = match args.metrics_listen {
+                Some(listen) => Some((
+                    crate::metrics::enable(),
+                    crate::metrics::http::bind(listen).await?,
+                )),
+                None => None,
+            };
             let application = Application::bind(app, args.listen, options).await?;
             let address = application.local_addr();
+            let metrics_address = match metrics {
+                Some((metrics, listener)) => {
+                    let metrics_address = crate::metrics::http::local_addr(&listener);
+                    let app = application.app().clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = crate::metrics::http::serve(listener, metrics, app).await {
+                            tracing::error!(%error, "the metrics listener failed");
+                        }
+                    });
+                    tracing::info!(address = %metrics_address, "serving metrics at /metrics");
+                    Some(metrics_address)
+                }
+                None => None,
+            };
             tracing::info!(
                 %address,
                 tls = application.tls(),
@@ -399,7 +426,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "st-peter listening"
             );
             if let Some(path) = &args.ready_file {
-                startup::write_ready_file(path, address)?;
+                startup::write_ready_file(path, address, metrics_address)?;
             }
             application
                 .run_until_stopped(crate::grpc::serve::shutdown_signal())

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod fuzzing;
 pub mod grpc;
+pub mod metrics;
 pub mod revocation;
 pub mod secrets;
 pub mod startup;

@@ -160,9 +160,18 @@ impl Application {
 
 /// Writes the address a server listens on to `path`, whole or not at all (written beside
 /// it, then renamed), so a process that waits for the file never reads half an address.
-pub fn write_ready_file(path: &Path, address: SocketAddr) -> anyhow::Result<()> {
+/// The first line is the gRPC address alone; with metrics on, a second line
+/// `metrics HOST:PORT` gives the metrics listener's.
+pub fn write_ready_file(
+    path: &Path,
+    address: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let partial = path.with_extension("partial");
-    std::fs::write(&partial, format!("{address}\n"))
-        .with_context(|| format!("writing {}", partial.display()))?;
+    let mut text = format!("{address}\n");
+    if let Some(metrics) = metrics {
+        text.push_str(&format!("metrics {metrics}\n"));
+    }
+    std::fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
     std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))
 }

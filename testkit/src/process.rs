@@ -104,6 +104,7 @@ impl ProcessBuilder {
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("st-peter.db").display()));
         Ok(ServerProcess {
             addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: None,
             binary: self.binary,
             database_url,
             args: self.args,
@@ -120,6 +121,9 @@ impl ProcessBuilder {
 /// The `st-peter serve` process; killed when dropped.
 pub struct ServerProcess {
     pub addr: SocketAddr,
+    /// The metrics listener's address, when started with `--metrics-listen` (the ready
+    /// file's `metrics HOST:PORT` line).
+    pub metrics_addr: Option<SocketAddr>,
     binary: PathBuf,
     database_url: String,
     args: Vec<OsString>,
@@ -263,7 +267,13 @@ impl ServerProcess {
     /// One look at the ready file: `Ok(true)` once the address is there.
     fn check_ready(&mut self) -> anyhow::Result<bool> {
         if let Ok(text) = std::fs::read_to_string(self.ready_file()) {
-            self.addr = text.trim().parse()?;
+            // The gRPC address on the first line; `metrics HOST:PORT` may follow.
+            let mut lines = text.lines();
+            self.addr = lines.next().unwrap_or_default().trim().parse()?;
+            self.metrics_addr = lines
+                .find_map(|line| line.strip_prefix("metrics "))
+                .map(|address| address.trim().parse())
+                .transpose()?;
             return Ok(true);
         }
         if let Some(status) = self.try_wait() {

@@ -46,6 +46,9 @@ impl Event {
 }
 
 pub fn record(event: Event, outcome: &'static str, user_id: Option<&str>, caller: &Caller) {
+    if let Event::Login | Event::TwoFactor = event {
+        crate::metrics::login_outcome(event.name(), outcome);
+    }
     let client = caller.address.map_or_else(
         || caller.face.name().to_owned(),
         |address| address.to_string(),

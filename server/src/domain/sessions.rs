@@ -170,8 +170,12 @@ impl StPeter {
         let now = self.now();
         let cache = &self.revocations.cache;
         let owner = match cache.get(&hash, now) {
-            Some(owner) => owner,
+            Some(owner) => {
+                crate::metrics::verify_cache_hit();
+                owner
+            }
             None => {
+                crate::metrics::verify_cache_miss();
                 // Before the query: a revocation that lands while it runs voids the fill.
                 let ticket = cache.ticket();
                 let owner = self

@@ -112,6 +112,7 @@ impl Revocations {
 
     /// Applies one log row: evict, then tell subscribers.
     fn apply(&self, revocation: Revocation) {
+        crate::metrics::revocation_applied(revocation.created_at);
         self.cache.evict(&revocation.change);
         self.set_applied(revocation.sequence);
         let _ = self.events.send(Broadcast::Event(FeedEvent::Changed {

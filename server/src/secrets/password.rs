@@ -371,7 +371,9 @@ impl Admitted<'_> {
         work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T> {
         let (done, result) = tokio::sync::oneshot::channel();
+        let queued_at = Instant::now();
         let job: Job = Box::new(move |memory| {
+            crate::metrics::hash_job_started(queued_at);
             // A caller that went away (its request future dropped: deadline passed, stream
             // reset, connection closed) closed the channel: skip the hash.
             match memory {

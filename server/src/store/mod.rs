@@ -194,6 +194,9 @@ pub struct Revocation {
     /// Strictly increasing in commit order; gaps are possible (PostgreSQL).
     pub sequence: i64,
     pub change: Change,
+    /// When the change was committed (the committing server's clock): the feed's lag is
+    /// measured from it.
+    pub created_at: UnixMillis,
 }
 
 /// What a revocation makes stale.
@@ -508,6 +511,9 @@ impl From<sqlx::Error> for Error {
     /// Sorts a database fault into "cannot be reached right now" (the request may succeed
     /// later: UNAVAILABLE) and everything else.
     fn from(error: sqlx::Error) -> Self {
+        if matches!(error, sqlx::Error::PoolTimedOut) {
+            crate::metrics::pool_acquire_timed_out();
+        }
         if is_unreachable(&error) {
             Error::Unavailable(error)
         } else {

@@ -792,7 +792,8 @@ where
 
     async fn revocations_after(&self, sequence: i64, limit: u32) -> Result<Vec<Revocation>> {
         let rows = sqlx::query(
-            "SELECT sequence, token_hash, user_id FROM revocations WHERE sequence > $1 \
+            "SELECT sequence, token_hash, user_id, created_at FROM revocations \
+             WHERE sequence > $1 \
              ORDER BY sequence LIMIT $2",
         )
         .bind(sequence)
@@ -1103,5 +1104,10 @@ where
             )));
         }
     };
-    Ok(Revocation { sequence, change })
+    let created_at: i64 = row.try_get("created_at")?;
+    Ok(Revocation {
+        sequence,
+        change,
+        created_at,
+    })
 }

@@ -13,6 +13,7 @@ mod import;
 mod log_secrets;
 mod login;
 mod lookup;
+mod metrics;
 mod overload;
 mod postgres;
 mod replicas;
