@@ -9,10 +9,11 @@
 # loopback ports, makes a realm `shop` through the admin REST API and lets Keycloak itself
 # hash the passwords of these users (fresh random passwords every run):
 #   ann    realm default hash (argon2 in Keycloak 26)   roles clerk, auditor
-#   bob    policy hashAlgorithm(pbkdf2-sha256)           role clerk
+#   bob    policy hashAlgorithm(pbkdf2-sha256)           roles clerk, offline_access
 #   carol  policy hashAlgorithm(pbkdf2-sha512)           role auditor (a non-ASCII password)
 #   dave   pbkdf2-sha512, disabled                        role clerk
 #   erin   no password at all
+# and a client with a service account (whose user the export lists too);
 # stops Keycloak and runs `kc.sh export --realm shop --file OUT.json` (in dev mode the
 # export reads the database file, so the server must be stopped).
 #
@@ -216,12 +217,15 @@ CAROL="Grüße-$(random_password)"
 DAVE=$(random_password)
 add_user ann Ann Andersen true "$ANN" clerk auditor
 policy 'hashAlgorithm(pbkdf2-sha256)'
-add_user bob Bob Brown true "$BOB" clerk
+# offline_access: one of Keycloak's default roles, which the README's jq line drops.
+add_user bob Bob Brown true "$BOB" clerk offline_access
 policy 'hashAlgorithm(pbkdf2-sha512)'
 add_user carol Carol Cruz true "$CAROL" auditor
 add_user dave Dave Dunn false "$DAVE" clerk
 add_user erin Erin Ekdahl true ""
-log "realm $REALM with 5 users made after $((SECONDS - started))s"
+admin POST "/$REALM/clients" '{"clientId": "shift-board", "serviceAccountsEnabled": true, "publicClient": false}' \
+  >/dev/null || die "creating a client with a service account"
+log "realm $REALM with 5 users and a service account made after $((SECONDS - started))s"
 
 stop_keycloak
 log "Keycloak stopped; exporting realm $REALM"
@@ -231,8 +235,8 @@ if ! timeout "$EXPORT_TIMEOUT" "$KC_HOME/bin/kc.sh" export --realm "$REALM" --fi
   tail -n 30 "$KC_LOG.export" >&2
   die "kc.sh export failed or took over ${EXPORT_TIMEOUT}s (log above)"
 fi
-jq -e --arg r "$REALM" '.realm == $r and (.users | length) == 5' "$OUT" >/dev/null ||
-  die "the export $OUT is not realm $REALM with its 5 users"
+jq -e --arg r "$REALM" '.realm == $r and (.users | length) == 6' "$OUT" >/dev/null ||
+  die "the export $OUT is not realm $REALM with its 5 users and 1 service account"
 log "exported in $((SECONDS - exported))s"
 
 (

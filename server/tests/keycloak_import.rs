@@ -148,6 +148,15 @@ async fn users_exported_from_keycloak_log_in_with_their_passwords() {
     assert_eq!(algorithm_of("ann"), "argon2");
     assert_eq!(algorithm_of("bob"), "pbkdf2-sha256");
     assert_eq!(algorithm_of("carol"), "pbkdf2-sha512");
+    // ...and a service account's user, which the README's line leaves out.
+    assert!(
+        realm["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|user| user["serviceAccountClientId"] == "shift-board"),
+        "the export lists no service account user"
+    );
 
     // README's jq line, run as written, in a folder holding the export under the name the
     // README uses.
@@ -167,8 +176,7 @@ async fn users_exported_from_keycloak_log_in_with_their_passwords() {
     assert_eq!(
         lines.lines().count(),
         5,
-        "one import line per user: {}",
-        lines.len()
+        "README's jq line should give one import line per person (5; no service account)"
     );
 
     // The real binary imports the lines.
