@@ -13,7 +13,8 @@ use crate::domain::app::{Caller, StPeter, UserKind, UserView};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier;
 use crate::error::{Error, Result, invalid};
-use crate::secrets::stored_hash::{KeycloakCredential, StoredHash};
+use crate::secrets::keycloak_credential::KeycloakCredential;
+use crate::secrets::stored_hash::StoredHash;
 use crate::store::NewUser;
 
 /// The fields a line may have.

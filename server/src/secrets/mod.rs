@@ -3,6 +3,7 @@
 //! the rule for its secret (stored as a hash or sealed, compared in constant time), so the
 //! domain never handles the raw material itself.
 pub mod calibrate;
+pub mod keycloak_credential;
 pub mod password;
 pub mod password_strength;
 pub(crate) mod recovery_codes;

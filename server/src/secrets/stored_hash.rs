@@ -1,6 +1,7 @@
 //! What a stored password hash may be: st-peter's own argon2id, or a hash brought in from
 //! another system by `user import` (argon2i/d/id PHC, bcrypt, PBKDF2-SHA256/512 in PHC or
-//! passlib form, scrypt), checked as it is until the next good login replaces it.
+//! passlib form, scrypt; Keycloak's credentials are turned into these by
+//! `keycloak_credential`), checked as it is until the next good login replaces it.
 //!
 //! Every format's cost is bounded, when it is imported and again when it is checked, so a
 //! hash planted in the database cannot make one login take minutes: see [`Bounds`]. No
@@ -62,7 +63,7 @@ pub enum HashError {
     },
 }
 
-fn malformed(scheme: &'static str, reason: impl Into<String>) -> HashError {
+pub(crate) fn malformed(scheme: &'static str, reason: impl Into<String>) -> HashError {
     HashError::Malformed {
         scheme,
         reason: reason.into(),
@@ -383,7 +384,11 @@ fn number(scheme: &'static str, what: &str, text: &str) -> Result<u32, HashError
 }
 
 /// Standard base64 with or without padding, `.` read as `+` (passlib's adapted base64).
-fn decode_b64(scheme: &'static str, what: &str, text: &str) -> Result<Vec<u8>, HashError> {
+pub(crate) fn decode_b64(
+    scheme: &'static str,
+    what: &str,
+    text: &str,
+) -> Result<Vec<u8>, HashError> {
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new()
@@ -465,116 +470,6 @@ fn verify_argon2(
         .hash_password_into_with_memory(password, salt, &mut output, &mut memory[..blocks])
         .map_err(|e| unreadable(e.to_string()))?;
     Ok(bool::from(output.ct_eq(expected.as_bytes())))
-}
-
-/// A Keycloak `CredentialRepresentation` of type `password`, as `kc.sh export` writes it:
-/// `secretData` and `credentialData` are JSON documents inside strings.
-#[derive(Debug, serde::Deserialize)]
-pub struct KeycloakCredential {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(rename = "secretData")]
-    pub secret_data: String,
-    #[serde(rename = "credentialData")]
-    pub credential_data: String,
-}
-
-#[derive(serde::Deserialize)]
-struct KeycloakSecret {
-    value: String,
-    salt: String,
-}
-
-#[derive(serde::Deserialize)]
-struct KeycloakData {
-    #[serde(rename = "hashIterations")]
-    hash_iterations: u32,
-    algorithm: String,
-    #[serde(rename = "additionalParameters", default)]
-    additional: std::collections::HashMap<String, Vec<String>>,
-}
-
-impl KeycloakCredential {
-    /// The equivalent hash in a form st-peter stores: PHC `$pbkdf2-sha256$i=..,l=..$..$..`
-    /// (or sha512) for Keycloak's PBKDF2, `$argon2id$v=19$m=..,t=..,p=..$..$..` (or i, d) for
-    /// its argon2. Checked against [`Bounds`].
-    pub fn to_stored(&self) -> Result<String, HashError> {
-        const SCHEME: &str = "keycloak";
-        if self.kind != "password" {
-            return Err(malformed(SCHEME, "type must be \"password\""));
-        }
-        // serde's messages could quote the secret: say only what is wrong.
-        let secret: KeycloakSecret = serde_json::from_str(&self.secret_data)
-            .map_err(|_| malformed(SCHEME, "secretData is not {\"value\":..,\"salt\":..}"))?;
-        let data: KeycloakData = serde_json::from_str(&self.credential_data).map_err(|_| {
-            malformed(
-                SCHEME,
-                "credentialData is not {\"hashIterations\":..,\"algorithm\":..}",
-            )
-        })?;
-        let salt = decode_b64(SCHEME, "salt", &secret.salt)?;
-        let hash = decode_b64(SCHEME, "value", &secret.value)?;
-        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
-        let stored = match data.algorithm.as_str() {
-            "pbkdf2-sha256" | "pbkdf2-sha512" => format!(
-                "${}$i={},l={}${}${}",
-                data.algorithm,
-                data.hash_iterations,
-                hash.len(),
-                b64.encode(&salt),
-                b64.encode(&hash)
-            ),
-            "argon2" => {
-                let one = |name: &str, default: &str| -> String {
-                    data.additional
-                        .get(name)
-                        .and_then(|values| values.first())
-                        .map_or_else(|| default.to_owned(), Clone::clone)
-                };
-                // Keycloak's defaults where a parameter is absent.
-                let kind = match one("type", "id").as_str() {
-                    "id" => "argon2id",
-                    "i" => "argon2i",
-                    "d" => "argon2d",
-                    _ => return Err(malformed(SCHEME, "argon2 type must be id, i or d")),
-                };
-                let version = match one("version", "1.3").as_str() {
-                    "1.3" => 19,
-                    "1.0" => 16,
-                    _ => return Err(malformed(SCHEME, "argon2 version must be 1.3 or 1.0")),
-                };
-                let memory: u32 = one("memory", "7168")
-                    .parse()
-                    .map_err(|_| malformed(SCHEME, "argon2 memory is not a number"))?;
-                let parallelism: u32 = one("parallelism", "1")
-                    .parse()
-                    .map_err(|_| malformed(SCHEME, "argon2 parallelism is not a number"))?;
-                let length: usize = one("hashLength", "32")
-                    .parse()
-                    .map_err(|_| malformed(SCHEME, "argon2 hashLength is not a number"))?;
-                if length != hash.len() {
-                    return Err(malformed(
-                        SCHEME,
-                        "argon2 hashLength does not match the value's length",
-                    ));
-                }
-                format!(
-                    "${kind}$v={version}$m={memory},t={},p={parallelism}${}${}",
-                    data.hash_iterations,
-                    b64.encode(&salt),
-                    b64.encode(&hash)
-                )
-            }
-            _ => {
-                return Err(malformed(
-                    SCHEME,
-                    "algorithm must be pbkdf2-sha256, pbkdf2-sha512 or argon2",
-                ));
-            }
-        };
-        StoredHash::parse(&stored)?;
-        Ok(stored)
-    }
 }
 
 #[cfg(test)]
