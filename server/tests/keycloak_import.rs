@@ -17,7 +17,7 @@ use st_peter_proto::auth::v1 as pb;
 use st_peter_testkit::ServerProcess;
 
 const EXPORT_ENV: &str = "ST_PETER_KEYCLOAK_EXPORT";
-const README_SECTION: &str = "## Moving users in from Keycloak";
+const README_SECTION: &str = "### Moving users in from Keycloak";
 /// The server's argon2id parameters in this test: not Keycloak's (m=7168, t=5, p=1), so
 /// a rehash of an imported argon2 hash shows too.
 const ARGON2_ARGS: [&str; 6] = [
