@@ -28,6 +28,26 @@ ensure_grpcurl() {
   grpcurl -version 2>&1 | head -n 1
 }
 
+# Jaeger (v2, built on the OpenTelemetry Collector), the real OTLP receiver of
+# server/tests/api/traces.rs. Its go.mod has replace directives, so `go install M@V` refuses
+# it: it is built as a tool of a throwaway module instead (its replaces then do not apply;
+# the versions the proxy resolves build and run). About 4 min of CPU from nothing.
+JAEGER_VERSION=v1.75.0
+ensure_jaeger() {
+  local gobin module
+  gobin="$(go env GOPATH)/bin"
+  export PATH="$gobin:$PATH"
+  if ! command -v jaeger >/dev/null 2>&1; then
+    echo "building jaeger $JAEGER_VERSION with go build (as a tool of a scratch module)"
+    module="$(mktemp -d)"
+    (cd "$module" && go mod init st-peter-jaeger >/dev/null 2>&1 &&
+      go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" &&
+      go build -o "$gobin/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger) || return 1
+    rm -rf "$module"
+  fi
+  echo "jaeger $JAEGER_VERSION: $(command -v jaeger)"
+}
+
 # Test counts summed over every runner, printed as one closing line by `summary`.
 TESTS_PASSED=0
 TESTS_FAILED=0

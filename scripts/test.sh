@@ -12,10 +12,12 @@ step "tools"
 ensure_grpcurl || step_failed
 # ghz (grpc-go) drives the server in server/tests/api/stock_clients.rs.
 ensure_ghz || step_failed
-# promcheck (Prometheus' promlint) checks /metrics in server/tests/api/metrics.rs.
-ensure_promcheck || step_failed
 # Python's bcrypt, passlib and argon2-cffi make the hashes server/tests/api/import.rs imports.
 ensure_hash_tools_venv || step_failed
+# promcheck (Prometheus' promlint) checks /metrics in server/tests/api/metrics.rs.
+ensure_promcheck || step_failed
+# Jaeger receives the OTLP traces of server/tests/api/traces.rs.
+ensure_jaeger || step_failed
 
 step "format"
 cargo fmt --all -- --check || step_failed

@@ -18,5 +18,6 @@ pub mod revocation;
 pub mod secrets;
 pub mod startup;
 pub mod store;
+pub mod traces;
 
 pub use domain::app::{Caller, Settings, StPeter};

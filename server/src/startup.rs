@@ -45,6 +45,7 @@ pub async fn open(config: Config) -> anyhow::Result<StPeter> {
     let store = store::connect_with(&config.database_url, &config.pool)
         .await
         .with_context(|| format!("opening {}", store::redact_url(&config.database_url)))?;
+    let store = crate::traces::wrap_store(store, &config.database_url);
     let (key, created_file) = resolve_totp_key(&config.totp_key, &config.database_url)?;
     if let Err(error) = check_totp_key(&key, store.as_ref()).await {
         // A key file made just now cannot be the one the database was sealed with: the

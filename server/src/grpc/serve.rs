@@ -186,6 +186,7 @@ pub async fn run_with(
         .add_service(reflection_v1alpha)
         .add_service(auth)
         .add_service(account);
+    let routes = crate::traces::wrap_routes(routes);
     // Counted and timed per method and status code when `--metrics-listen` is given.
     let routes = crate::metrics::rpc_layer::wrap_if_enabled(routes);
     let routes = match &options.wrap_routes {

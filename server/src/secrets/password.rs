@@ -372,7 +372,9 @@ impl Admitted<'_> {
     ) -> Result<T> {
         let (done, result) = tokio::sync::oneshot::channel();
         let queued_at = Instant::now();
+        let span = crate::traces::hash_span();
         let job: Job = Box::new(move |memory| {
+            let _span = crate::traces::on_hashing_thread(span, queued_at);
             crate::metrics::hash_job_started(queued_at);
             // A caller that went away (its request future dropped: deadline passed, stream
             // reset, connection closed) closed the channel: skip the hash.

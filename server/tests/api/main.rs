@@ -24,4 +24,5 @@ mod shared_throttles;
 mod shutdown;
 mod stock_clients;
 mod tokens;
+mod traces;
 mod two_factor;
