@@ -444,11 +444,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = startup::open(config).await?;
             service_command(&app, command, cli.json).await
         }
-        Command::Hash(HashCommand::Calibrate(args)) => calibrate(args, cli.json).await,
+        Command::Hash(HashCommand::Calibrate(args)) => {
+            calibrate(args, config.settings.password_params, cli.json).await
+        }
     }
 }
 
-async fn calibrate(args: CalibrateArgs, json: bool) -> anyhow::Result<()> {
+async fn calibrate(args: CalibrateArgs, current: PasswordParams, json: bool) -> anyhow::Result<()> {
     use crate::secrets::calibrate;
     let given = match (args.memory_kib, args.iterations, args.parallelism) {
         (None, None, None) => None,
@@ -463,9 +465,10 @@ async fn calibrate(args: CalibrateArgs, json: bool) -> anyhow::Result<()> {
         bail!("--target: must be more than zero");
     }
     let runs = args.runs as usize;
-    let (rows, recommended) =
-        tokio::task::spawn_blocking(move || calibrate::calibrate(given, args.target, runs))
-            .await??;
+    let (rows, recommended) = tokio::task::spawn_blocking(move || {
+        calibrate::calibrate(current, given, args.target, runs)
+    })
+    .await??;
     let report = serde_json::json!({
         "runs": runs,
         "rows": rows,

@@ -15,8 +15,9 @@ pub struct Measured {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
-    /// Where the candidate comes from: `owasp`, `owasp-alternative`, `step`, `given`,
-    /// `fitted` (memory scaled towards the target).
+    /// Where the candidate comes from: `owasp`, `owasp-alternative`, `step`, `current`
+    /// (the `--argon2-*` flags in force), `given`, `fitted` (memory scaled towards the
+    /// target).
     pub source: &'static str,
     /// The median time of one hash, in milliseconds.
     pub millis: f64,
@@ -113,6 +114,7 @@ fn row(params: PasswordParams, source: &'static str, runs: usize) -> Result<Meas
 /// Returns the rows and, with a target, the one closest to it from below (or the cheapest
 /// when none is below).
 pub fn calibrate(
+    current: PasswordParams,
     given: Option<PasswordParams>,
     target: Option<Duration>,
     runs: usize,
@@ -121,7 +123,11 @@ pub fn calibrate(
     for (params, source) in candidates() {
         rows.push(row(params, source, runs)?);
     }
-    if let Some(given) = given {
+    // The parameters the `--argon2-*` flags (or their variables) select now.
+    if !rows.iter().any(|row| row.params() == current) {
+        rows.push(row(current, "current", runs)?);
+    }
+    if let Some(given) = given.filter(|given| !rows.iter().any(|row| row.params() == *given)) {
         rows.push(row(given, "given", runs)?);
     }
     let Some(target) = target else {

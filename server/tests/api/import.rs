@@ -671,6 +671,7 @@ async fn hash_calibrate_prints_rows_and_recommends_flags_the_server_accepts() {
     let text = Command::new(binary())
         .args(["hash", "calibrate", "--runs", "1", "--target", "40ms"])
         .args(["--memory-kib", "1024", "--iterations", "1"])
+        .env("ST_PETER_ARGON2_MEMORY_KIB", "2048")
         .output()
         .unwrap();
     assert!(
@@ -692,6 +693,14 @@ async fn hash_calibrate_prints_rows_and_recommends_flags_the_server_accepts() {
         assert!(text.contains(row), "no row {row:?} in\n{text}");
     }
     assert!(text.contains("given"), "{text}");
+    // The parameters the flags' variables select now.
+    assert!(
+        text.contains("2048          2           1")
+            && text
+                .lines()
+                .any(|line| line.contains(" 2048 ") && line.ends_with("current")),
+        "{text}"
+    );
     assert!(
         text.contains("st-peter serve --argon2-memory-kib "),
         "{text}"
