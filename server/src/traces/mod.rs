@@ -68,21 +68,39 @@ fn env(name: &str) -> Option<String> {
         .filter(|value| !value.trim().is_empty())
 }
 
+/// Whether the `OTEL_*` variables (read through `var`) ask for traces, and to where.
+/// `OTEL_SDK_DISABLED=true` and `OTEL_TRACES_EXPORTER=none` turn them off whatever the
+/// endpoint; a protocol other than `grpc` is refused.
+fn wanted_endpoint(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<String>> {
+    let var = |name: &str| var(name).filter(|value| !value.trim().is_empty());
+    let Some(endpoint) = ENDPOINT_VARS.iter().find_map(|name| var(name)) else {
+        return Ok(None);
+    };
+    let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let no_exporter =
+        var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    if disabled || no_exporter {
+        return Ok(None);
+    }
+    let protocol = PROTOCOL_VARS.iter().find_map(|name| var(name));
+    if let Some(protocol) = protocol.filter(|protocol| protocol.trim() != "grpc") {
+        bail!(
+            "OTLP protocol {protocol:?}: st-peter exports traces over OTLP/gRPC only; \
+             set OTEL_EXPORTER_OTLP_PROTOCOL=grpc (or leave it unset) and point the \
+             endpoint at the collector's gRPC port (4317 by default)"
+        );
+    }
+    Ok(Some(endpoint))
+}
+
 impl Traces {
     /// Tracing as the standard `OTEL_*` variables configure it: `None` when no OTLP
-    /// endpoint is set. Needs a Tokio runtime (the gRPC channel lives on it).
+    /// endpoint is set (or the SDK or the traces exporter is turned off). Needs a Tokio
+    /// runtime (the gRPC channel lives on it).
     pub fn from_env() -> anyhow::Result<Option<Self>> {
-        let Some(endpoint) = ENDPOINT_VARS.iter().find_map(|name| env(name)) else {
+        let Some(endpoint) = wanted_endpoint(|name| std::env::var(name).ok())? else {
             return Ok(None);
         };
-        let protocol = PROTOCOL_VARS.iter().find_map(|name| env(name));
-        if let Some(protocol) = protocol.filter(|protocol| protocol != "grpc") {
-            bail!(
-                "OTLP protocol {protocol:?}: st-peter exports traces over OTLP/gRPC only; \
-                 set OTEL_EXPORTER_OTLP_PROTOCOL=grpc (or leave it unset) and point the \
-                 endpoint at the collector's gRPC port (4317 by default)"
-            );
-        }
         // The exporter reads the endpoint, headers, timeout and compression variables
         // itself.
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -148,4 +166,79 @@ impl Traces {
 /// them out, so turning traces on does not change the log lines).
 pub fn is_trace_span(metadata: &tracing::Metadata<'_>) -> bool {
     metadata.target() == TARGET
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(vars: &[(&str, &str)]) -> anyhow::Result<Option<String>> {
+        wanted_endpoint(|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        })
+    }
+
+    #[test]
+    fn on_only_with_an_endpoint_and_not_turned_off() {
+        assert_eq!(wanted(&[]).unwrap(), None);
+        assert_eq!(
+            wanted(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]).unwrap(),
+            None
+        );
+        assert_eq!(wanted(&[("OTEL_SERVICE_NAME", "x")]).unwrap(), None);
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+        assert_eq!(
+            wanted(&[endpoint]).unwrap().as_deref(),
+            Some("http://collector:4317")
+        );
+        assert_eq!(
+            wanted(&[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317")
+            ])
+            .unwrap()
+            .as_deref(),
+            Some("http://traces:4317")
+        );
+        assert_eq!(
+            wanted(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")]).unwrap(),
+            None
+        );
+        assert_eq!(
+            wanted(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]).unwrap(),
+            None
+        );
+        assert!(
+            wanted(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn protocols_other_than_grpc_are_refused_by_name() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        for (name, protocol) in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+        ] {
+            let error = wanted(&[endpoint, (name, protocol)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(protocol), "{error}");
+            assert!(error.contains("OTLP/gRPC only"), "{error}");
+        }
+        // The traces' own variable wins over the general one.
+        assert!(
+            wanted(&[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ])
+            .unwrap()
+            .is_some()
+        );
+    }
 }
