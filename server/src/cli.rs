@@ -198,6 +198,81 @@ pub struct ServeArgs {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// The argon2id parameters of new password hashes and the threads that compute them, for
+/// `serve` and for the admin commands that set passwords. A stored hash made with other
+/// parameters is replaced at its user's next good login.
+/// `st-peter hash calibrate` shows what each choice costs on this machine.
+#[derive(Debug, Clone, Args)]
+pub struct HashingArgs {
+    /// argon2id memory per hash, in KiB (OWASP: 19456 = 19 MiB). At least 8 × parallelism,
+    /// at most 4194304 (4 GiB).
+    #[arg(long, global = true, env = "ST_PETER_ARGON2_MEMORY_KIB", default_value_t = PasswordParams::OWASP.memory_kib)]
+    pub argon2_memory_kib: u32,
+    /// argon2id passes over the memory (OWASP: 2), 1 to 64.
+    #[arg(long, global = true, env = "ST_PETER_ARGON2_ITERATIONS", default_value_t = PasswordParams::OWASP.iterations)]
+    pub argon2_iterations: u32,
+    /// argon2id lanes (OWASP: 1), 1 to 64. Each hash still runs on one thread: more lanes
+    /// add no speed here, only memory.
+    #[arg(long, global = true, env = "ST_PETER_ARGON2_PARALLELISM", default_value_t = PasswordParams::OWASP.parallelism)]
+    pub argon2_parallelism: u32,
+    /// Threads that compute password hashes (default: all cores but one), 1 to 1024.
+    #[arg(long, global = true, env = "ST_PETER_HASH_THREADS")]
+    pub hash_threads: Option<usize>,
+}
+
+impl HashingArgs {
+    /// The parameters, checked: each error names its flag.
+    pub fn params(&self) -> anyhow::Result<PasswordParams> {
+        check_params(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+            "--argon2-",
+        )
+    }
+
+    pub fn threads(&self) -> anyhow::Result<usize> {
+        match self.hash_threads {
+            None => Ok(crate::secrets::password::default_concurrency()),
+            Some(threads @ 1..=1024) => Ok(threads),
+            Some(threads) => bail!("--hash-threads: {threads} is not between 1 and 1024"),
+        }
+    }
+}
+
+/// argon2id parameters as flags named `{prefix}memory-kib` and so on: the limits argon2
+/// itself sets, and a ceiling against typos (4 GiB, 64 passes, 64 lanes).
+fn check_params(
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+    prefix: &str,
+) -> anyhow::Result<PasswordParams> {
+    if !(1..=64).contains(&parallelism) {
+        bail!("{prefix}parallelism: {parallelism} is not between 1 and 64");
+    }
+    if !(1..=64).contains(&iterations) {
+        bail!("{prefix}iterations: {iterations} is not between 1 and 64");
+    }
+    let least = 8 * parallelism;
+    if memory_kib < least {
+        bail!(
+            "{prefix}memory-kib: {memory_kib} is below 8 KiB per lane ({least} for parallelism \
+             {parallelism})"
+        );
+    }
+    if memory_kib > 4 * 1024 * 1024 {
+        bail!("{prefix}memory-kib: {memory_kib} is above 4194304 (4 GiB)");
+    }
+    let params = PasswordParams {
+        memory_kib,
+        iterations,
+        parallelism,
+    };
+    params.block_count()?;
+    Ok(params)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create a user. The password comes from stdin or an environment variable, never
@@ -408,7 +483,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let metrics_address = crate::metrics::http::local_addr(&listener);
                     let app = application.app().clone();
                     tokio::spawn(async move {
-                        if let Err(error) = crate::metrics::http::serve(listener, metrics, app).await {
+                        if let Err(error) =
+                            crate::metrics::http::serve(listener, metrics, app).await
+                        {
                             tracing::error!(%error, "the metrics listener failed");
                         }
                     });
