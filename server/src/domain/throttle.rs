@@ -20,6 +20,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use governor::{Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
@@ -319,7 +320,9 @@ pub struct Reserved<'a> {
 
 impl<'a> Reserved<'a> {
     /// Lets one guess through every throttle of `checks` (counting it in each), or answers
-    /// the longest wait among them, counting nothing.
+    /// the longest wait among them, counting nothing. One after the other, in order: a
+    /// guess held back by the first (a locked identifier) never touches the next (its
+    /// address), so hammering one key cannot spill over onto another.
     pub async fn attempt(
         checks: &[(&'a Backoff, &[u8])],
         now: UnixMillis,
@@ -369,13 +372,18 @@ impl<'a> Reserved<'a> {
         match guess {
             Ok(Guess::Failed(answer)) => Ok(answer),
             Ok(Guess::Succeeded(answer)) => {
-                for (backoff, attempt) in self.attempts {
-                    if backoff.success_forgives {
-                        backoff.forget(attempt.key).await;
-                    } else {
-                        backoff.refund(attempt, now).await;
-                    }
-                }
+                join_all(
+                    self.attempts
+                        .into_iter()
+                        .map(|(backoff, attempt)| async move {
+                            if backoff.success_forgives {
+                                backoff.forget(attempt.key).await;
+                            } else {
+                                backoff.refund(attempt, now).await;
+                            }
+                        }),
+                )
+                .await;
                 Ok(answer)
             }
             Ok(Guess::NotChecked(answer)) => {
@@ -390,9 +398,12 @@ impl<'a> Reserved<'a> {
     }
 
     async fn refund(self, now: UnixMillis) {
-        for (backoff, attempt) in self.attempts {
-            backoff.refund(attempt, now).await;
-        }
+        join_all(
+            self.attempts
+                .into_iter()
+                .map(|(backoff, attempt)| backoff.refund(attempt, now)),
+        )
+        .await;
     }
 }
 
