@@ -7,11 +7,29 @@
 # bench/probes/go (`go build`, on client/go through a replace) and client/ts/dist (`npm ci`
 # when its node_modules is missing or stale, then `npm run build`) for bench/probes/ts.
 # Usage: scripts/bench.sh [--quick] [--revocation-only]
+#        scripts/bench.sh --sizing [--no-memory | --no-throughput] [--sizing-sessions N,N,..]
 #   --quick: every phase 3 s, the flood 6 s, fewer revocations timed
 #   --revocation-only: only rows 7 and 7b (prints the table, writes no results file)
+#   --sizing: only the sizing table of the README (bench/results-sizing.json): logins and
+#     VerifyToken per core (server pinned to core 1 with taskset), then peak RSS and database
+#     size at 1 thousand, 1 million and 10 million live sessions on SQLite (10 million takes
+#     minutes and about 3 GiB of disk in $TMPDIR). --no-memory: the throughput part alone
+#     (about a minute). PostgreSQL too when ST_PETER_BENCH_POSTGRES_URL is set, e.g.
+#     scripts/pg.sh run -- bash -c 'ST_PETER_BENCH_POSTGRES_URL="$ST_PETER_TEST_POSTGRES_URL" scripts/bench.sh --sizing'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+
+if [[ " $* " == *" --sizing "* ]]; then
+  step "release build"
+  cargo build --release --locked -p st-peter-server -p st-peter-bench
+  step "sizing"
+  if [[ -n "${ST_PETER_BENCH_POSTGRES_URL:-}" && -z "${ST_PETER_TOTP_KEY:-}" ]]; then
+    ST_PETER_TOTP_KEY="$(head -c 32 /dev/urandom | base64)"
+    export ST_PETER_TOTP_KEY
+  fi
+  exec target/release/st-peter-bench --server-bin target/release/st-peter "$@"
+fi
 
 step "stock load tools (ghz, h2load)"
 ensure_ghz

@@ -8,6 +8,7 @@ mod load;
 mod propagation;
 mod scenarios;
 mod server;
+mod sizing;
 mod stock;
 
 use std::path::PathBuf;
@@ -53,6 +54,24 @@ struct Args {
     /// change; prints the table and writes no results file.
     #[arg(long)]
     revocation_only: bool,
+    /// Instead of the suite: the sizing figures (logins and VerifyToken per core, server
+    /// memory and database size at each of --sizing-sessions live sessions).
+    #[arg(long)]
+    sizing: bool,
+    /// With --sizing: leave out the memory and disk part (the throughput part alone).
+    #[arg(long, requires = "sizing")]
+    no_memory: bool,
+    /// With --sizing: leave out the throughput part (the memory and disk part alone).
+    #[arg(long, requires = "sizing")]
+    no_throughput: bool,
+    /// With --sizing: the live session counts memory and disk are measured at.
+    #[arg(
+        long,
+        requires = "sizing",
+        value_delimiter = ',',
+        default_value = "1000,1000000,10000000"
+    )]
+    sizing_sessions: Vec<u64>,
 }
 
 #[tokio::main]
@@ -63,6 +82,25 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Duration::from_secs(10)
     };
+    if args.sizing {
+        let plan = sizing::SizingPlan {
+            binary: args.server_bin.clone(),
+            phase,
+            fill: phase * 2,
+            sessions: args.sizing_sessions.clone(),
+            throughput: !args.no_throughput,
+            memory: !args.no_memory,
+            postgres_url: args.postgres_url.clone(),
+        };
+        let sizing = sizing::run(&plan).await?;
+        println!("\n{}", sizing.markdown());
+        std::fs::create_dir_all(&args.out_dir)?;
+        std::fs::write(
+            args.out_dir.join("results-sizing.json"),
+            serde_json::to_string_pretty(&sizing)?,
+        )?;
+        return Ok(());
+    }
     let plan = Plan {
         binary: args.server_bin.clone(),
         phase,

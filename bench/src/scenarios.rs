@@ -23,11 +23,11 @@ use crate::stock::{self, Call, Shape};
 /// HTTP/2 connections the load is spread over, and callers in flight: the same for the
 /// measured call and its baseline.
 const CONNECTIONS: usize = 4;
-const CALLERS: usize = 32;
+pub(crate) const CALLERS: usize = 32;
 /// Verify callers while measuring latency (moderate load, not saturation).
 const LATENCY_CALLERS: usize = 4;
 /// Login callers: enough to keep every hashing thread busy.
-const LOGIN_CALLERS: usize = 8;
+pub(crate) const LOGIN_CALLERS: usize = 8;
 /// Login callers that measure capacity before the flood: a couple, no queue to speak of.
 const CAPACITY_CALLERS: usize = 2;
 /// Callers in the login flood, each call with a 1 s deadline.
@@ -94,10 +94,7 @@ impl Report {
     }
 
     fn raw(&mut self, key: &str, value: impl serde::Serialize) {
-        self.raw.insert(
-            key.into(),
-            serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
-        );
+        insert_raw(&mut self.raw, key, value);
     }
 
     pub fn markdown(&self) -> String {
@@ -130,6 +127,29 @@ impl Report {
             self.date, self.machine, self.source
         )
     }
+}
+
+/// Keeps a raw figure for the results file.
+pub(crate) fn insert_raw(
+    raw: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    value: impl serde::Serialize,
+) {
+    raw.insert(
+        key.into(),
+        serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+    );
+}
+
+/// One AuthService client per channel, shared by the callers of a load.
+pub(crate) fn auth_clients(channels: &[Channel]) -> Arc<Vec<AuthServiceClient<Channel>>> {
+    Arc::new(
+        channels
+            .iter()
+            .cloned()
+            .map(AuthServiceClient::new)
+            .collect(),
+    )
 }
 
 /// What the table cannot say by itself; kept with the results so each full run repeats it.
@@ -912,7 +932,7 @@ fn scaling_row(report: &mut Report, backend: &str, small: &Stats, large: &Stats)
     report.raw(&format!("sessions_1m_{backend}"), large);
 }
 
-fn check_errors(what: &str, stats: &Stats) -> anyhow::Result<()> {
+pub(crate) fn check_errors(what: &str, stats: &Stats) -> anyhow::Result<()> {
     if stats.requests == 0 || stats.errors * 100 > stats.requests {
         bail!(
             "{what}: {} errors in {} requests",
@@ -923,7 +943,7 @@ fn check_errors(what: &str, stats: &Stats) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn add_user(server: &Server, handle: &str) -> anyhow::Result<String> {
+pub(crate) fn add_user(server: &Server, handle: &str) -> anyhow::Result<String> {
     let out = server.admin(
         &[
             "--json",
@@ -943,7 +963,7 @@ fn add_user(server: &Server, handle: &str) -> anyhow::Result<String> {
         .context("user add printed no user_id")
 }
 
-async fn channels_for(target: &str) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn channels_for(target: &str) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::new();
     for _ in 0..CONNECTIONS {
         channels.push(Endpoint::from_shared(target.to_owned())?.connect().await?);
@@ -951,7 +971,7 @@ async fn channels_for(target: &str) -> anyhow::Result<Vec<Channel>> {
     Ok(channels)
 }
 
-async fn login_token(channel: &Channel) -> anyhow::Result<String> {
+pub(crate) async fn login_token(channel: &Channel) -> anyhow::Result<String> {
     let reply = AuthServiceClient::new(channel.clone())
         .login(pb::LoginRequest {
             identifier: "bench-user".into(),
@@ -981,7 +1001,12 @@ async fn health_load(channels: &[Channel], callers: usize, phase: Duration) -> S
     .await
 }
 
-async fn verify_load(channels: &[Channel], token: &str, callers: usize, phase: Duration) -> Stats {
+pub(crate) async fn verify_load(
+    channels: &[Channel],
+    token: &str,
+    callers: usize,
+    phase: Duration,
+) -> Stats {
     verify_load_as(channels, token, None, callers, phase).await
 }
 
@@ -993,13 +1018,7 @@ async fn verify_load_as(
     callers: usize,
     phase: Duration,
 ) -> Stats {
-    let clients: Arc<Vec<_>> = Arc::new(
-        channels
-            .iter()
-            .cloned()
-            .map(AuthServiceClient::new)
-            .collect(),
-    );
+    let clients = auth_clients(channels);
     let token: Arc<str> = token.into();
     load::run(callers, phase, move |i| {
         let mut client = clients[i % clients.len()].clone();
@@ -1050,14 +1069,12 @@ async fn caller_credentials_load(
 /// VerifyToken of well-formed tokens no server has seen: every call misses the server's
 /// cache and looks the hash up in the store's session index. UNAUTHENTICATED is the
 /// expected answer and counts as a success.
-async fn unknown_token_load(channels: &[Channel], callers: usize, phase: Duration) -> Stats {
-    let clients: Arc<Vec<_>> = Arc::new(
-        channels
-            .iter()
-            .cloned()
-            .map(AuthServiceClient::new)
-            .collect(),
-    );
+pub(crate) async fn unknown_token_load(
+    channels: &[Channel],
+    callers: usize,
+    phase: Duration,
+) -> Stats {
+    let clients = auth_clients(channels);
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     load::run(callers, phase, move |i| {
         let mut client = clients[i % clients.len()].clone();
@@ -1076,19 +1093,27 @@ async fn unknown_token_load(channels: &[Channel], callers: usize, phase: Duratio
 }
 
 async fn login_load(channels: &[Channel], callers: usize, phase: Duration) -> Stats {
-    let clients: Arc<Vec<_>> = Arc::new(
-        channels
-            .iter()
-            .cloned()
-            .map(AuthServiceClient::new)
-            .collect(),
-    );
+    login_load_as(channels, &["bench-user".to_owned()], callers, phase).await
+}
+
+/// Logins from `callers`, caller i as `handles[i % handles.len()]` (with one handle per
+/// caller, no two logins of one user are in flight together, so the per-identifier throttle,
+/// which counts an attempt before its hash, sees one at a time).
+pub(crate) async fn login_load_as(
+    channels: &[Channel],
+    handles: &[String],
+    callers: usize,
+    phase: Duration,
+) -> Stats {
+    let clients = auth_clients(channels);
+    let handles: Arc<[String]> = handles.into();
     load::run(callers, phase, move |i| {
         let mut client = clients[i % clients.len()].clone();
+        let handle = handles[i % handles.len()].clone();
         async move {
             let reply = client
                 .login(pb::LoginRequest {
-                    identifier: "bench-user".into(),
+                    identifier: handle,
                     password: PASSWORD.into(),
                 })
                 .await
@@ -1166,7 +1191,7 @@ async fn store_lookup_load(
     Ok(stats)
 }
 
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -1174,7 +1199,7 @@ fn now_millis() -> i64 {
 
 /// argon2id verifications per second with the server's parameters and thread count,
 /// through the same hasher the server uses.
-async fn hash_rate(threads: usize, phase: Duration) -> anyhow::Result<f64> {
+pub(crate) async fn hash_rate(threads: usize, phase: Duration) -> anyhow::Result<f64> {
     let passwords = Arc::new(Passwords::new(PasswordParams::OWASP, threads)?);
     let stored: Arc<str> = passwords.hash(PASSWORD).await?.into();
     let stats = load::run(threads, phase, move |_| {
@@ -1235,7 +1260,7 @@ async fn client_cache(target: &str, channel: &Channel, quick: bool) -> anyhow::R
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -1252,11 +1277,11 @@ async fn session_scaling(
     // The server caches answers for known tokens, so a repeated token would measure the
     // cache, not the session index: each call sends a token never seen before, which the
     // server must look up in the store (and refuses).
-    insert_sessions(server, backend, user_id, 1_000).await?;
+    insert_sessions(&server.database_url, backend, user_id, 1_000).await?;
     let small = unknown_token_load(channels, 1, phase).await;
     check_errors("verify with 1k sessions", &small)?;
     let started = Instant::now();
-    insert_sessions(server, backend, user_id, 999_000).await?;
+    insert_sessions(&server.database_url, backend, user_id, 999_000).await?;
     eprintln!(
         "  inserted 999 000 sessions in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -1267,8 +1292,8 @@ async fn session_scaling(
 }
 
 /// Adds live sessions with random token hashes, in bulk, straight into the database.
-async fn insert_sessions(
-    server: &Server,
+pub(crate) async fn insert_sessions(
+    database_url: &str,
     backend: Backend,
     user_id: &str,
     count: u64,
@@ -1280,11 +1305,21 @@ async fn insert_sessions(
     match backend {
         Backend::Sqlite => {
             use sqlx::Connection;
-            let mut db = sqlx::SqliteConnection::connect(&server.database_url).await?;
+            let mut db = sqlx::SqliteConnection::connect(database_url).await?;
+            // A large page cache for this connection only: inserts at random places in the
+            // indexes of millions of rows stay in memory instead of re-reading pages.
+            sqlx::query("PRAGMA cache_size = -1048576")
+                .execute(&mut db)
+                .await?;
+            // Each with a random version 4 UUID as its id, as the server mints (migration
+            // 0004's expression), so the table and its indexes have their real size.
             sqlx::query(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
-                 INSERT INTO sessions (token_hash, user_id, created_at, expires_at) \
-                 SELECT randomblob(32), ?, ?, ? FROM n",
+                 INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) \
+                 SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' \
+                 || substr(hex(randomblob(2)), 2) || '-' \
+                 || substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2) \
+                 || '-' || hex(randomblob(6))), randomblob(32), ?, ?, ? FROM n",
             )
             .bind(count as i64)
             .bind(user_id)
@@ -1296,19 +1331,13 @@ async fn insert_sessions(
         }
         Backend::Postgres => {
             let sql = format!(
-                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) \
-                 SELECT sha256(int8send(i) || int8send({now})), '{user_id}', {now}, {expires} \
+                "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) \
+                 SELECT gen_random_uuid()::text, sha256(int8send(i) || int8send({now})), \
+                 '{user_id}', {now}, {expires} \
                  FROM generate_series(1, {count}) AS i; ANALYZE sessions;"
             );
             let status = std::process::Command::new("psql")
-                .args([
-                    &server.database_url,
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-c",
-                    &sql,
-                ])
+                .args([database_url, "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
                 .status()?;
             if !status.success() {
                 bail!("psql insert of sessions failed");
@@ -1318,7 +1347,7 @@ async fn insert_sessions(
     Ok(())
 }
 
-fn date() -> String {
+pub(crate) fn date() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -1330,7 +1359,7 @@ fn date() -> String {
 
 /// `git describe` of the tree the binaries were built from; "(with uncommitted changes)"
 /// when `git status` lists any outside bench/ (the results themselves change there).
-fn source() -> String {
+pub(crate) fn source() -> String {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
@@ -1358,7 +1387,7 @@ fn source() -> String {
     )
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

@@ -67,6 +67,27 @@ impl Server {
         self.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0
     }
 
+    /// CPU time (user and system, all threads) the server has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let pid = self.process.pid().context("the server is not running")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which is in parentheses and may hold spaces):
+        // state is field 3, utime 14 and stime 15, in clock ticks.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("unreadable /proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = |n: usize| -> anyhow::Result<f64> {
+            Ok(fields
+                .get(n - 3)
+                .context("short /proc stat")?
+                .parse::<f64>()?)
+        };
+        Ok((ticks(14)? + ticks(15)?) / clock_ticks_per_second())
+    }
+
     /// Runs an admin command of the same binary on the same database.
     pub fn admin(&self, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<String> {
         let output = Command::new(self.process.binary())
@@ -92,4 +113,15 @@ fn high_water_mark_kib(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
+}
+
+/// The kernel's clock tick (`getconf CLK_TCK`), 100 on every Linux this runs on.
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|ticks| ticks.trim().parse().ok())
+        .unwrap_or(100.0)
 }
