@@ -333,3 +333,74 @@ async fn a_throttle_the_database_cannot_decide_refuses_the_login() {
         assert_eq!(status.code(), Code::Unavailable, "replica {n}: {status:?}");
     }
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
+async fn the_shared_rows_hold_no_key_in_clear_and_the_purge_deletes_the_spent_ones() {
+    let replicas = Replicas::start().await;
+    let flooder = replicas
+        .a
+        .add_user("scraper", "scraping every page it can")
+        .await;
+    remember_secret("scraping every page it can");
+    let flooder_token = token(
+        &mut replicas.client(0),
+        "scraper",
+        "scraping every page it can",
+    )
+    .await;
+    replicas
+        .client(1)
+        .lookup_user(pb::LookupUserRequest {
+            actor_id: flooder.user_id.clone(),
+            actor_token: flooder_token,
+            identifier: "lead-baker".into(),
+        })
+        .await
+        .unwrap();
+    for n in 0..3 {
+        login(&mut replicas.client(n), "lead-baker", "not the password").await;
+    }
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(&replicas.database_url)
+        .await
+        .unwrap();
+    let rows = |table: &'static str| format!("SELECT key FROM {table}");
+    let backoffs: Vec<Vec<u8>> = sqlx::query_scalar(&rows("throttle_backoffs"))
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let rates: Vec<Vec<u8>> = sqlx::query_scalar(&rows("throttle_rates"))
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    // The identifier and the address; the actor.
+    assert_eq!((backoffs.len(), rates.len()), (2, 1));
+    for key in backoffs.iter().chain(&rates) {
+        assert_eq!(key.len(), 32, "a SHA-256, not the key itself");
+        for clear in [&b"lead-baker"[..], b"127.0.0.1", flooder.user_id.as_bytes()] {
+            assert!(!key.windows(clear.len()).any(|w| w == clear));
+        }
+    }
+
+    // Still deciding something: kept.
+    replicas.a.app.purge_expired().await.unwrap();
+    assert_eq!(remaining(&mut db).await, (2, 1));
+    // Past the quiet spell that forgets failures and the longest wait: deleted.
+    replicas.clock.advance(Duration::from_secs(20 * 60 + 1));
+    replicas.a.app.purge_expired().await.unwrap();
+    assert_eq!(remaining(&mut db).await, (0, 0));
+}
+
+/// Rows in the two throttle tables.
+async fn remaining(db: &mut sqlx::PgConnection) -> (i64, i64) {
+    let backoffs: i64 = sqlx::query_scalar("SELECT count(*) FROM throttle_backoffs")
+        .fetch_one(&mut *db)
+        .await
+        .unwrap();
+    let rates: i64 = sqlx::query_scalar("SELECT count(*) FROM throttle_rates")
+        .fetch_one(&mut *db)
+        .await
+        .unwrap();
+    (backoffs, rates)
+}
