@@ -104,10 +104,22 @@ pub struct Backoff {
     /// Names the throttle in its keys and in log lines.
     name: &'static str,
     policy: BackoffPolicy,
-    /// Whether a success forgives the key's failures (an identifier's) or only gives its
-    /// own attempt back (an address's: one good login does not excuse a spray).
-    success_forgives: bool,
+    counting: Counting,
     place: Place,
+}
+
+/// What a throttle counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    /// Every guess, when it is let through (an identifier's): concurrent guesses cannot all
+    /// pass a check none of them has counted yet. A success forgives the key's failures.
+    Guesses,
+    /// Failures only, once known (a client address's). An address is shared by everyone
+    /// behind it (a web app relaying its users' logins, an office's NAT): counting its
+    /// logins in flight would lock it out under ordinary load. A spray from one address
+    /// may run ahead of the count by the logins in flight, which the hashing queue bounds.
+    /// A success does not excuse the address's failures.
+    Failures,
 }
 
 /// A guess let through and counted. Settle it with [`Reserved`].
@@ -117,6 +129,9 @@ pub struct Attempt {
     /// The key's count with this attempt: a refund restores the block only if no other
     /// attempt counted since.
     count: u32,
+    /// Whether the guess was counted when let through ([`Counting::Guesses`]); if not, a
+    /// failure is counted when settled.
+    counted: bool,
 }
 
 impl Backoff {
@@ -129,7 +144,7 @@ impl Backoff {
         Self {
             name,
             policy,
-            success_forgives: true,
+            counting: Counting::Guesses,
             place: Place::Memory(entries),
         }
     }
@@ -138,13 +153,13 @@ impl Backoff {
         Self {
             name,
             policy,
-            success_forgives: true,
+            counting: Counting::Guesses,
             place: Place::Shared(store),
         }
     }
 
-    fn success_only_refunds(mut self) -> Self {
-        self.success_forgives = false;
+    fn counting_failures_only(mut self) -> Self {
+        self.counting = Counting::Failures;
         self
     }
 
@@ -191,6 +206,16 @@ impl Backoff {
         raw: &[u8],
         now: UnixMillis,
     ) -> Result<std::result::Result<Attempt, Duration>> {
+        if self.counting == Counting::Failures {
+            return Ok(match self.wait(raw, now).await? {
+                Some(wait) => Err(wait),
+                None => Ok(Attempt {
+                    key: self.key(raw),
+                    count: 0,
+                    counted: false,
+                }),
+            });
+        }
         let key = self.key(raw);
         let counted = match &self.place {
             Place::Memory(entries) => {
@@ -206,7 +231,11 @@ impl Backoff {
             },
         };
         match counted {
-            Some(count) => Ok(Ok(Attempt { key, count })),
+            Some(count) => Ok(Ok(Attempt {
+                key,
+                count,
+                counted: true,
+            })),
             // Raced past its end since: a minimal wait, still not counted.
             None => Ok(Err(self
                 .wait(raw, now)
@@ -218,7 +247,10 @@ impl Backoff {
     /// Counts a failure after the fact (without a prior `attempt`). Answers the key's
     /// failures so far, this one included.
     pub async fn fail(&self, raw: &[u8], now: UnixMillis) -> Result<u32> {
-        let key = self.key(raw);
+        self.fail_key(self.key(raw), now).await
+    }
+
+    async fn fail_key(&self, key: ThrottleKey, now: UnixMillis) -> Result<u32> {
         match &self.place {
             Place::Memory(entries) => Ok(lock(&Self::entry(entries, key))
                 .count(&self.policy, now, false)
@@ -253,6 +285,9 @@ impl Backoff {
 
     /// Gives back an attempt that was not a failure. A fault leaves it counted (logged).
     async fn refund(&self, attempt: Attempt, now: UnixMillis) {
+        if !attempt.counted {
+            return;
+        }
         match &self.place {
             Place::Memory(entries) => {
                 if let Some(entry) = entries.get(&attempt.key) {
@@ -370,18 +405,26 @@ impl<'a> Reserved<'a> {
     /// checked (a database fault is not the caller's failure).
     pub async fn settle<T>(self, guess: Result<Guess<T>>, now: UnixMillis) -> Result<T> {
         match guess {
-            Ok(Guess::Failed(answer)) => Ok(answer),
+            Ok(Guess::Failed(answer)) => {
+                // Guesses counted when let through stay counted; failures are counted now.
+                let failures = join_all(
+                    self.attempts
+                        .iter()
+                        .filter(|(_, attempt)| !attempt.counted)
+                        .map(|(backoff, attempt)| backoff.fail_key(attempt.key, now)),
+                )
+                .await;
+                for failure in failures {
+                    failure?;
+                }
+                Ok(answer)
+            }
             Ok(Guess::Succeeded(answer)) => {
                 join_all(
                     self.attempts
                         .into_iter()
-                        .map(|(backoff, attempt)| async move {
-                            if backoff.success_forgives {
-                                backoff.forget(attempt.key).await;
-                            } else {
-                                backoff.refund(attempt, now).await;
-                            }
-                        }),
+                        .filter(|(_, attempt)| attempt.counted)
+                        .map(|(backoff, attempt)| backoff.forget(attempt.key)),
                 )
                 .await;
                 Ok(answer)
@@ -636,12 +679,13 @@ impl Throttles {
         };
         Self {
             login_identifier: backoff("login_identifier", policies.login_identifier),
-            login_address: backoff("login_address", policies.login_address).success_only_refunds(),
+            login_address: backoff("login_address", policies.login_address)
+                .counting_failures_only(),
             two_factor_user: backoff("two_factor_user", policies.two_factor_user),
             two_factor_challenge: backoff("two_factor_challenge", policies.two_factor_challenge),
             api_key: backoff("api_key", policies.api_key),
             api_key_address: backoff("api_key_address", policies.api_key_address)
-                .success_only_refunds(),
+                .counting_failures_only(),
             lookup_actor,
             shared,
         }

@@ -116,6 +116,43 @@ async fn one_address_spraying_many_identifiers_is_throttled() {
     app.stop().await;
 }
 
+/// A web app relays all its users' logins from one address: many good logins in flight
+/// at once from it are ordinary load, not guesses, and never lock the address (only
+/// failures count against an address).
+#[tokio::test]
+async fn many_good_logins_at_once_from_one_address_are_not_throttled() {
+    let app = spawn_app().await;
+    const USERS: usize = 60;
+    for n in 0..USERS {
+        app.add_user(&format!("clerk-{n}"), "open sesame, said Ali Baba")
+            .await;
+    }
+    for _round in 0..2 {
+        let logins = (0..USERS).map(|n| {
+            let app = &app;
+            async move {
+                app.login(&format!("clerk-{n}"), "open sesame, said Ali Baba")
+                    .await
+            }
+        });
+        let replies = futures_util::future::join_all(logins).await;
+        let refused: Vec<_> = replies
+            .iter()
+            .filter(|reply| !matches!(reply, Outcome::Authenticated(_)))
+            .collect();
+        assert!(refused.is_empty(), "{} refused: {refused:?}", refused.len());
+    }
+    // The address throttle still holds against failures from that address.
+    for n in 0..21 {
+        app.login(&format!("clerk-{n}"), "a wrong guess").await;
+    }
+    assert_eq!(
+        failed_reason(&app.login("clerk-59", "open sesame, said Ali Baba").await),
+        pb::FailureReason::RateLimited
+    );
+    app.stop().await;
+}
+
 async fn two_factor_challenge(app: &TestApp) -> String {
     match app.login("lead-baker", "open sesame, said Ali Baba").await {
         Outcome::TwoFactor(two_factor) => two_factor.two_factor_id,
