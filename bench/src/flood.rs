@@ -68,11 +68,12 @@ enum Outcome {
     Other(String),
 }
 
-/// Runs `callers` closed-loop login callers over `channels` for `duration`. A shed caller
-/// waits the server's hint (capped), as grpc-go's retry pushback does, before its next call.
+/// Runs `callers` closed-loop login callers over `channels` for `duration`, caller i as
+/// `identifiers[i % identifiers.len()]`. A shed caller waits the server's hint (capped), as
+/// grpc-go's retry pushback does, before its next call.
 pub async fn flood(
     channels: &[Channel],
-    identifier: &str,
+    identifiers: &[String],
     password: &str,
     callers: usize,
     duration: Duration,
@@ -89,7 +90,8 @@ pub async fn flood(
     let tasks: Vec<_> = (0..callers)
         .map(|index| {
             let mut client = clients[index % clients.len()].clone();
-            let (identifier, password) = (identifier.to_owned(), password.to_owned());
+            let identifier = identifiers[index % identifiers.len()].clone();
+            let password = password.to_owned();
             tokio::spawn(async move {
                 let mut me = Caller::default();
                 while Instant::now() < end {

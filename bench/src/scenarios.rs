@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use sqlx::Connection as _;
 use st_peter_client::{Client, LoginOutcome};
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -266,6 +267,9 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let server = Server::start(binary, &url)?;
     let user_id = add_user(&server, "bench-user")?;
+    // One user per login caller: an identifier's guesses are counted while in flight, and
+    // a person does not log in eight times at once.
+    let login_users = add_users(&server, "login", LOGIN_CALLERS).await?;
     let target = server.target();
     let channels = channels_for(&target).await?;
     let token = login_token(&channels[0]).await?;
@@ -348,7 +352,7 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
     let threads = Settings::default().hash_concurrency;
     eprintln!("2/6 Login beside raw argon2id hashing ({threads} threads)");
     let hashes = hash_rate(threads, phase).await?;
-    let logins = login_load(&channels, LOGIN_CALLERS, phase).await;
+    let logins = login_load_as(&channels, &login_users, LOGIN_CALLERS, phase).await;
     check_errors("login", &logins)?;
     report.row(
         "2. Login vs argon2id hash rate (m=19456 KiB, t=2, p=1)",
@@ -365,9 +369,11 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
     let idle = verify_load(&channels, &token, LATENCY_CALLERS, phase).await;
     let storm = {
         let storm_channels = channels.clone();
+        let storm_users = login_users.clone();
         let storm = tokio::spawn(async move {
-            login_load(
+            login_load_as(
                 &storm_channels,
+                &storm_users,
                 LOGIN_CALLERS,
                 phase + Duration::from_secs(1),
             )
@@ -685,11 +691,14 @@ async fn login_flood(
     let url = format!("sqlite://{}", dir.path().join("flood.db").display());
     let server = Server::start(binary, &url)?;
     add_user(&server, "bench-user")?;
+    // One user per caller: the flood is of many people logging in at once, not of guesses
+    // at one identifier (which its throttle would refuse before any hash work).
+    let flood_users = add_users(&server, "flood", FLOOD_CALLERS).await?;
     let login_channels = channels_for(&server.target()).await?;
     let verify_channels = channels_for(&server.target()).await?;
     let token = login_token(&login_channels[0]).await?;
 
-    let capacity = login_load(&login_channels, CAPACITY_CALLERS, phase).await;
+    let capacity = login_load_as(&login_channels, &flood_users, CAPACITY_CALLERS, phase).await;
     check_errors("login capacity", &capacity)?;
     // Verification is measured inside the flood, away from its first and last second.
     let window = duration
@@ -700,7 +709,7 @@ async fn login_flood(
     let (counts, during) = tokio::join!(
         flood::flood(
             &login_channels,
-            "bench-user",
+            &flood_users,
             PASSWORD,
             FLOOD_CALLERS,
             duration
@@ -963,6 +972,41 @@ pub(crate) fn add_user(server: &Server, handle: &str) -> anyhow::Result<String> 
         .context("user add printed no user_id")
 }
 
+/// `count` users `{prefix}-0`, `{prefix}-1`, ... with the bench password, made by one
+/// `user add` and a `user import` of the others with a copy of its stored hash (one
+/// argon2 computation in all, not one per user). Answers their handles.
+pub(crate) async fn add_users(
+    server: &Server,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let handles: Vec<String> = (0..count).map(|n| format!("{prefix}-{n}")).collect();
+    let Some(first) = handles.first() else {
+        return Ok(handles);
+    };
+    add_user(server, first)?;
+    let mut db = sqlx::SqliteConnection::connect(&server.database_url).await?;
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE handle = ?")
+        .bind(first)
+        .fetch_one(&mut db)
+        .await?;
+    db.close().await?;
+    let lines: String = handles[1..]
+        .iter()
+        .map(|handle| {
+            serde_json::json!({ "handle": handle, "password_hash": hash }).to_string() + "\n"
+        })
+        .collect();
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), lines)?;
+    let path = file
+        .path()
+        .to_str()
+        .context("a temporary path that is not UTF-8")?;
+    server.admin(&["user", "import", path], &[])?;
+    Ok(handles)
+}
+
 pub(crate) async fn channels_for(target: &str) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -1090,10 +1134,6 @@ pub(crate) async fn unknown_token_load(
         }
     })
     .await
-}
-
-async fn login_load(channels: &[Channel], callers: usize, phase: Duration) -> Stats {
-    login_load_as(channels, &["bench-user".to_owned()], callers, phase).await
 }
 
 /// Logins from `callers`, caller i as `handles[i % handles.len()]` (with one handle per
