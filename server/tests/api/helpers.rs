@@ -8,7 +8,7 @@
 //! PostgreSQL database on that cluster, left to die with it; otherwise a temp SQLite file.
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use st_peter_proto::auth::v1 as pb;
@@ -343,13 +343,10 @@ pub fn add_user_with_cli(database_url: &str, handle: &str, password: &str) {
     );
 }
 
-pub fn admin(database_url: &str, args: &[&str], stdin: &str) -> String {
-    stdin.lines().for_each(remember_secret);
+/// Runs `command` with `stdin` as its standard input, and collects what it printed.
+pub fn output_with_stdin(command: &mut Command, stdin: &str) -> Output {
     use std::io::Write;
-    let mut child = Command::new(binary())
-        .args(args)
-        .env("ST_PETER_DATABASE_URL", database_url)
-        .envs(backend_env(database_url))
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -361,7 +358,18 @@ pub fn admin(database_url: &str, args: &[&str], stdin: &str) -> String {
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let output = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn admin(database_url: &str, args: &[&str], stdin: &str) -> String {
+    stdin.lines().for_each(remember_secret);
+    let output = output_with_stdin(
+        Command::new(binary())
+            .args(args)
+            .env("ST_PETER_DATABASE_URL", database_url)
+            .envs(backend_env(database_url)),
+        stdin,
+    );
     append_log(&String::from_utf8_lossy(&output.stderr));
     assert!(
         output.status.success(),

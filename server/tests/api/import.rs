@@ -5,7 +5,7 @@
 //! server checks the passwords over gRPC and stores argon2id hashes in their place.
 //! Also here: the argon2 flags, their rehash at the next login, and `hash calibrate`.
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use st_peter_proto::auth::v1 as pb;
 use st_peter_server::store::{Identifier, Store};
@@ -139,20 +139,7 @@ fn remember_hash(line: &str) {
 }
 
 fn run(command: &mut Command, stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    crate::helpers::output_with_stdin(command, stdin)
 }
 
 /// What `st-peter user import` said.

@@ -161,19 +161,7 @@ fn scrape_until(address: SocketAddr, what: &str, done: impl Fn(&Samples) -> bool
 
 /// Runs the Prometheus linter on a scrape; panics with its findings.
 fn promcheck(text: &str) {
-    let mut child = Command::new(go_tool("promcheck"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = crate::helpers::output_with_stdin(&mut Command::new(go_tool("promcheck")), text);
     assert!(
         output.status.success(),
         "promcheck found problems ({}):\n{}\n--- the scrape:\n{text}",

@@ -15,19 +15,23 @@ use crate::helpers::{
 async fn sigterm_finishes_calls_in_flight_and_refuses_new_ones() {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(dir.path());
-    add_user_with_cli(&url, "baker", "sourdough-starter");
+    // Twelve bakers, one login each: guesses at one identifier are counted while in flight,
+    // so twelve logins of one person at once would be throttled, not queued.
+    for n in 0..12 {
+        add_user_with_cli(&url, &format!("baker-{n}"), "sourdough-starter");
+    }
     // Production argon2 parameters on one hashing thread: a burst of logins queues for
     // a good fraction of a second, so some are in flight when the signal comes.
     let mut server = start_server_with(&url, &["--shutdown-grace", "20s"]);
     let client = server.grpc_client().await;
 
     let burst: Vec<_> = (0..12)
-        .map(|_| {
+        .map(|n| {
             let mut client = client.clone();
             tokio::spawn(async move {
                 client
                     .login(pb::LoginRequest {
-                        identifier: "baker".into(),
+                        identifier: format!("baker-{n}"),
                         password: "sourdough-starter".into(),
                     })
                     .await
