@@ -308,6 +308,23 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Report> {
     );
     report.raw("verify_with_caller_credentials", &guarded);
 
+    eprintln!("1f VerifyToken with metrics on (--metrics-listen; own server, same database)");
+    let (measured, counted) = metrics_on_load(binary, &url, &token, phase).await?;
+    check_errors("verify with metrics on", &measured)?;
+    let ratio = measured.per_second / verify.per_second.max(1e-9);
+    report.row(
+        "1f. VerifyToken with --metrics-listen (every call counted and timed) vs row 1 (SQLite)",
+        format!(
+            "{} ({counted} VerifyToken calls in its /metrics)",
+            rate(&measured)
+        ),
+        rate(&verify),
+        ratio,
+        "≥ 0.8",
+        ratio >= 0.8,
+    );
+    report.raw("verify_with_metrics", &measured);
+
     eprintln!("1c/1d VerifyToken and Health/Check from stock clients (ghz, h2load)");
     let health_one = health_load(&channels[..1], 1, phase).await;
     check_errors("health, one caller", &health_one)?;
@@ -1108,6 +1125,55 @@ async fn caller_credentials_load(
     let stats = verify_load_as(&channels, token, Some(bearer), CALLERS, phase).await;
     drop(server);
     Ok(stats)
+}
+
+/// Row 1's load on a server of its own with metrics on; answers the load and the count of
+/// OK VerifyToken calls its `/metrics` reported after it, so the row shows the counting
+/// really ran.
+async fn metrics_on_load(
+    binary: &Path,
+    database_url: &str,
+    token: &str,
+    phase: Duration,
+) -> anyhow::Result<(Stats, u64)> {
+    let server = Server::start_with(binary, database_url, &["--metrics-listen", "127.0.0.1:0"])?;
+    let metrics = server
+        .metrics_addr()
+        .context("the server reported no metrics address")?;
+    let channels = channels_for(&server.target()).await?;
+    let stats = verify_load(&channels, token, CALLERS, phase).await;
+    let scrape = tokio::task::spawn_blocking(move || http_get(metrics, "/metrics")).await??;
+    let counted = scrape
+        .lines()
+        .find(|line| {
+            line.starts_with("st_peter_rpcs_total{")
+                && line.contains("code=\"OK\"")
+                && line.contains("method=\"VerifyToken\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok())
+        .context("no VerifyToken count in /metrics")? as u64;
+    drop(server);
+    Ok((stats, counted))
+}
+
+/// The body of a plain HTTP/1.1 GET.
+fn http_get(address: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("an HTTP answer without a body")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
 }
 
 /// VerifyToken of well-formed tokens no server has seen: every call misses the server's

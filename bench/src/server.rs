@@ -57,6 +57,11 @@ impl Server {
         self.process.target()
     }
 
+    /// Where `/metrics` is served, when started with `--metrics-listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.process.metrics_addr
+    }
+
     pub fn peak_rss_mib(&self) -> f64 {
         let now = self
             .process
