@@ -391,6 +391,24 @@ pub fn remember_secret(secret: &str) {
     }
 }
 
+/// Whether a remembered `secret` is in `text`. Numeric codes count only as a whole number,
+/// so a port, a byte count or a timestamp that happens to contain the digits is not a false
+/// alarm; a secret shorter than four characters (a test's deliberately bad password, "x")
+/// is in any text by chance and is not looked for.
+pub fn secret_appears(text: &str, secret: &str) -> bool {
+    if secret.chars().count() < 4 {
+        return false;
+    }
+    if !secret.bytes().all(|b| b.is_ascii_digit()) {
+        return text.contains(secret);
+    }
+    text.match_indices(secret).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + secret.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
 pub fn secrets() -> Vec<String> {
     SECRETS.lock().unwrap().clone()
 }
