@@ -167,8 +167,21 @@ where
         .bind(disabled)
         .bind(user.created_at)
         .execute(&mut *tx)
-        .await
-        .map_err(unique_violation)?;
+        .await;
+        let inserted = match inserted.map_err(unique_violation) {
+            Ok(inserted) => inserted,
+            Err(Error::Conflict(reason)) => {
+                // Another import of the same line may have committed this handle while this
+                // insert waited on another unique index (email, phone), which `ON CONFLICT
+                // (handle)` does not cover: then the user is already present, not a conflict.
+                drop(tx);
+                if self.user_where("handle", &user.handle).await?.is_some() {
+                    return Ok(false);
+                }
+                return Err(Error::Conflict(reason));
+            }
+            Err(error) => return Err(error),
+        };
         if DB::rows_affected(&inserted) == 0 {
             return Ok(false);
         }
