@@ -38,16 +38,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn fresh_database(server: &str) -> anyhow::Result<String> {
-    use sqlx::Connection;
-    let name = format!("st_peter_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(server).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let (base, _) = server
-        .rsplit_once('/')
-        .ok_or_else(|| anyhow::anyhow!("no database in the URL"))?;
-    Ok(format!("{base}/{name}"))
+    st_peter_testkit::create_postgres_database(server, "st_peter_bench").await
 }
 
 /// Requests per second of VerifyToken and of Login against a server on `url`.

@@ -18,12 +18,14 @@ mod in_process;
 mod observed_store;
 mod pki;
 mod port;
+mod postgres;
 mod process;
 
 pub use calls::{Calls, Hold, HoldPoint, RpcCounts};
 pub use in_process::{TestServer, TestServerBuilder, test_settings};
 pub use observed_store::{HeldLookup, ObservedStore};
 pub use pki::{Pki, pki};
+pub use postgres::{create_postgres_database, with_database};
 pub use process::{ProcessBuilder, ServerProcess, st_peter_binary};
 
 /// The generated gRPC client on a plaintext channel.

@@ -251,22 +251,12 @@ pub fn required_postgres_url() -> String {
 
 /// Creates an empty database on the cluster `server_url` points at; returns its URL.
 pub async fn create_postgres_database(server_url: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("st_peter_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(server_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
+    st_peter_testkit::create_postgres_database(server_url, "st_peter_test")
         .await
-        .unwrap();
-    admin.close().await.unwrap();
-    with_database(server_url, &name)
+        .unwrap()
 }
 
-/// `url` with its database path replaced by `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
+pub use st_peter_testkit::with_database;
 
 /// The TOTP key every real binary of this test run gets on a non-SQLite database (which
 /// has no key file beside it); replicas of one database must share it anyway.
