@@ -10,6 +10,7 @@ use std::time::Duration;
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 use st_peter_server::clock::ManualClock;
+use st_peter_server::domain::app::UserView;
 use st_peter_testkit::TestServer;
 use tonic::Code;
 
@@ -64,6 +65,17 @@ impl Replicas {
     /// Replica A for even `n`, B for odd.
     fn client(&self, n: usize) -> Client {
         self.clients[n % 2].clone()
+    }
+
+    /// A user who will flood lookups, and a session token of theirs.
+    async fn scraper(&self) -> (UserView, String) {
+        remember_secret("scraping every page it can");
+        let user = self
+            .a
+            .add_user("scraper", "scraping every page it can")
+            .await;
+        let token = token(&mut self.client(0), "scraper", "scraping every page it can").await;
+        (user, token)
     }
 }
 
@@ -228,17 +240,7 @@ async fn guessing_a_second_factor_over_both_replicas_is_throttled_as_on_one() {
 #[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn a_lookup_flood_over_both_replicas_gets_one_burst() {
     let replicas = Replicas::start().await;
-    let flooder = replicas
-        .a
-        .add_user("scraper", "scraping every page it can")
-        .await;
-    remember_secret("scraping every page it can");
-    let flooder_token = token(
-        &mut replicas.client(0),
-        "scraper",
-        "scraping every page it can",
-    )
-    .await;
+    let (flooder, flooder_token) = replicas.scraper().await;
     let mut answered = 0;
     let mut refused = Vec::new();
     for n in 0..100 {
@@ -338,17 +340,7 @@ async fn a_throttle_the_database_cannot_decide_refuses_the_login() {
 #[ignore = "needs PostgreSQL: runs in the PostgreSQL pass (scripts/pg.sh run -- cargo test -p st-peter-server --test api -- --include-ignored)"]
 async fn the_shared_rows_hold_no_key_in_clear_and_the_purge_deletes_the_spent_ones() {
     let replicas = Replicas::start().await;
-    let flooder = replicas
-        .a
-        .add_user("scraper", "scraping every page it can")
-        .await;
-    remember_secret("scraping every page it can");
-    let flooder_token = token(
-        &mut replicas.client(0),
-        "scraper",
-        "scraping every page it can",
-    )
-    .await;
+    let (flooder, flooder_token) = replicas.scraper().await;
     replicas
         .client(1)
         .lookup_user(pb::LookupUserRequest {
