@@ -58,6 +58,7 @@ impl AccountService for AccountGrpc {
             user: Some(user(account.user)),
             totp_enabled: account.totp_enabled,
             recovery_codes_left: count(account.recovery_codes_left),
+            passkeys: 0,
         }))
     }
 
@@ -186,5 +187,33 @@ impl AccountService for AccountGrpc {
         Ok(Response::new(pb::RevokeOtherSessionsResponse {
             revoked_sessions: count(revoked),
         }))
+    }
+
+    async fn begin_passkey_registration(
+        &self,
+        _request: Request<pb::BeginPasskeyRegistrationRequest>,
+    ) -> Result<Response<pb::BeginPasskeyRegistrationResponse>, Status> {
+        Err(Status::unimplemented("passkeys: being built"))
+    }
+
+    async fn finish_passkey_registration(
+        &self,
+        _request: Request<pb::FinishPasskeyRegistrationRequest>,
+    ) -> Result<Response<pb::FinishPasskeyRegistrationResponse>, Status> {
+        Err(Status::unimplemented("passkeys: being built"))
+    }
+
+    async fn list_passkeys(
+        &self,
+        _request: Request<pb::ListPasskeysRequest>,
+    ) -> Result<Response<pb::ListPasskeysResponse>, Status> {
+        Err(Status::unimplemented("passkeys: being built"))
+    }
+
+    async fn remove_passkey(
+        &self,
+        _request: Request<pb::RemovePasskeyRequest>,
+    ) -> Result<Response<pb::RemovePasskeyResponse>, Status> {
+        Err(Status::unimplemented("passkeys: being built"))
     }
 }

@@ -97,6 +97,9 @@ const (
 	// One of the one-time recovery codes issued with the TOTP enrollment
 	// (`xxxx-xxxx-xxxx-xxxx`), each accepted once.
 	TwoFactorMethod_TWO_FACTOR_METHOD_RECOVERY_CODE TwoFactorMethod = 2
+	// A passkey of the user: BeginPasskeyLogin with the `two_factor_id`, then
+	// FinishPasskeyLogin.
+	TwoFactorMethod_TWO_FACTOR_METHOD_PASSKEY TwoFactorMethod = 3
 )
 
 // Enum value maps for TwoFactorMethod.
@@ -105,11 +108,13 @@ var (
 		0: "TWO_FACTOR_METHOD_UNSPECIFIED",
 		1: "TWO_FACTOR_METHOD_TOTP",
 		2: "TWO_FACTOR_METHOD_RECOVERY_CODE",
+		3: "TWO_FACTOR_METHOD_PASSKEY",
 	}
 	TwoFactorMethod_value = map[string]int32{
 		"TWO_FACTOR_METHOD_UNSPECIFIED":   0,
 		"TWO_FACTOR_METHOD_TOTP":          1,
 		"TWO_FACTOR_METHOD_RECOVERY_CODE": 2,
+		"TWO_FACTOR_METHOD_PASSKEY":       3,
 	}
 )
 
@@ -1262,8 +1267,10 @@ type GetAccountResponse struct {
 	TotpEnabled bool `protobuf:"varint,2,opt,name=totp_enabled,json=totpEnabled,proto3" json:"totp_enabled,omitempty"`
 	// Recovery codes not used yet (0 without TOTP).
 	RecoveryCodesLeft uint32 `protobuf:"varint,3,opt,name=recovery_codes_left,json=recoveryCodesLeft,proto3" json:"recovery_codes_left,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// How many passkeys the user has registered.
+	Passkeys      uint32 `protobuf:"varint,4,opt,name=passkeys,proto3" json:"passkeys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetAccountResponse) Reset() {
@@ -1313,6 +1320,13 @@ func (x *GetAccountResponse) GetTotpEnabled() bool {
 func (x *GetAccountResponse) GetRecoveryCodesLeft() uint32 {
 	if x != nil {
 		return x.RecoveryCodesLeft
+	}
+	return 0
+}
+
+func (x *GetAccountResponse) GetPasskeys() uint32 {
+	if x != nil {
+		return x.Passkeys
 	}
 	return 0
 }
@@ -2159,6 +2173,635 @@ func (x *RevokeOtherSessionsResponse) GetRevokedSessions() uint32 {
 	return 0
 }
 
+// Start a passkey sign-in.
+type BeginPasskeyLoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional: the email, phone or handle of the user signing in. Empty for a
+	// discoverable sign-in (the authenticator knows the user).
+	Identifier string `protobuf:"bytes,1,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	// Optional: the `two_factor_id` of a Login that answered `two_factor`, to finish it
+	// with a passkey. Not together with `identifier`.
+	TwoFactorId   string `protobuf:"bytes,2,opt,name=two_factor_id,json=twoFactorId,proto3" json:"two_factor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginPasskeyLoginRequest) Reset() {
+	*x = BeginPasskeyLoginRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginPasskeyLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginPasskeyLoginRequest) ProtoMessage() {}
+
+func (x *BeginPasskeyLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginPasskeyLoginRequest.ProtoReflect.Descriptor instead.
+func (*BeginPasskeyLoginRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *BeginPasskeyLoginRequest) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+func (x *BeginPasskeyLoginRequest) GetTwoFactorId() string {
+	if x != nil {
+		return x.TwoFactorId
+	}
+	return ""
+}
+
+// A passkey sign-in waiting for the browser's assertion.
+type BeginPasskeyLoginResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opaque id to send to FinishPasskeyLogin (`stw_` and 43 characters).
+	ChallengeId string `protobuf:"bytes,1,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
+	// PublicKeyCredentialRequestOptions as JSON (WebAuthn Level 3 `toJSON` form, under a
+	// `publicKey` key): binary fields are base64url.
+	OptionsJson   string `protobuf:"bytes,2,opt,name=options_json,json=optionsJson,proto3" json:"options_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginPasskeyLoginResponse) Reset() {
+	*x = BeginPasskeyLoginResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginPasskeyLoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginPasskeyLoginResponse) ProtoMessage() {}
+
+func (x *BeginPasskeyLoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginPasskeyLoginResponse.ProtoReflect.Descriptor instead.
+func (*BeginPasskeyLoginResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *BeginPasskeyLoginResponse) GetChallengeId() string {
+	if x != nil {
+		return x.ChallengeId
+	}
+	return ""
+}
+
+func (x *BeginPasskeyLoginResponse) GetOptionsJson() string {
+	if x != nil {
+		return x.OptionsJson
+	}
+	return ""
+}
+
+// Finish a passkey sign-in.
+type FinishPasskeyLoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The `challenge_id` from BeginPasskeyLogin.
+	ChallengeId string `protobuf:"bytes,1,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
+	// The browser's PublicKeyCredential (an assertion) as JSON. At most 64 KiB.
+	CredentialJson string `protobuf:"bytes,2,opt,name=credential_json,json=credentialJson,proto3" json:"credential_json,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FinishPasskeyLoginRequest) Reset() {
+	*x = FinishPasskeyLoginRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishPasskeyLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishPasskeyLoginRequest) ProtoMessage() {}
+
+func (x *FinishPasskeyLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishPasskeyLoginRequest.ProtoReflect.Descriptor instead.
+func (*FinishPasskeyLoginRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *FinishPasskeyLoginRequest) GetChallengeId() string {
+	if x != nil {
+		return x.ChallengeId
+	}
+	return ""
+}
+
+func (x *FinishPasskeyLoginRequest) GetCredentialJson() string {
+	if x != nil {
+		return x.CredentialJson
+	}
+	return ""
+}
+
+// Start registering a passkey.
+type BeginPasskeyRegistrationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The password the user has now.
+	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BeginPasskeyRegistrationRequest) Reset() {
+	*x = BeginPasskeyRegistrationRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginPasskeyRegistrationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginPasskeyRegistrationRequest) ProtoMessage() {}
+
+func (x *BeginPasskeyRegistrationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginPasskeyRegistrationRequest.ProtoReflect.Descriptor instead.
+func (*BeginPasskeyRegistrationRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *BeginPasskeyRegistrationRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+// A passkey registration waiting for the browser's credential.
+type BeginPasskeyRegistrationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opaque id to send to FinishPasskeyRegistration (`stw_` and 43 characters).
+	RegistrationId string `protobuf:"bytes,1,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
+	// PublicKeyCredentialCreationOptions as JSON (under a `publicKey` key): binary fields
+	// are base64url.
+	OptionsJson   string `protobuf:"bytes,2,opt,name=options_json,json=optionsJson,proto3" json:"options_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginPasskeyRegistrationResponse) Reset() {
+	*x = BeginPasskeyRegistrationResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginPasskeyRegistrationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginPasskeyRegistrationResponse) ProtoMessage() {}
+
+func (x *BeginPasskeyRegistrationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginPasskeyRegistrationResponse.ProtoReflect.Descriptor instead.
+func (*BeginPasskeyRegistrationResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *BeginPasskeyRegistrationResponse) GetRegistrationId() string {
+	if x != nil {
+		return x.RegistrationId
+	}
+	return ""
+}
+
+func (x *BeginPasskeyRegistrationResponse) GetOptionsJson() string {
+	if x != nil {
+		return x.OptionsJson
+	}
+	return ""
+}
+
+// Store a new passkey.
+type FinishPasskeyRegistrationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The `registration_id` from BeginPasskeyRegistration.
+	RegistrationId string `protobuf:"bytes,1,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
+	// The browser's PublicKeyCredential (an attestation) as JSON. At most 64 KiB.
+	CredentialJson string `protobuf:"bytes,2,opt,name=credential_json,json=credentialJson,proto3" json:"credential_json,omitempty"`
+	// A name for the passkey, to tell it apart in lists ("work laptop"): 1 to 100
+	// characters.
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishPasskeyRegistrationRequest) Reset() {
+	*x = FinishPasskeyRegistrationRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishPasskeyRegistrationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishPasskeyRegistrationRequest) ProtoMessage() {}
+
+func (x *FinishPasskeyRegistrationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishPasskeyRegistrationRequest.ProtoReflect.Descriptor instead.
+func (*FinishPasskeyRegistrationRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FinishPasskeyRegistrationRequest) GetRegistrationId() string {
+	if x != nil {
+		return x.RegistrationId
+	}
+	return ""
+}
+
+func (x *FinishPasskeyRegistrationRequest) GetCredentialJson() string {
+	if x != nil {
+		return x.CredentialJson
+	}
+	return ""
+}
+
+func (x *FinishPasskeyRegistrationRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// The passkey is stored.
+type FinishPasskeyRegistrationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new passkey.
+	Passkey       *Passkey `protobuf:"bytes,1,opt,name=passkey,proto3" json:"passkey,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishPasskeyRegistrationResponse) Reset() {
+	*x = FinishPasskeyRegistrationResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishPasskeyRegistrationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishPasskeyRegistrationResponse) ProtoMessage() {}
+
+func (x *FinishPasskeyRegistrationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishPasskeyRegistrationResponse.ProtoReflect.Descriptor instead.
+func (*FinishPasskeyRegistrationResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *FinishPasskeyRegistrationResponse) GetPasskey() *Passkey {
+	if x != nil {
+		return x.Passkey
+	}
+	return nil
+}
+
+// List the caller's passkeys.
+type ListPasskeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPasskeysRequest) Reset() {
+	*x = ListPasskeysRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPasskeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPasskeysRequest) ProtoMessage() {}
+
+func (x *ListPasskeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPasskeysRequest.ProtoReflect.Descriptor instead.
+func (*ListPasskeysRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+}
+
+// The caller's passkeys.
+type ListPasskeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first.
+	Passkeys      []*Passkey `protobuf:"bytes,1,rep,name=passkeys,proto3" json:"passkeys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPasskeysResponse) Reset() {
+	*x = ListPasskeysResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPasskeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPasskeysResponse) ProtoMessage() {}
+
+func (x *ListPasskeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPasskeysResponse.ProtoReflect.Descriptor instead.
+func (*ListPasskeysResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListPasskeysResponse) GetPasskeys() []*Passkey {
+	if x != nil {
+		return x.Passkeys
+	}
+	return nil
+}
+
+// One registered passkey. Neither its key nor its credential id leaves the server.
+type Passkey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stable identifier of the passkey: a UUID.
+	PasskeyId string `protobuf:"bytes,1,opt,name=passkey_id,json=passkeyId,proto3" json:"passkey_id,omitempty"`
+	// The name given at registration.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// When it was registered.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When it last signed the user in; unset when never.
+	LastUsedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Passkey) Reset() {
+	*x = Passkey{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Passkey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Passkey) ProtoMessage() {}
+
+func (x *Passkey) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Passkey.ProtoReflect.Descriptor instead.
+func (*Passkey) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *Passkey) GetPasskeyId() string {
+	if x != nil {
+		return x.PasskeyId
+	}
+	return ""
+}
+
+func (x *Passkey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Passkey) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Passkey) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+// Remove a passkey.
+type RemovePasskeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A `passkey_id` from ListPasskeys.
+	PasskeyId string `protobuf:"bytes,1,opt,name=passkey_id,json=passkeyId,proto3" json:"passkey_id,omitempty"`
+	// The password the user has now.
+	CurrentPassword string `protobuf:"bytes,2,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RemovePasskeyRequest) Reset() {
+	*x = RemovePasskeyRequest{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePasskeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePasskeyRequest) ProtoMessage() {}
+
+func (x *RemovePasskeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePasskeyRequest.ProtoReflect.Descriptor instead.
+func (*RemovePasskeyRequest) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RemovePasskeyRequest) GetPasskeyId() string {
+	if x != nil {
+		return x.PasskeyId
+	}
+	return ""
+}
+
+func (x *RemovePasskeyRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+// The passkey is removed.
+type RemovePasskeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePasskeyResponse) Reset() {
+	*x = RemovePasskeyResponse{}
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePasskeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePasskeyResponse) ProtoMessage() {}
+
+func (x *RemovePasskeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_st_peter_auth_v1_auth_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePasskeyResponse.ProtoReflect.Descriptor instead.
+func (*RemovePasskeyResponse) Descriptor() ([]byte, []int) {
+	return file_st_peter_auth_v1_auth_proto_rawDescGZIP(), []int{46}
+}
+
 var File_st_peter_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
@@ -2230,11 +2873,12 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\x06change\"0\n" +
 	"\x15ExchangeApiKeyRequest\x12\x17\n" +
 	"\aapi_key\x18\x01 \x01(\tR\x06apiKey\"\x13\n" +
-	"\x11GetAccountRequest\"\x93\x01\n" +
+	"\x11GetAccountRequest\"\xaf\x01\n" +
 	"\x12GetAccountResponse\x12*\n" +
 	"\x04user\x18\x01 \x01(\v2\x16.st_peter.auth.v1.UserR\x04user\x12!\n" +
 	"\ftotp_enabled\x18\x02 \x01(\bR\vtotpEnabled\x12.\n" +
-	"\x13recovery_codes_left\x18\x03 \x01(\rR\x11recoveryCodesLeft\"\x99\x01\n" +
+	"\x13recovery_codes_left\x18\x03 \x01(\rR\x11recoveryCodesLeft\x12\x1a\n" +
+	"\bpasskeys\x18\x04 \x01(\rR\bpasskeys\"\x99\x01\n" +
 	"\x15ChangePasswordRequest\x12)\n" +
 	"\x10current_password\x18\x01 \x01(\tR\x0fcurrentPassword\x12!\n" +
 	"\fnew_password\x18\x02 \x01(\tR\vnewPassword\x122\n" +
@@ -2281,21 +2925,60 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\x15RevokeSessionResponse\"\x1c\n" +
 	"\x1aRevokeOtherSessionsRequest\"H\n" +
 	"\x1bRevokeOtherSessionsResponse\x12)\n" +
-	"\x10revoked_sessions\x18\x01 \x01(\rR\x0frevokedSessions*Q\n" +
+	"\x10revoked_sessions\x18\x01 \x01(\rR\x0frevokedSessions\"^\n" +
+	"\x18BeginPasskeyLoginRequest\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x01 \x01(\tR\n" +
+	"identifier\x12\"\n" +
+	"\rtwo_factor_id\x18\x02 \x01(\tR\vtwoFactorId\"a\n" +
+	"\x19BeginPasskeyLoginResponse\x12!\n" +
+	"\fchallenge_id\x18\x01 \x01(\tR\vchallengeId\x12!\n" +
+	"\foptions_json\x18\x02 \x01(\tR\voptionsJson\"g\n" +
+	"\x19FinishPasskeyLoginRequest\x12!\n" +
+	"\fchallenge_id\x18\x01 \x01(\tR\vchallengeId\x12'\n" +
+	"\x0fcredential_json\x18\x02 \x01(\tR\x0ecredentialJson\"L\n" +
+	"\x1fBeginPasskeyRegistrationRequest\x12)\n" +
+	"\x10current_password\x18\x01 \x01(\tR\x0fcurrentPassword\"n\n" +
+	" BeginPasskeyRegistrationResponse\x12'\n" +
+	"\x0fregistration_id\x18\x01 \x01(\tR\x0eregistrationId\x12!\n" +
+	"\foptions_json\x18\x02 \x01(\tR\voptionsJson\"\x88\x01\n" +
+	" FinishPasskeyRegistrationRequest\x12'\n" +
+	"\x0fregistration_id\x18\x01 \x01(\tR\x0eregistrationId\x12'\n" +
+	"\x0fcredential_json\x18\x02 \x01(\tR\x0ecredentialJson\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"X\n" +
+	"!FinishPasskeyRegistrationResponse\x123\n" +
+	"\apasskey\x18\x01 \x01(\v2\x19.st_peter.auth.v1.PasskeyR\apasskey\"\x15\n" +
+	"\x13ListPasskeysRequest\"M\n" +
+	"\x14ListPasskeysResponse\x125\n" +
+	"\bpasskeys\x18\x01 \x03(\v2\x19.st_peter.auth.v1.PasskeyR\bpasskeys\"\xb5\x01\n" +
+	"\aPasskey\x12\x1d\n" +
+	"\n" +
+	"passkey_id\x18\x01 \x01(\tR\tpasskeyId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12<\n" +
+	"\flast_used_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\"`\n" +
+	"\x14RemovePasskeyRequest\x12\x1d\n" +
+	"\n" +
+	"passkey_id\x18\x01 \x01(\tR\tpasskeyId\x12)\n" +
+	"\x10current_password\x18\x02 \x01(\tR\x0fcurrentPassword\"\x17\n" +
+	"\x15RemovePasskeyResponse*Q\n" +
 	"\bUserKind\x12\x19\n" +
 	"\x15USER_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fUSER_KIND_HUMAN\x10\x01\x12\x15\n" +
-	"\x11USER_KIND_SERVICE\x10\x02*u\n" +
+	"\x11USER_KIND_SERVICE\x10\x02*\x94\x01\n" +
 	"\x0fTwoFactorMethod\x12!\n" +
 	"\x1dTWO_FACTOR_METHOD_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TWO_FACTOR_METHOD_TOTP\x10\x01\x12#\n" +
-	"\x1fTWO_FACTOR_METHOD_RECOVERY_CODE\x10\x02*\xbf\x01\n" +
+	"\x1fTWO_FACTOR_METHOD_RECOVERY_CODE\x10\x02\x12\x1d\n" +
+	"\x19TWO_FACTOR_METHOD_PASSKEY\x10\x03*\xbf\x01\n" +
 	"\rFailureReason\x12\x1e\n" +
 	"\x1aFAILURE_REASON_UNSPECIFIED\x10\x00\x12&\n" +
 	"\"FAILURE_REASON_INVALID_CREDENTIALS\x10\x01\x12\x1f\n" +
 	"\x1bFAILURE_REASON_RATE_LIMITED\x10\x02\x12\x1f\n" +
 	"\x1bFAILURE_REASON_INVALID_CODE\x10\x03\x12$\n" +
-	" FAILURE_REASON_CHALLENGE_EXPIRED\x10\x042\xf7\x04\n" +
+	" FAILURE_REASON_CHALLENGE_EXPIRED\x10\x042\xc9\x06\n" +
 	"\vAuthService\x12H\n" +
 	"\x05Login\x12\x1e.st_peter.auth.v1.LoginRequest\x1a\x1f.st_peter.auth.v1.LoginResponse\x12\\\n" +
 	"\x0fVerifyTwoFactor\x12(.st_peter.auth.v1.VerifyTwoFactorRequest\x1a\x1f.st_peter.auth.v1.LoginResponse\x12Z\n" +
@@ -2304,7 +2987,9 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"LookupUser\x12#.st_peter.auth.v1.LookupUserRequest\x1a$.st_peter.auth.v1.LookupUserResponse\x12K\n" +
 	"\x06Logout\x12\x1f.st_peter.auth.v1.LogoutRequest\x1a .st_peter.auth.v1.LogoutResponse\x12b\n" +
 	"\x10WatchRevocations\x12).st_peter.auth.v1.WatchRevocationsRequest\x1a!.st_peter.auth.v1.RevocationEvent0\x01\x12Z\n" +
-	"\x0eExchangeApiKey\x12'.st_peter.auth.v1.ExchangeApiKeyRequest\x1a\x1f.st_peter.auth.v1.Authenticated2\xcd\a\n" +
+	"\x0eExchangeApiKey\x12'.st_peter.auth.v1.ExchangeApiKeyRequest\x1a\x1f.st_peter.auth.v1.Authenticated\x12l\n" +
+	"\x11BeginPasskeyLogin\x12*.st_peter.auth.v1.BeginPasskeyLoginRequest\x1a+.st_peter.auth.v1.BeginPasskeyLoginResponse\x12b\n" +
+	"\x12FinishPasskeyLogin\x12+.st_peter.auth.v1.FinishPasskeyLoginRequest\x1a\x1f.st_peter.auth.v1.LoginResponse2\x99\v\n" +
 	"\x0eAccountService\x12W\n" +
 	"\n" +
 	"GetAccount\x12#.st_peter.auth.v1.GetAccountRequest\x1a$.st_peter.auth.v1.GetAccountResponse\x12c\n" +
@@ -2315,7 +3000,11 @@ const file_st_peter_auth_v1_auth_proto_rawDesc = "" +
 	"\x17RegenerateRecoveryCodes\x120.st_peter.auth.v1.RegenerateRecoveryCodesRequest\x1a1.st_peter.auth.v1.RegenerateRecoveryCodesResponse\x12]\n" +
 	"\fListSessions\x12%.st_peter.auth.v1.ListSessionsRequest\x1a&.st_peter.auth.v1.ListSessionsResponse\x12`\n" +
 	"\rRevokeSession\x12&.st_peter.auth.v1.RevokeSessionRequest\x1a'.st_peter.auth.v1.RevokeSessionResponse\x12r\n" +
-	"\x13RevokeOtherSessions\x12,.st_peter.auth.v1.RevokeOtherSessionsRequest\x1a-.st_peter.auth.v1.RevokeOtherSessionsResponseBDZBgithub.com/st-peter/st-peter/client/go/genpb/stpeter/authv1;authv1b\x06proto3"
+	"\x13RevokeOtherSessions\x12,.st_peter.auth.v1.RevokeOtherSessionsRequest\x1a-.st_peter.auth.v1.RevokeOtherSessionsResponse\x12\x81\x01\n" +
+	"\x18BeginPasskeyRegistration\x121.st_peter.auth.v1.BeginPasskeyRegistrationRequest\x1a2.st_peter.auth.v1.BeginPasskeyRegistrationResponse\x12\x84\x01\n" +
+	"\x19FinishPasskeyRegistration\x122.st_peter.auth.v1.FinishPasskeyRegistrationRequest\x1a3.st_peter.auth.v1.FinishPasskeyRegistrationResponse\x12]\n" +
+	"\fListPasskeys\x12%.st_peter.auth.v1.ListPasskeysRequest\x1a&.st_peter.auth.v1.ListPasskeysResponse\x12`\n" +
+	"\rRemovePasskey\x12&.st_peter.auth.v1.RemovePasskeyRequest\x1a'.st_peter.auth.v1.RemovePasskeyResponseBDZBgithub.com/st-peter/st-peter/client/go/genpb/stpeter/authv1;authv1b\x06proto3"
 
 var (
 	file_st_peter_auth_v1_auth_proto_rawDescOnce sync.Once
@@ -2330,106 +3019,134 @@ func file_st_peter_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_st_peter_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_st_peter_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_st_peter_auth_v1_auth_proto_goTypes = []any{
-	(UserKind)(0),                           // 0: st_peter.auth.v1.UserKind
-	(TwoFactorMethod)(0),                    // 1: st_peter.auth.v1.TwoFactorMethod
-	(FailureReason)(0),                      // 2: st_peter.auth.v1.FailureReason
-	(*User)(nil),                            // 3: st_peter.auth.v1.User
-	(*LoginRequest)(nil),                    // 4: st_peter.auth.v1.LoginRequest
-	(*LoginResponse)(nil),                   // 5: st_peter.auth.v1.LoginResponse
-	(*Authenticated)(nil),                   // 6: st_peter.auth.v1.Authenticated
-	(*TwoFactorRequired)(nil),               // 7: st_peter.auth.v1.TwoFactorRequired
-	(*Failed)(nil),                          // 8: st_peter.auth.v1.Failed
-	(*VerifyTwoFactorRequest)(nil),          // 9: st_peter.auth.v1.VerifyTwoFactorRequest
-	(*VerifyTokenRequest)(nil),              // 10: st_peter.auth.v1.VerifyTokenRequest
-	(*VerifyTokenResponse)(nil),             // 11: st_peter.auth.v1.VerifyTokenResponse
-	(*LookupUserRequest)(nil),               // 12: st_peter.auth.v1.LookupUserRequest
-	(*LookupUserResponse)(nil),              // 13: st_peter.auth.v1.LookupUserResponse
-	(*LogoutRequest)(nil),                   // 14: st_peter.auth.v1.LogoutRequest
-	(*LogoutResponse)(nil),                  // 15: st_peter.auth.v1.LogoutResponse
-	(*WatchRevocationsRequest)(nil),         // 16: st_peter.auth.v1.WatchRevocationsRequest
-	(*RevocationEvent)(nil),                 // 17: st_peter.auth.v1.RevocationEvent
-	(*ExchangeApiKeyRequest)(nil),           // 18: st_peter.auth.v1.ExchangeApiKeyRequest
-	(*GetAccountRequest)(nil),               // 19: st_peter.auth.v1.GetAccountRequest
-	(*GetAccountResponse)(nil),              // 20: st_peter.auth.v1.GetAccountResponse
-	(*ChangePasswordRequest)(nil),           // 21: st_peter.auth.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),          // 22: st_peter.auth.v1.ChangePasswordResponse
-	(*BeginTotpEnrollmentRequest)(nil),      // 23: st_peter.auth.v1.BeginTotpEnrollmentRequest
-	(*BeginTotpEnrollmentResponse)(nil),     // 24: st_peter.auth.v1.BeginTotpEnrollmentResponse
-	(*ConfirmTotpEnrollmentRequest)(nil),    // 25: st_peter.auth.v1.ConfirmTotpEnrollmentRequest
-	(*ConfirmTotpEnrollmentResponse)(nil),   // 26: st_peter.auth.v1.ConfirmTotpEnrollmentResponse
-	(*DisableTotpRequest)(nil),              // 27: st_peter.auth.v1.DisableTotpRequest
-	(*DisableTotpResponse)(nil),             // 28: st_peter.auth.v1.DisableTotpResponse
-	(*RegenerateRecoveryCodesRequest)(nil),  // 29: st_peter.auth.v1.RegenerateRecoveryCodesRequest
-	(*RegenerateRecoveryCodesResponse)(nil), // 30: st_peter.auth.v1.RegenerateRecoveryCodesResponse
-	(*ListSessionsRequest)(nil),             // 31: st_peter.auth.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),            // 32: st_peter.auth.v1.ListSessionsResponse
-	(*Session)(nil),                         // 33: st_peter.auth.v1.Session
-	(*RevokeSessionRequest)(nil),            // 34: st_peter.auth.v1.RevokeSessionRequest
-	(*RevokeSessionResponse)(nil),           // 35: st_peter.auth.v1.RevokeSessionResponse
-	(*RevokeOtherSessionsRequest)(nil),      // 36: st_peter.auth.v1.RevokeOtherSessionsRequest
-	(*RevokeOtherSessionsResponse)(nil),     // 37: st_peter.auth.v1.RevokeOtherSessionsResponse
-	(*timestamppb.Timestamp)(nil),           // 38: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),             // 39: google.protobuf.Duration
+	(UserKind)(0),                             // 0: st_peter.auth.v1.UserKind
+	(TwoFactorMethod)(0),                      // 1: st_peter.auth.v1.TwoFactorMethod
+	(FailureReason)(0),                        // 2: st_peter.auth.v1.FailureReason
+	(*User)(nil),                              // 3: st_peter.auth.v1.User
+	(*LoginRequest)(nil),                      // 4: st_peter.auth.v1.LoginRequest
+	(*LoginResponse)(nil),                     // 5: st_peter.auth.v1.LoginResponse
+	(*Authenticated)(nil),                     // 6: st_peter.auth.v1.Authenticated
+	(*TwoFactorRequired)(nil),                 // 7: st_peter.auth.v1.TwoFactorRequired
+	(*Failed)(nil),                            // 8: st_peter.auth.v1.Failed
+	(*VerifyTwoFactorRequest)(nil),            // 9: st_peter.auth.v1.VerifyTwoFactorRequest
+	(*VerifyTokenRequest)(nil),                // 10: st_peter.auth.v1.VerifyTokenRequest
+	(*VerifyTokenResponse)(nil),               // 11: st_peter.auth.v1.VerifyTokenResponse
+	(*LookupUserRequest)(nil),                 // 12: st_peter.auth.v1.LookupUserRequest
+	(*LookupUserResponse)(nil),                // 13: st_peter.auth.v1.LookupUserResponse
+	(*LogoutRequest)(nil),                     // 14: st_peter.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),                    // 15: st_peter.auth.v1.LogoutResponse
+	(*WatchRevocationsRequest)(nil),           // 16: st_peter.auth.v1.WatchRevocationsRequest
+	(*RevocationEvent)(nil),                   // 17: st_peter.auth.v1.RevocationEvent
+	(*ExchangeApiKeyRequest)(nil),             // 18: st_peter.auth.v1.ExchangeApiKeyRequest
+	(*GetAccountRequest)(nil),                 // 19: st_peter.auth.v1.GetAccountRequest
+	(*GetAccountResponse)(nil),                // 20: st_peter.auth.v1.GetAccountResponse
+	(*ChangePasswordRequest)(nil),             // 21: st_peter.auth.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),            // 22: st_peter.auth.v1.ChangePasswordResponse
+	(*BeginTotpEnrollmentRequest)(nil),        // 23: st_peter.auth.v1.BeginTotpEnrollmentRequest
+	(*BeginTotpEnrollmentResponse)(nil),       // 24: st_peter.auth.v1.BeginTotpEnrollmentResponse
+	(*ConfirmTotpEnrollmentRequest)(nil),      // 25: st_peter.auth.v1.ConfirmTotpEnrollmentRequest
+	(*ConfirmTotpEnrollmentResponse)(nil),     // 26: st_peter.auth.v1.ConfirmTotpEnrollmentResponse
+	(*DisableTotpRequest)(nil),                // 27: st_peter.auth.v1.DisableTotpRequest
+	(*DisableTotpResponse)(nil),               // 28: st_peter.auth.v1.DisableTotpResponse
+	(*RegenerateRecoveryCodesRequest)(nil),    // 29: st_peter.auth.v1.RegenerateRecoveryCodesRequest
+	(*RegenerateRecoveryCodesResponse)(nil),   // 30: st_peter.auth.v1.RegenerateRecoveryCodesResponse
+	(*ListSessionsRequest)(nil),               // 31: st_peter.auth.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),              // 32: st_peter.auth.v1.ListSessionsResponse
+	(*Session)(nil),                           // 33: st_peter.auth.v1.Session
+	(*RevokeSessionRequest)(nil),              // 34: st_peter.auth.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),             // 35: st_peter.auth.v1.RevokeSessionResponse
+	(*RevokeOtherSessionsRequest)(nil),        // 36: st_peter.auth.v1.RevokeOtherSessionsRequest
+	(*RevokeOtherSessionsResponse)(nil),       // 37: st_peter.auth.v1.RevokeOtherSessionsResponse
+	(*BeginPasskeyLoginRequest)(nil),          // 38: st_peter.auth.v1.BeginPasskeyLoginRequest
+	(*BeginPasskeyLoginResponse)(nil),         // 39: st_peter.auth.v1.BeginPasskeyLoginResponse
+	(*FinishPasskeyLoginRequest)(nil),         // 40: st_peter.auth.v1.FinishPasskeyLoginRequest
+	(*BeginPasskeyRegistrationRequest)(nil),   // 41: st_peter.auth.v1.BeginPasskeyRegistrationRequest
+	(*BeginPasskeyRegistrationResponse)(nil),  // 42: st_peter.auth.v1.BeginPasskeyRegistrationResponse
+	(*FinishPasskeyRegistrationRequest)(nil),  // 43: st_peter.auth.v1.FinishPasskeyRegistrationRequest
+	(*FinishPasskeyRegistrationResponse)(nil), // 44: st_peter.auth.v1.FinishPasskeyRegistrationResponse
+	(*ListPasskeysRequest)(nil),               // 45: st_peter.auth.v1.ListPasskeysRequest
+	(*ListPasskeysResponse)(nil),              // 46: st_peter.auth.v1.ListPasskeysResponse
+	(*Passkey)(nil),                           // 47: st_peter.auth.v1.Passkey
+	(*RemovePasskeyRequest)(nil),              // 48: st_peter.auth.v1.RemovePasskeyRequest
+	(*RemovePasskeyResponse)(nil),             // 49: st_peter.auth.v1.RemovePasskeyResponse
+	(*timestamppb.Timestamp)(nil),             // 50: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),               // 51: google.protobuf.Duration
 }
 var file_st_peter_auth_v1_auth_proto_depIdxs = []int32{
 	0,  // 0: st_peter.auth.v1.User.kind:type_name -> st_peter.auth.v1.UserKind
 	6,  // 1: st_peter.auth.v1.LoginResponse.authenticated:type_name -> st_peter.auth.v1.Authenticated
 	7,  // 2: st_peter.auth.v1.LoginResponse.two_factor:type_name -> st_peter.auth.v1.TwoFactorRequired
 	8,  // 3: st_peter.auth.v1.LoginResponse.failed:type_name -> st_peter.auth.v1.Failed
-	38, // 4: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 4: st_peter.auth.v1.Authenticated.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 5: st_peter.auth.v1.Authenticated.user:type_name -> st_peter.auth.v1.User
-	38, // 6: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 6: st_peter.auth.v1.TwoFactorRequired.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 7: st_peter.auth.v1.TwoFactorRequired.methods:type_name -> st_peter.auth.v1.TwoFactorMethod
 	2,  // 8: st_peter.auth.v1.Failed.reason:type_name -> st_peter.auth.v1.FailureReason
-	39, // 9: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
+	51, // 9: st_peter.auth.v1.Failed.retry_after:type_name -> google.protobuf.Duration
 	3,  // 10: st_peter.auth.v1.VerifyTokenResponse.user:type_name -> st_peter.auth.v1.User
-	38, // 11: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 11: st_peter.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 12: st_peter.auth.v1.LookupUserResponse.user:type_name -> st_peter.auth.v1.User
 	3,  // 13: st_peter.auth.v1.GetAccountResponse.user:type_name -> st_peter.auth.v1.User
-	38, // 14: st_peter.auth.v1.BeginTotpEnrollmentResponse.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 14: st_peter.auth.v1.BeginTotpEnrollmentResponse.expires_at:type_name -> google.protobuf.Timestamp
 	33, // 15: st_peter.auth.v1.ListSessionsResponse.sessions:type_name -> st_peter.auth.v1.Session
-	38, // 16: st_peter.auth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	38, // 17: st_peter.auth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	38, // 18: st_peter.auth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
-	4,  // 19: st_peter.auth.v1.AuthService.Login:input_type -> st_peter.auth.v1.LoginRequest
-	9,  // 20: st_peter.auth.v1.AuthService.VerifyTwoFactor:input_type -> st_peter.auth.v1.VerifyTwoFactorRequest
-	10, // 21: st_peter.auth.v1.AuthService.VerifyToken:input_type -> st_peter.auth.v1.VerifyTokenRequest
-	12, // 22: st_peter.auth.v1.AuthService.LookupUser:input_type -> st_peter.auth.v1.LookupUserRequest
-	14, // 23: st_peter.auth.v1.AuthService.Logout:input_type -> st_peter.auth.v1.LogoutRequest
-	16, // 24: st_peter.auth.v1.AuthService.WatchRevocations:input_type -> st_peter.auth.v1.WatchRevocationsRequest
-	18, // 25: st_peter.auth.v1.AuthService.ExchangeApiKey:input_type -> st_peter.auth.v1.ExchangeApiKeyRequest
-	19, // 26: st_peter.auth.v1.AccountService.GetAccount:input_type -> st_peter.auth.v1.GetAccountRequest
-	21, // 27: st_peter.auth.v1.AccountService.ChangePassword:input_type -> st_peter.auth.v1.ChangePasswordRequest
-	23, // 28: st_peter.auth.v1.AccountService.BeginTotpEnrollment:input_type -> st_peter.auth.v1.BeginTotpEnrollmentRequest
-	25, // 29: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:input_type -> st_peter.auth.v1.ConfirmTotpEnrollmentRequest
-	27, // 30: st_peter.auth.v1.AccountService.DisableTotp:input_type -> st_peter.auth.v1.DisableTotpRequest
-	29, // 31: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:input_type -> st_peter.auth.v1.RegenerateRecoveryCodesRequest
-	31, // 32: st_peter.auth.v1.AccountService.ListSessions:input_type -> st_peter.auth.v1.ListSessionsRequest
-	34, // 33: st_peter.auth.v1.AccountService.RevokeSession:input_type -> st_peter.auth.v1.RevokeSessionRequest
-	36, // 34: st_peter.auth.v1.AccountService.RevokeOtherSessions:input_type -> st_peter.auth.v1.RevokeOtherSessionsRequest
-	5,  // 35: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
-	5,  // 36: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
-	11, // 37: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
-	13, // 38: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
-	15, // 39: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
-	17, // 40: st_peter.auth.v1.AuthService.WatchRevocations:output_type -> st_peter.auth.v1.RevocationEvent
-	6,  // 41: st_peter.auth.v1.AuthService.ExchangeApiKey:output_type -> st_peter.auth.v1.Authenticated
-	20, // 42: st_peter.auth.v1.AccountService.GetAccount:output_type -> st_peter.auth.v1.GetAccountResponse
-	22, // 43: st_peter.auth.v1.AccountService.ChangePassword:output_type -> st_peter.auth.v1.ChangePasswordResponse
-	24, // 44: st_peter.auth.v1.AccountService.BeginTotpEnrollment:output_type -> st_peter.auth.v1.BeginTotpEnrollmentResponse
-	26, // 45: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:output_type -> st_peter.auth.v1.ConfirmTotpEnrollmentResponse
-	28, // 46: st_peter.auth.v1.AccountService.DisableTotp:output_type -> st_peter.auth.v1.DisableTotpResponse
-	30, // 47: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:output_type -> st_peter.auth.v1.RegenerateRecoveryCodesResponse
-	32, // 48: st_peter.auth.v1.AccountService.ListSessions:output_type -> st_peter.auth.v1.ListSessionsResponse
-	35, // 49: st_peter.auth.v1.AccountService.RevokeSession:output_type -> st_peter.auth.v1.RevokeSessionResponse
-	37, // 50: st_peter.auth.v1.AccountService.RevokeOtherSessions:output_type -> st_peter.auth.v1.RevokeOtherSessionsResponse
-	35, // [35:51] is the sub-list for method output_type
-	19, // [19:35] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	50, // 16: st_peter.auth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	50, // 17: st_peter.auth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 18: st_peter.auth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	47, // 19: st_peter.auth.v1.FinishPasskeyRegistrationResponse.passkey:type_name -> st_peter.auth.v1.Passkey
+	47, // 20: st_peter.auth.v1.ListPasskeysResponse.passkeys:type_name -> st_peter.auth.v1.Passkey
+	50, // 21: st_peter.auth.v1.Passkey.created_at:type_name -> google.protobuf.Timestamp
+	50, // 22: st_peter.auth.v1.Passkey.last_used_at:type_name -> google.protobuf.Timestamp
+	4,  // 23: st_peter.auth.v1.AuthService.Login:input_type -> st_peter.auth.v1.LoginRequest
+	9,  // 24: st_peter.auth.v1.AuthService.VerifyTwoFactor:input_type -> st_peter.auth.v1.VerifyTwoFactorRequest
+	10, // 25: st_peter.auth.v1.AuthService.VerifyToken:input_type -> st_peter.auth.v1.VerifyTokenRequest
+	12, // 26: st_peter.auth.v1.AuthService.LookupUser:input_type -> st_peter.auth.v1.LookupUserRequest
+	14, // 27: st_peter.auth.v1.AuthService.Logout:input_type -> st_peter.auth.v1.LogoutRequest
+	16, // 28: st_peter.auth.v1.AuthService.WatchRevocations:input_type -> st_peter.auth.v1.WatchRevocationsRequest
+	18, // 29: st_peter.auth.v1.AuthService.ExchangeApiKey:input_type -> st_peter.auth.v1.ExchangeApiKeyRequest
+	38, // 30: st_peter.auth.v1.AuthService.BeginPasskeyLogin:input_type -> st_peter.auth.v1.BeginPasskeyLoginRequest
+	40, // 31: st_peter.auth.v1.AuthService.FinishPasskeyLogin:input_type -> st_peter.auth.v1.FinishPasskeyLoginRequest
+	19, // 32: st_peter.auth.v1.AccountService.GetAccount:input_type -> st_peter.auth.v1.GetAccountRequest
+	21, // 33: st_peter.auth.v1.AccountService.ChangePassword:input_type -> st_peter.auth.v1.ChangePasswordRequest
+	23, // 34: st_peter.auth.v1.AccountService.BeginTotpEnrollment:input_type -> st_peter.auth.v1.BeginTotpEnrollmentRequest
+	25, // 35: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:input_type -> st_peter.auth.v1.ConfirmTotpEnrollmentRequest
+	27, // 36: st_peter.auth.v1.AccountService.DisableTotp:input_type -> st_peter.auth.v1.DisableTotpRequest
+	29, // 37: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:input_type -> st_peter.auth.v1.RegenerateRecoveryCodesRequest
+	31, // 38: st_peter.auth.v1.AccountService.ListSessions:input_type -> st_peter.auth.v1.ListSessionsRequest
+	34, // 39: st_peter.auth.v1.AccountService.RevokeSession:input_type -> st_peter.auth.v1.RevokeSessionRequest
+	36, // 40: st_peter.auth.v1.AccountService.RevokeOtherSessions:input_type -> st_peter.auth.v1.RevokeOtherSessionsRequest
+	41, // 41: st_peter.auth.v1.AccountService.BeginPasskeyRegistration:input_type -> st_peter.auth.v1.BeginPasskeyRegistrationRequest
+	43, // 42: st_peter.auth.v1.AccountService.FinishPasskeyRegistration:input_type -> st_peter.auth.v1.FinishPasskeyRegistrationRequest
+	45, // 43: st_peter.auth.v1.AccountService.ListPasskeys:input_type -> st_peter.auth.v1.ListPasskeysRequest
+	48, // 44: st_peter.auth.v1.AccountService.RemovePasskey:input_type -> st_peter.auth.v1.RemovePasskeyRequest
+	5,  // 45: st_peter.auth.v1.AuthService.Login:output_type -> st_peter.auth.v1.LoginResponse
+	5,  // 46: st_peter.auth.v1.AuthService.VerifyTwoFactor:output_type -> st_peter.auth.v1.LoginResponse
+	11, // 47: st_peter.auth.v1.AuthService.VerifyToken:output_type -> st_peter.auth.v1.VerifyTokenResponse
+	13, // 48: st_peter.auth.v1.AuthService.LookupUser:output_type -> st_peter.auth.v1.LookupUserResponse
+	15, // 49: st_peter.auth.v1.AuthService.Logout:output_type -> st_peter.auth.v1.LogoutResponse
+	17, // 50: st_peter.auth.v1.AuthService.WatchRevocations:output_type -> st_peter.auth.v1.RevocationEvent
+	6,  // 51: st_peter.auth.v1.AuthService.ExchangeApiKey:output_type -> st_peter.auth.v1.Authenticated
+	39, // 52: st_peter.auth.v1.AuthService.BeginPasskeyLogin:output_type -> st_peter.auth.v1.BeginPasskeyLoginResponse
+	5,  // 53: st_peter.auth.v1.AuthService.FinishPasskeyLogin:output_type -> st_peter.auth.v1.LoginResponse
+	20, // 54: st_peter.auth.v1.AccountService.GetAccount:output_type -> st_peter.auth.v1.GetAccountResponse
+	22, // 55: st_peter.auth.v1.AccountService.ChangePassword:output_type -> st_peter.auth.v1.ChangePasswordResponse
+	24, // 56: st_peter.auth.v1.AccountService.BeginTotpEnrollment:output_type -> st_peter.auth.v1.BeginTotpEnrollmentResponse
+	26, // 57: st_peter.auth.v1.AccountService.ConfirmTotpEnrollment:output_type -> st_peter.auth.v1.ConfirmTotpEnrollmentResponse
+	28, // 58: st_peter.auth.v1.AccountService.DisableTotp:output_type -> st_peter.auth.v1.DisableTotpResponse
+	30, // 59: st_peter.auth.v1.AccountService.RegenerateRecoveryCodes:output_type -> st_peter.auth.v1.RegenerateRecoveryCodesResponse
+	32, // 60: st_peter.auth.v1.AccountService.ListSessions:output_type -> st_peter.auth.v1.ListSessionsResponse
+	35, // 61: st_peter.auth.v1.AccountService.RevokeSession:output_type -> st_peter.auth.v1.RevokeSessionResponse
+	37, // 62: st_peter.auth.v1.AccountService.RevokeOtherSessions:output_type -> st_peter.auth.v1.RevokeOtherSessionsResponse
+	42, // 63: st_peter.auth.v1.AccountService.BeginPasskeyRegistration:output_type -> st_peter.auth.v1.BeginPasskeyRegistrationResponse
+	44, // 64: st_peter.auth.v1.AccountService.FinishPasskeyRegistration:output_type -> st_peter.auth.v1.FinishPasskeyRegistrationResponse
+	46, // 65: st_peter.auth.v1.AccountService.ListPasskeys:output_type -> st_peter.auth.v1.ListPasskeysResponse
+	49, // 66: st_peter.auth.v1.AccountService.RemovePasskey:output_type -> st_peter.auth.v1.RemovePasskeyResponse
+	45, // [45:67] is the sub-list for method output_type
+	23, // [23:45] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_st_peter_auth_v1_auth_proto_init() }
@@ -2453,7 +3170,7 @@ func file_st_peter_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_st_peter_auth_v1_auth_proto_rawDesc), len(file_st_peter_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

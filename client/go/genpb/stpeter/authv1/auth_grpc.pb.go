@@ -27,13 +27,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Login_FullMethodName            = "/st_peter.auth.v1.AuthService/Login"
-	AuthService_VerifyTwoFactor_FullMethodName  = "/st_peter.auth.v1.AuthService/VerifyTwoFactor"
-	AuthService_VerifyToken_FullMethodName      = "/st_peter.auth.v1.AuthService/VerifyToken"
-	AuthService_LookupUser_FullMethodName       = "/st_peter.auth.v1.AuthService/LookupUser"
-	AuthService_Logout_FullMethodName           = "/st_peter.auth.v1.AuthService/Logout"
-	AuthService_WatchRevocations_FullMethodName = "/st_peter.auth.v1.AuthService/WatchRevocations"
-	AuthService_ExchangeApiKey_FullMethodName   = "/st_peter.auth.v1.AuthService/ExchangeApiKey"
+	AuthService_Login_FullMethodName              = "/st_peter.auth.v1.AuthService/Login"
+	AuthService_VerifyTwoFactor_FullMethodName    = "/st_peter.auth.v1.AuthService/VerifyTwoFactor"
+	AuthService_VerifyToken_FullMethodName        = "/st_peter.auth.v1.AuthService/VerifyToken"
+	AuthService_LookupUser_FullMethodName         = "/st_peter.auth.v1.AuthService/LookupUser"
+	AuthService_Logout_FullMethodName             = "/st_peter.auth.v1.AuthService/Logout"
+	AuthService_WatchRevocations_FullMethodName   = "/st_peter.auth.v1.AuthService/WatchRevocations"
+	AuthService_ExchangeApiKey_FullMethodName     = "/st_peter.auth.v1.AuthService/ExchangeApiKey"
+	AuthService_BeginPasskeyLogin_FullMethodName  = "/st_peter.auth.v1.AuthService/BeginPasskeyLogin"
+	AuthService_FinishPasskeyLogin_FullMethodName = "/st_peter.auth.v1.AuthService/FinishPasskeyLogin"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -75,6 +77,23 @@ type AuthServiceClient interface {
 	// revoked key, or a disabled service account, is UNAUTHENTICATED; repeated failures
 	// from one address are RESOURCE_EXHAUSTED for a while.
 	ExchangeApiKey(ctx context.Context, in *ExchangeApiKeyRequest, opts ...grpc.CallOption) (*Authenticated, error)
+	// Start a passkey (WebAuthn) sign-in. With an `identifier`, the options name that
+	// user's passkeys; with neither field, the browser offers any discoverable passkey
+	// for this site; with a `two_factor_id` from a Login that answered `two_factor`, the
+	// assertion completes that challenge (the user's passkeys, no password again). Pass
+	// `options_json` to `navigator.credentials.get` (after decoding its base64url fields,
+	// or with `PublicKeyCredential.parseRequestOptionsFromJSON`). The challenge is
+	// single-use and lives about two minutes. FAILED_PRECONDITION when the server has no
+	// `--webauthn-rp-id`/`--webauthn-origin`; RESOURCE_EXHAUSTED while the login
+	// throttles hold for the identifier or the caller's address.
+	BeginPasskeyLogin(ctx context.Context, in *BeginPasskeyLoginRequest, opts ...grpc.CallOption) (*BeginPasskeyLoginResponse, error)
+	// Finish a passkey sign-in with the browser's answer (the PublicKeyCredential as
+	// JSON, as `toJSON()` gives it). Answers like Login: `authenticated`, or `failed`
+	// (INVALID_CREDENTIALS for an assertion that does not verify: unknown passkey, wrong
+	// origin or signature, a replay, a sign counter that went backwards; CHALLENGE_EXPIRED
+	// for an unknown, used or expired `challenge_id`; RATE_LIMITED while the throttles
+	// hold). Malformed JSON is INVALID_ARGUMENT naming `credential_json`.
+	FinishPasskeyLogin(ctx context.Context, in *FinishPasskeyLoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
 }
 
 type authServiceClient struct {
@@ -164,6 +183,26 @@ func (c *authServiceClient) ExchangeApiKey(ctx context.Context, in *ExchangeApiK
 	return out, nil
 }
 
+func (c *authServiceClient) BeginPasskeyLogin(ctx context.Context, in *BeginPasskeyLoginRequest, opts ...grpc.CallOption) (*BeginPasskeyLoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BeginPasskeyLoginResponse)
+	err := c.cc.Invoke(ctx, AuthService_BeginPasskeyLogin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) FinishPasskeyLogin(ctx context.Context, in *FinishPasskeyLoginRequest, opts ...grpc.CallOption) (*LoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoginResponse)
+	err := c.cc.Invoke(ctx, AuthService_FinishPasskeyLogin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -203,6 +242,23 @@ type AuthServiceServer interface {
 	// revoked key, or a disabled service account, is UNAUTHENTICATED; repeated failures
 	// from one address are RESOURCE_EXHAUSTED for a while.
 	ExchangeApiKey(context.Context, *ExchangeApiKeyRequest) (*Authenticated, error)
+	// Start a passkey (WebAuthn) sign-in. With an `identifier`, the options name that
+	// user's passkeys; with neither field, the browser offers any discoverable passkey
+	// for this site; with a `two_factor_id` from a Login that answered `two_factor`, the
+	// assertion completes that challenge (the user's passkeys, no password again). Pass
+	// `options_json` to `navigator.credentials.get` (after decoding its base64url fields,
+	// or with `PublicKeyCredential.parseRequestOptionsFromJSON`). The challenge is
+	// single-use and lives about two minutes. FAILED_PRECONDITION when the server has no
+	// `--webauthn-rp-id`/`--webauthn-origin`; RESOURCE_EXHAUSTED while the login
+	// throttles hold for the identifier or the caller's address.
+	BeginPasskeyLogin(context.Context, *BeginPasskeyLoginRequest) (*BeginPasskeyLoginResponse, error)
+	// Finish a passkey sign-in with the browser's answer (the PublicKeyCredential as
+	// JSON, as `toJSON()` gives it). Answers like Login: `authenticated`, or `failed`
+	// (INVALID_CREDENTIALS for an assertion that does not verify: unknown passkey, wrong
+	// origin or signature, a replay, a sign counter that went backwards; CHALLENGE_EXPIRED
+	// for an unknown, used or expired `challenge_id`; RATE_LIMITED while the throttles
+	// hold). Malformed JSON is INVALID_ARGUMENT naming `credential_json`.
+	FinishPasskeyLogin(context.Context, *FinishPasskeyLoginRequest) (*LoginResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -233,6 +289,12 @@ func (UnimplementedAuthServiceServer) WatchRevocations(*WatchRevocationsRequest,
 }
 func (UnimplementedAuthServiceServer) ExchangeApiKey(context.Context, *ExchangeApiKeyRequest) (*Authenticated, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExchangeApiKey not implemented")
+}
+func (UnimplementedAuthServiceServer) BeginPasskeyLogin(context.Context, *BeginPasskeyLoginRequest) (*BeginPasskeyLoginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BeginPasskeyLogin not implemented")
+}
+func (UnimplementedAuthServiceServer) FinishPasskeyLogin(context.Context, *FinishPasskeyLoginRequest) (*LoginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FinishPasskeyLogin not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -374,6 +436,42 @@ func _AuthService_ExchangeApiKey_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_BeginPasskeyLogin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BeginPasskeyLoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).BeginPasskeyLogin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_BeginPasskeyLogin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).BeginPasskeyLogin(ctx, req.(*BeginPasskeyLoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_FinishPasskeyLogin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FinishPasskeyLoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).FinishPasskeyLogin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_FinishPasskeyLogin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).FinishPasskeyLogin(ctx, req.(*FinishPasskeyLoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -405,6 +503,14 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ExchangeApiKey",
 			Handler:    _AuthService_ExchangeApiKey_Handler,
 		},
+		{
+			MethodName: "BeginPasskeyLogin",
+			Handler:    _AuthService_BeginPasskeyLogin_Handler,
+		},
+		{
+			MethodName: "FinishPasskeyLogin",
+			Handler:    _AuthService_FinishPasskeyLogin_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -417,15 +523,19 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	AccountService_GetAccount_FullMethodName              = "/st_peter.auth.v1.AccountService/GetAccount"
-	AccountService_ChangePassword_FullMethodName          = "/st_peter.auth.v1.AccountService/ChangePassword"
-	AccountService_BeginTotpEnrollment_FullMethodName     = "/st_peter.auth.v1.AccountService/BeginTotpEnrollment"
-	AccountService_ConfirmTotpEnrollment_FullMethodName   = "/st_peter.auth.v1.AccountService/ConfirmTotpEnrollment"
-	AccountService_DisableTotp_FullMethodName             = "/st_peter.auth.v1.AccountService/DisableTotp"
-	AccountService_RegenerateRecoveryCodes_FullMethodName = "/st_peter.auth.v1.AccountService/RegenerateRecoveryCodes"
-	AccountService_ListSessions_FullMethodName            = "/st_peter.auth.v1.AccountService/ListSessions"
-	AccountService_RevokeSession_FullMethodName           = "/st_peter.auth.v1.AccountService/RevokeSession"
-	AccountService_RevokeOtherSessions_FullMethodName     = "/st_peter.auth.v1.AccountService/RevokeOtherSessions"
+	AccountService_GetAccount_FullMethodName                = "/st_peter.auth.v1.AccountService/GetAccount"
+	AccountService_ChangePassword_FullMethodName            = "/st_peter.auth.v1.AccountService/ChangePassword"
+	AccountService_BeginTotpEnrollment_FullMethodName       = "/st_peter.auth.v1.AccountService/BeginTotpEnrollment"
+	AccountService_ConfirmTotpEnrollment_FullMethodName     = "/st_peter.auth.v1.AccountService/ConfirmTotpEnrollment"
+	AccountService_DisableTotp_FullMethodName               = "/st_peter.auth.v1.AccountService/DisableTotp"
+	AccountService_RegenerateRecoveryCodes_FullMethodName   = "/st_peter.auth.v1.AccountService/RegenerateRecoveryCodes"
+	AccountService_ListSessions_FullMethodName              = "/st_peter.auth.v1.AccountService/ListSessions"
+	AccountService_RevokeSession_FullMethodName             = "/st_peter.auth.v1.AccountService/RevokeSession"
+	AccountService_RevokeOtherSessions_FullMethodName       = "/st_peter.auth.v1.AccountService/RevokeOtherSessions"
+	AccountService_BeginPasskeyRegistration_FullMethodName  = "/st_peter.auth.v1.AccountService/BeginPasskeyRegistration"
+	AccountService_FinishPasskeyRegistration_FullMethodName = "/st_peter.auth.v1.AccountService/FinishPasskeyRegistration"
+	AccountService_ListPasskeys_FullMethodName              = "/st_peter.auth.v1.AccountService/ListPasskeys"
+	AccountService_RemovePasskey_FullMethodName             = "/st_peter.auth.v1.AccountService/RemovePasskey"
 )
 
 // AccountServiceClient is the client API for AccountService service.
@@ -475,6 +585,23 @@ type AccountServiceClient interface {
 	RevokeSession(ctx context.Context, in *RevokeSessionRequest, opts ...grpc.CallOption) (*RevokeSessionResponse, error)
 	// End every live session of the caller except the one making the call.
 	RevokeOtherSessions(ctx context.Context, in *RevokeOtherSessionsRequest, opts ...grpc.CallOption) (*RevokeOtherSessionsResponse, error)
+	// Start registering a passkey for the caller. Answers the options to pass to
+	// `navigator.credentials.create` (user verification required, a discoverable
+	// credential where the authenticator can keep one, the caller's passkeys excluded).
+	// Takes the current password. The registration is single-use and lives about five
+	// minutes. FAILED_PRECONDITION when the server has no WebAuthn settings.
+	BeginPasskeyRegistration(ctx context.Context, in *BeginPasskeyRegistrationRequest, opts ...grpc.CallOption) (*BeginPasskeyRegistrationResponse, error)
+	// Store the passkey the browser created, under a name its user chose. A credential
+	// that does not verify (wrong origin or challenge, no user verification) is
+	// INVALID_ARGUMENT naming `credential_json`; an unknown, used or expired
+	// `registration_id`, or another user's, is FAILED_PRECONDITION. From now on a password
+	// login asks for a second factor, which the passkey can give.
+	FinishPasskeyRegistration(ctx context.Context, in *FinishPasskeyRegistrationRequest, opts ...grpc.CallOption) (*FinishPasskeyRegistrationResponse, error)
+	// The caller's passkeys, oldest first.
+	ListPasskeys(ctx context.Context, in *ListPasskeysRequest, opts ...grpc.CallOption) (*ListPasskeysResponse, error)
+	// Remove one of the caller's passkeys. Takes the current password. Another user's
+	// passkey, or an unknown one, is NOT_FOUND.
+	RemovePasskey(ctx context.Context, in *RemovePasskeyRequest, opts ...grpc.CallOption) (*RemovePasskeyResponse, error)
 }
 
 type accountServiceClient struct {
@@ -575,6 +702,46 @@ func (c *accountServiceClient) RevokeOtherSessions(ctx context.Context, in *Revo
 	return out, nil
 }
 
+func (c *accountServiceClient) BeginPasskeyRegistration(ctx context.Context, in *BeginPasskeyRegistrationRequest, opts ...grpc.CallOption) (*BeginPasskeyRegistrationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BeginPasskeyRegistrationResponse)
+	err := c.cc.Invoke(ctx, AccountService_BeginPasskeyRegistration_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *accountServiceClient) FinishPasskeyRegistration(ctx context.Context, in *FinishPasskeyRegistrationRequest, opts ...grpc.CallOption) (*FinishPasskeyRegistrationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FinishPasskeyRegistrationResponse)
+	err := c.cc.Invoke(ctx, AccountService_FinishPasskeyRegistration_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *accountServiceClient) ListPasskeys(ctx context.Context, in *ListPasskeysRequest, opts ...grpc.CallOption) (*ListPasskeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPasskeysResponse)
+	err := c.cc.Invoke(ctx, AccountService_ListPasskeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *accountServiceClient) RemovePasskey(ctx context.Context, in *RemovePasskeyRequest, opts ...grpc.CallOption) (*RemovePasskeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePasskeyResponse)
+	err := c.cc.Invoke(ctx, AccountService_RemovePasskey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AccountServiceServer is the server API for AccountService service.
 // All implementations must embed UnimplementedAccountServiceServer
 // for forward compatibility.
@@ -622,6 +789,23 @@ type AccountServiceServer interface {
 	RevokeSession(context.Context, *RevokeSessionRequest) (*RevokeSessionResponse, error)
 	// End every live session of the caller except the one making the call.
 	RevokeOtherSessions(context.Context, *RevokeOtherSessionsRequest) (*RevokeOtherSessionsResponse, error)
+	// Start registering a passkey for the caller. Answers the options to pass to
+	// `navigator.credentials.create` (user verification required, a discoverable
+	// credential where the authenticator can keep one, the caller's passkeys excluded).
+	// Takes the current password. The registration is single-use and lives about five
+	// minutes. FAILED_PRECONDITION when the server has no WebAuthn settings.
+	BeginPasskeyRegistration(context.Context, *BeginPasskeyRegistrationRequest) (*BeginPasskeyRegistrationResponse, error)
+	// Store the passkey the browser created, under a name its user chose. A credential
+	// that does not verify (wrong origin or challenge, no user verification) is
+	// INVALID_ARGUMENT naming `credential_json`; an unknown, used or expired
+	// `registration_id`, or another user's, is FAILED_PRECONDITION. From now on a password
+	// login asks for a second factor, which the passkey can give.
+	FinishPasskeyRegistration(context.Context, *FinishPasskeyRegistrationRequest) (*FinishPasskeyRegistrationResponse, error)
+	// The caller's passkeys, oldest first.
+	ListPasskeys(context.Context, *ListPasskeysRequest) (*ListPasskeysResponse, error)
+	// Remove one of the caller's passkeys. Takes the current password. Another user's
+	// passkey, or an unknown one, is NOT_FOUND.
+	RemovePasskey(context.Context, *RemovePasskeyRequest) (*RemovePasskeyResponse, error)
 	mustEmbedUnimplementedAccountServiceServer()
 }
 
@@ -658,6 +842,18 @@ func (UnimplementedAccountServiceServer) RevokeSession(context.Context, *RevokeS
 }
 func (UnimplementedAccountServiceServer) RevokeOtherSessions(context.Context, *RevokeOtherSessionsRequest) (*RevokeOtherSessionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeOtherSessions not implemented")
+}
+func (UnimplementedAccountServiceServer) BeginPasskeyRegistration(context.Context, *BeginPasskeyRegistrationRequest) (*BeginPasskeyRegistrationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BeginPasskeyRegistration not implemented")
+}
+func (UnimplementedAccountServiceServer) FinishPasskeyRegistration(context.Context, *FinishPasskeyRegistrationRequest) (*FinishPasskeyRegistrationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FinishPasskeyRegistration not implemented")
+}
+func (UnimplementedAccountServiceServer) ListPasskeys(context.Context, *ListPasskeysRequest) (*ListPasskeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPasskeys not implemented")
+}
+func (UnimplementedAccountServiceServer) RemovePasskey(context.Context, *RemovePasskeyRequest) (*RemovePasskeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePasskey not implemented")
 }
 func (UnimplementedAccountServiceServer) mustEmbedUnimplementedAccountServiceServer() {}
 func (UnimplementedAccountServiceServer) testEmbeddedByValue()                        {}
@@ -842,6 +1038,78 @@ func _AccountService_RevokeOtherSessions_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccountService_BeginPasskeyRegistration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BeginPasskeyRegistrationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountServiceServer).BeginPasskeyRegistration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountService_BeginPasskeyRegistration_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountServiceServer).BeginPasskeyRegistration(ctx, req.(*BeginPasskeyRegistrationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AccountService_FinishPasskeyRegistration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FinishPasskeyRegistrationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountServiceServer).FinishPasskeyRegistration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountService_FinishPasskeyRegistration_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountServiceServer).FinishPasskeyRegistration(ctx, req.(*FinishPasskeyRegistrationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AccountService_ListPasskeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPasskeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountServiceServer).ListPasskeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountService_ListPasskeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountServiceServer).ListPasskeys(ctx, req.(*ListPasskeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AccountService_RemovePasskey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePasskeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountServiceServer).RemovePasskey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountService_RemovePasskey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountServiceServer).RemovePasskey(ctx, req.(*RemovePasskeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AccountService_ServiceDesc is the grpc.ServiceDesc for AccountService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -884,6 +1152,22 @@ var AccountService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeOtherSessions",
 			Handler:    _AccountService_RevokeOtherSessions_Handler,
+		},
+		{
+			MethodName: "BeginPasskeyRegistration",
+			Handler:    _AccountService_BeginPasskeyRegistration_Handler,
+		},
+		{
+			MethodName: "FinishPasskeyRegistration",
+			Handler:    _AccountService_FinishPasskeyRegistration_Handler,
+		},
+		{
+			MethodName: "ListPasskeys",
+			Handler:    _AccountService_ListPasskeys_Handler,
+		},
+		{
+			MethodName: "RemovePasskey",
+			Handler:    _AccountService_RemovePasskey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file st_peter/auth/v1/auth.proto.
  */
 export const file_st_peter_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEilwEKBFVzZXISDwoHdXNlcl9pZBgBIAEoCRIOCgZoYW5kbGUYAiABKAkSDQoFZW1haWwYAyABKAkSDQoFcGhvbmUYBCABKAkSFAoMZGlzcGxheV9uYW1lGAUgASgJEhAKCGRpc2FibGVkGAYgASgIEigKBGtpbmQYByABKA4yGi5zdF9wZXRlci5hdXRoLnYxLlVzZXJLaW5kIjQKDExvZ2luUmVxdWVzdBISCgppZGVudGlmaWVyGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIroBCg1Mb2dpblJlc3BvbnNlEjgKDWF1dGhlbnRpY2F0ZWQYASABKAsyHy5zdF9wZXRlci5hdXRoLnYxLkF1dGhlbnRpY2F0ZWRIABI5Cgp0d29fZmFjdG9yGAIgASgLMiMuc3RfcGV0ZXIuYXV0aC52MS5Ud29GYWN0b3JSZXF1aXJlZEgAEioKBmZhaWxlZBgDIAEoCzIYLnN0X3BldGVyLmF1dGgudjEuRmFpbGVkSABCCAoGcmVzdWx0InQKDUF1dGhlbnRpY2F0ZWQSDQoFdG9rZW4YASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoEdXNlchgDIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciKOAQoRVHdvRmFjdG9yUmVxdWlyZWQSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgdtZXRob2RzGAMgAygOMiEuc3RfcGV0ZXIuYXV0aC52MS5Ud29GYWN0b3JNZXRob2QiaQoGRmFpbGVkEi8KBnJlYXNvbhgBIAEoDjIfLnN0X3BldGVyLmF1dGgudjEuRmFpbHVyZVJlYXNvbhIuCgtyZXRyeV9hZnRlchgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI9ChZWZXJpZnlUd29GYWN0b3JSZXF1ZXN0EhUKDXR3b19mYWN0b3JfaWQYASABKAkSDAoEY29kZRgCIAEoCSIjChJWZXJpZnlUb2tlblJlcXVlc3QSDQoFdG9rZW4YASABKAkiegoTVmVyaWZ5VG9rZW5SZXNwb25zZRIkCgR1c2VyGAEgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyEg0KBXJvbGVzGAIgAygJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk4KEUxvb2t1cFVzZXJSZXF1ZXN0EhAKCGFjdG9yX2lkGAEgASgJEhMKC2FjdG9yX3Rva2VuGAIgASgJEhIKCmlkZW50aWZpZXIYAyABKAkiOgoSTG9va3VwVXNlclJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXIiHgoNTG9nb3V0UmVxdWVzdBINCgV0b2tlbhgBIAEoCSIQCg5Mb2dvdXRSZXNwb25zZSIxChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoBCJnCg9SZXZvY2F0aW9uRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSFAoKdG9rZW5faGFzaBgCIAEoDEgAEhEKB3VzZXJfaWQYAyABKAlIABIPCgVyZXNldBgEIAEoCEgAQggKBmNoYW5nZSIoChVFeGNoYW5nZUFwaUtleVJlcXVlc3QSDwoHYXBpX2tleRgBIAEoCSITChFHZXRBY2NvdW50UmVxdWVzdCJtChJHZXRBY2NvdW50UmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlchIUCgx0b3RwX2VuYWJsZWQYAiABKAgSGwoTcmVjb3ZlcnlfY29kZXNfbGVmdBgDIAEoDSJmChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkSHQoVcmV2b2tlX290aGVyX3Nlc3Npb25zGAMgASgIIjIKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USGAoQcmV2b2tlZF9zZXNzaW9ucxgBIAEoDSIcChpCZWdpblRvdHBFbnJvbGxtZW50UmVxdWVzdCJ5ChtCZWdpblRvdHBFbnJvbGxtZW50UmVzcG9uc2USFQoNZW5yb2xsbWVudF9pZBgBIAEoCRITCgtvdHBhdXRoX3VyaRgCIAEoCRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJiChxDb25maXJtVG90cEVucm9sbG1lbnRSZXF1ZXN0EhUKDWVucm9sbG1lbnRfaWQYASABKAkSDAoEY29kZRgCIAEoCRIdChVyZXZva2Vfb3RoZXJfc2Vzc2lvbnMYAyABKAgiUQodQ29uZmlybVRvdHBFbnJvbGxtZW50UmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkSGAoQcmV2b2tlZF9zZXNzaW9ucxgCIAEoDSIuChJEaXNhYmxlVG90cFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCSIVChNEaXNhYmxlVG90cFJlc3BvbnNlIjoKHlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJIjkKH1JlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCJDChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIrCghzZXNzaW9ucxgBIAMoCzIZLnN0X3BldGVyLmF1dGgudjEuU2Vzc2lvbiLAAQoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEi4KCmNyZWF0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3Rfc2Vlbl9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY3VycmVudBgFIAEoCCIqChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSIcChpSZXZva2VPdGhlclNlc3Npb25zUmVxdWVzdCI3ChtSZXZva2VPdGhlclNlc3Npb25zUmVzcG9uc2USGAoQcmV2b2tlZF9zZXNzaW9ucxgBIAEoDSpRCghVc2VyS2luZBIZChVVU0VSX0tJTkRfVU5TUEVDSUZJRUQQABITCg9VU0VSX0tJTkRfSFVNQU4QARIVChFVU0VSX0tJTkRfU0VSVklDRRACKnUKD1R3b0ZhY3Rvck1ldGhvZBIhCh1UV09fRkFDVE9SX01FVEhPRF9VTlNQRUNJRklFRBAAEhoKFlRXT19GQUNUT1JfTUVUSE9EX1RPVFAQARIjCh9UV09fRkFDVE9SX01FVEhPRF9SRUNPVkVSWV9DT0RFEAIqvwEKDUZhaWx1cmVSZWFzb24SHgoaRkFJTFVSRV9SRUFTT05fVU5TUEVDSUZJRUQQABImCiJGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESHwobRkFJTFVSRV9SRUFTT05fUkFURV9MSU1JVEVEEAISHwobRkFJTFVSRV9SRUFTT05fSU5WQUxJRF9DT0RFEAMSJAogRkFJTFVSRV9SRUFTT05fQ0hBTExFTkdFX0VYUElSRUQQBDL3BAoLQXV0aFNlcnZpY2USSAoFTG9naW4SHi5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJcCg9WZXJpZnlUd29GYWN0b3ISKC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVR3b0ZhY3RvclJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkxvZ2luUmVzcG9uc2USWgoLVmVyaWZ5VG9rZW4SJC5zdF9wZXRlci5hdXRoLnYxLlZlcmlmeVRva2VuUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXNwb25zZRJXCgpMb29rdXBVc2VyEiMuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVxdWVzdBokLnN0X3BldGVyLmF1dGgudjEuTG9va3VwVXNlclJlc3BvbnNlEksKBkxvZ291dBIfLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVxdWVzdBogLnN0X3BldGVyLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USYgoQV2F0Y2hSZXZvY2F0aW9ucxIpLnN0X3BldGVyLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaIS5zdF9wZXRlci5hdXRoLnYxLlJldm9jYXRpb25FdmVudDABEloKDkV4Y2hhbmdlQXBpS2V5Eicuc3RfcGV0ZXIuYXV0aC52MS5FeGNoYW5nZUFwaUtleVJlcXVlc3QaHy5zdF9wZXRlci5hdXRoLnYxLkF1dGhlbnRpY2F0ZWQyzQcKDkFjY291bnRTZXJ2aWNlElcKCkdldEFjY291bnQSIy5zdF9wZXRlci5hdXRoLnYxLkdldEFjY291bnRSZXF1ZXN0GiQuc3RfcGV0ZXIuYXV0aC52MS5HZXRBY2NvdW50UmVzcG9uc2USYwoOQ2hhbmdlUGFzc3dvcmQSJy5zdF9wZXRlci5hdXRoLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBooLnN0X3BldGVyLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJyChNCZWdpblRvdHBFbnJvbGxtZW50Eiwuc3RfcGV0ZXIuYXV0aC52MS5CZWdpblRvdHBFbnJvbGxtZW50UmVxdWVzdBotLnN0X3BldGVyLmF1dGgudjEuQmVnaW5Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEngKFUNvbmZpcm1Ub3RwRW5yb2xsbWVudBIuLnN0X3BldGVyLmF1dGgudjEuQ29uZmlybVRvdHBFbnJvbGxtZW50UmVxdWVzdBovLnN0X3BldGVyLmF1dGgudjEuQ29uZmlybVRvdHBFbnJvbGxtZW50UmVzcG9uc2USWgoLRGlzYWJsZVRvdHASJC5zdF9wZXRlci5hdXRoLnYxLkRpc2FibGVUb3RwUmVxdWVzdBolLnN0X3BldGVyLmF1dGgudjEuRGlzYWJsZVRvdHBSZXNwb25zZRJ+ChdSZWdlbmVyYXRlUmVjb3ZlcnlDb2RlcxIwLnN0X3BldGVyLmF1dGgudjEuUmVnZW5lcmF0ZVJlY292ZXJ5Q29kZXNSZXF1ZXN0GjEuc3RfcGV0ZXIuYXV0aC52MS5SZWdlbmVyYXRlUmVjb3ZlcnlDb2Rlc1Jlc3BvbnNlEl0KDExpc3RTZXNzaW9ucxIlLnN0X3BldGVyLmF1dGgudjEuTGlzdFNlc3Npb25zUmVxdWVzdBomLnN0X3BldGVyLmF1dGgudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USYAoNUmV2b2tlU2Vzc2lvbhImLnN0X3BldGVyLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaJy5zdF9wZXRlci5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXNwb25zZRJyChNSZXZva2VPdGhlclNlc3Npb25zEiwuc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VPdGhlclNlc3Npb25zUmVxdWVzdBotLnN0X3BldGVyLmF1dGgudjEuUmV2b2tlT3RoZXJTZXNzaW9uc1Jlc3BvbnNlQkRaQmdpdGh1Yi5jb20vc3QtcGV0ZXIvc3QtcGV0ZXIvY2xpZW50L2dvL2dlbnBiL3N0cGV0ZXIvYXV0aHYxO2F1dGh2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChtzdF9wZXRlci9hdXRoL3YxL2F1dGgucHJvdG8SEHN0X3BldGVyLmF1dGgudjEilwEKBFVzZXISDwoHdXNlcl9pZBgBIAEoCRIOCgZoYW5kbGUYAiABKAkSDQoFZW1haWwYAyABKAkSDQoFcGhvbmUYBCABKAkSFAoMZGlzcGxheV9uYW1lGAUgASgJEhAKCGRpc2FibGVkGAYgASgIEigKBGtpbmQYByABKA4yGi5zdF9wZXRlci5hdXRoLnYxLlVzZXJLaW5kIjQKDExvZ2luUmVxdWVzdBISCgppZGVudGlmaWVyGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIroBCg1Mb2dpblJlc3BvbnNlEjgKDWF1dGhlbnRpY2F0ZWQYASABKAsyHy5zdF9wZXRlci5hdXRoLnYxLkF1dGhlbnRpY2F0ZWRIABI5Cgp0d29fZmFjdG9yGAIgASgLMiMuc3RfcGV0ZXIuYXV0aC52MS5Ud29GYWN0b3JSZXF1aXJlZEgAEioKBmZhaWxlZBgDIAEoCzIYLnN0X3BldGVyLmF1dGgudjEuRmFpbGVkSABCCAoGcmVzdWx0InQKDUF1dGhlbnRpY2F0ZWQSDQoFdG9rZW4YASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoEdXNlchgDIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlciKOAQoRVHdvRmFjdG9yUmVxdWlyZWQSFQoNdHdvX2ZhY3Rvcl9pZBgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgdtZXRob2RzGAMgAygOMiEuc3RfcGV0ZXIuYXV0aC52MS5Ud29GYWN0b3JNZXRob2QiaQoGRmFpbGVkEi8KBnJlYXNvbhgBIAEoDjIfLnN0X3BldGVyLmF1dGgudjEuRmFpbHVyZVJlYXNvbhIuCgtyZXRyeV9hZnRlchgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI9ChZWZXJpZnlUd29GYWN0b3JSZXF1ZXN0EhUKDXR3b19mYWN0b3JfaWQYASABKAkSDAoEY29kZRgCIAEoCSIjChJWZXJpZnlUb2tlblJlcXVlc3QSDQoFdG9rZW4YASABKAkiegoTVmVyaWZ5VG9rZW5SZXNwb25zZRIkCgR1c2VyGAEgASgLMhYuc3RfcGV0ZXIuYXV0aC52MS5Vc2VyEg0KBXJvbGVzGAIgAygJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk4KEUxvb2t1cFVzZXJSZXF1ZXN0EhAKCGFjdG9yX2lkGAEgASgJEhMKC2FjdG9yX3Rva2VuGAIgASgJEhIKCmlkZW50aWZpZXIYAyABKAkiOgoSTG9va3VwVXNlclJlc3BvbnNlEiQKBHVzZXIYASABKAsyFi5zdF9wZXRlci5hdXRoLnYxLlVzZXIiHgoNTG9nb3V0UmVxdWVzdBINCgV0b2tlbhgBIAEoCSIQCg5Mb2dvdXRSZXNwb25zZSIxChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoBCJnCg9SZXZvY2F0aW9uRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSFAoKdG9rZW5faGFzaBgCIAEoDEgAEhEKB3VzZXJfaWQYAyABKAlIABIPCgVyZXNldBgEIAEoCEgAQggKBmNoYW5nZSIoChVFeGNoYW5nZUFwaUtleVJlcXVlc3QSDwoHYXBpX2tleRgBIAEoCSITChFHZXRBY2NvdW50UmVxdWVzdCJ/ChJHZXRBY2NvdW50UmVzcG9uc2USJAoEdXNlchgBIAEoCzIWLnN0X3BldGVyLmF1dGgudjEuVXNlchIUCgx0b3RwX2VuYWJsZWQYAiABKAgSGwoTcmVjb3ZlcnlfY29kZXNfbGVmdBgDIAEoDRIQCghwYXNza2V5cxgEIAEoDSJmChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkSHQoVcmV2b2tlX290aGVyX3Nlc3Npb25zGAMgASgIIjIKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USGAoQcmV2b2tlZF9zZXNzaW9ucxgBIAEoDSIcChpCZWdpblRvdHBFbnJvbGxtZW50UmVxdWVzdCJ5ChtCZWdpblRvdHBFbnJvbGxtZW50UmVzcG9uc2USFQoNZW5yb2xsbWVudF9pZBgBIAEoCRITCgtvdHBhdXRoX3VyaRgCIAEoCRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJiChxDb25maXJtVG90cEVucm9sbG1lbnRSZXF1ZXN0EhUKDWVucm9sbG1lbnRfaWQYASABKAkSDAoEY29kZRgCIAEoCRIdChVyZXZva2Vfb3RoZXJfc2Vzc2lvbnMYAyABKAgiUQodQ29uZmlybVRvdHBFbnJvbGxtZW50UmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkSGAoQcmV2b2tlZF9zZXNzaW9ucxgCIAEoDSIuChJEaXNhYmxlVG90cFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCSIVChNEaXNhYmxlVG90cFJlc3BvbnNlIjoKHlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJIjkKH1JlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCJDChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIrCghzZXNzaW9ucxgBIAMoCzIZLnN0X3BldGVyLmF1dGgudjEuU2Vzc2lvbiLAAQoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEi4KCmNyZWF0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3Rfc2Vlbl9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY3VycmVudBgFIAEoCCIqChRSZXZva2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJldm9rZVNlc3Npb25SZXNwb25zZSIcChpSZXZva2VPdGhlclNlc3Npb25zUmVxdWVzdCI3ChtSZXZva2VPdGhlclNlc3Npb25zUmVzcG9uc2USGAoQcmV2b2tlZF9zZXNzaW9ucxgBIAEoDSJFChhCZWdpblBhc3NrZXlMb2dpblJlcXVlc3QSEgoKaWRlbnRpZmllchgBIAEoCRIVCg10d29fZmFjdG9yX2lkGAIgASgJIkcKGUJlZ2luUGFzc2tleUxvZ2luUmVzcG9uc2USFAoMY2hhbGxlbmdlX2lkGAEgASgJEhQKDG9wdGlvbnNfanNvbhgCIAEoCSJKChlGaW5pc2hQYXNza2V5TG9naW5SZXF1ZXN0EhQKDGNoYWxsZW5nZV9pZBgBIAEoCRIXCg9jcmVkZW50aWFsX2pzb24YAiABKAkiOwofQmVnaW5QYXNza2V5UmVnaXN0cmF0aW9uUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJIlEKIEJlZ2luUGFzc2tleVJlZ2lzdHJhdGlvblJlc3BvbnNlEhcKD3JlZ2lzdHJhdGlvbl9pZBgBIAEoCRIUCgxvcHRpb25zX2pzb24YAiABKAkiYgogRmluaXNoUGFzc2tleVJlZ2lzdHJhdGlvblJlcXVlc3QSFwoPcmVnaXN0cmF0aW9uX2lkGAEgASgJEhcKD2NyZWRlbnRpYWxfanNvbhgCIAEoCRIMCgRuYW1lGAMgASgJIk8KIUZpbmlzaFBhc3NrZXlSZWdpc3RyYXRpb25SZXNwb25zZRIqCgdwYXNza2V5GAEgASgLMhkuc3RfcGV0ZXIuYXV0aC52MS5QYXNza2V5IhUKE0xpc3RQYXNza2V5c1JlcXVlc3QiQwoUTGlzdFBhc3NrZXlzUmVzcG9uc2USKwoIcGFzc2tleXMYASADKAsyGS5zdF9wZXRlci5hdXRoLnYxLlBhc3NrZXkijQEKB1Bhc3NrZXkSEgoKcGFzc2tleV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3RfdXNlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoUUmVtb3ZlUGFzc2tleVJlcXVlc3QSEgoKcGFzc2tleV9pZBgBIAEoCRIYChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJIhcKFVJlbW92ZVBhc3NrZXlSZXNwb25zZSpRCghVc2VyS2luZBIZChVVU0VSX0tJTkRfVU5TUEVDSUZJRUQQABITCg9VU0VSX0tJTkRfSFVNQU4QARIVChFVU0VSX0tJTkRfU0VSVklDRRACKpQBCg9Ud29GYWN0b3JNZXRob2QSIQodVFdPX0ZBQ1RPUl9NRVRIT0RfVU5TUEVDSUZJRUQQABIaChZUV09fRkFDVE9SX01FVEhPRF9UT1RQEAESIwofVFdPX0ZBQ1RPUl9NRVRIT0RfUkVDT1ZFUllfQ09ERRACEh0KGVRXT19GQUNUT1JfTUVUSE9EX1BBU1NLRVkQAyq/AQoNRmFpbHVyZVJlYXNvbhIeChpGQUlMVVJFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiYKIkZBSUxVUkVfUkVBU09OX0lOVkFMSURfQ1JFREVOVElBTFMQARIfChtGQUlMVVJFX1JFQVNPTl9SQVRFX0xJTUlURUQQAhIfChtGQUlMVVJFX1JFQVNPTl9JTlZBTElEX0NPREUQAxIkCiBGQUlMVVJFX1JFQVNPTl9DSEFMTEVOR0VfRVhQSVJFRBAEMskGCgtBdXRoU2VydmljZRJICgVMb2dpbhIeLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh8uc3RfcGV0ZXIuYXV0aC52MS5Mb2dpblJlc3BvbnNlElwKD1ZlcmlmeVR3b0ZhY3RvchIoLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VHdvRmFjdG9yUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZRJaCgtWZXJpZnlUb2tlbhIkLnN0X3BldGVyLmF1dGgudjEuVmVyaWZ5VG9rZW5SZXF1ZXN0GiUuc3RfcGV0ZXIuYXV0aC52MS5WZXJpZnlUb2tlblJlc3BvbnNlElcKCkxvb2t1cFVzZXISIy5zdF9wZXRlci5hdXRoLnYxLkxvb2t1cFVzZXJSZXF1ZXN0GiQuc3RfcGV0ZXIuYXV0aC52MS5Mb29rdXBVc2VyUmVzcG9uc2USSwoGTG9nb3V0Eh8uc3RfcGV0ZXIuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0GiAuc3RfcGV0ZXIuYXV0aC52MS5Mb2dvdXRSZXNwb25zZRJiChBXYXRjaFJldm9jYXRpb25zEikuc3RfcGV0ZXIuYXV0aC52MS5XYXRjaFJldm9jYXRpb25zUmVxdWVzdBohLnN0X3BldGVyLmF1dGgudjEuUmV2b2NhdGlvbkV2ZW50MAESWgoORXhjaGFuZ2VBcGlLZXkSJy5zdF9wZXRlci5hdXRoLnYxLkV4Y2hhbmdlQXBpS2V5UmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuQXV0aGVudGljYXRlZBJsChFCZWdpblBhc3NrZXlMb2dpbhIqLnN0X3BldGVyLmF1dGgudjEuQmVnaW5QYXNza2V5TG9naW5SZXF1ZXN0Gisuc3RfcGV0ZXIuYXV0aC52MS5CZWdpblBhc3NrZXlMb2dpblJlc3BvbnNlEmIKEkZpbmlzaFBhc3NrZXlMb2dpbhIrLnN0X3BldGVyLmF1dGgudjEuRmluaXNoUGFzc2tleUxvZ2luUmVxdWVzdBofLnN0X3BldGVyLmF1dGgudjEuTG9naW5SZXNwb25zZTKZCwoOQWNjb3VudFNlcnZpY2USVwoKR2V0QWNjb3VudBIjLnN0X3BldGVyLmF1dGgudjEuR2V0QWNjb3VudFJlcXVlc3QaJC5zdF9wZXRlci5hdXRoLnYxLkdldEFjY291bnRSZXNwb25zZRJjCg5DaGFuZ2VQYXNzd29yZBInLnN0X3BldGVyLmF1dGgudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0Giguc3RfcGV0ZXIuYXV0aC52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlEnIKE0JlZ2luVG90cEVucm9sbG1lbnQSLC5zdF9wZXRlci5hdXRoLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0Gi0uc3RfcGV0ZXIuYXV0aC52MS5CZWdpblRvdHBFbnJvbGxtZW50UmVzcG9uc2USeAoVQ29uZmlybVRvdHBFbnJvbGxtZW50Ei4uc3RfcGV0ZXIuYXV0aC52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXF1ZXN0Gi8uc3RfcGV0ZXIuYXV0aC52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRJaCgtEaXNhYmxlVG90cBIkLnN0X3BldGVyLmF1dGgudjEuRGlzYWJsZVRvdHBSZXF1ZXN0GiUuc3RfcGV0ZXIuYXV0aC52MS5EaXNhYmxlVG90cFJlc3BvbnNlEn4KF1JlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzEjAuc3RfcGV0ZXIuYXV0aC52MS5SZWdlbmVyYXRlUmVjb3ZlcnlDb2Rlc1JlcXVlc3QaMS5zdF9wZXRlci5hdXRoLnYxLlJlZ2VuZXJhdGVSZWNvdmVyeUNvZGVzUmVzcG9uc2USXQoMTGlzdFNlc3Npb25zEiUuc3RfcGV0ZXIuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiYuc3RfcGV0ZXIuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJgCg1SZXZva2VTZXNzaW9uEiYuc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBonLnN0X3BldGVyLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlEnIKE1Jldm9rZU90aGVyU2Vzc2lvbnMSLC5zdF9wZXRlci5hdXRoLnYxLlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0Gi0uc3RfcGV0ZXIuYXV0aC52MS5SZXZva2VPdGhlclNlc3Npb25zUmVzcG9uc2USgQEKGEJlZ2luUGFzc2tleVJlZ2lzdHJhdGlvbhIxLnN0X3BldGVyLmF1dGgudjEuQmVnaW5QYXNza2V5UmVnaXN0cmF0aW9uUmVxdWVzdBoyLnN0X3BldGVyLmF1dGgudjEuQmVnaW5QYXNza2V5UmVnaXN0cmF0aW9uUmVzcG9uc2UShAEKGUZpbmlzaFBhc3NrZXlSZWdpc3RyYXRpb24SMi5zdF9wZXRlci5hdXRoLnYxLkZpbmlzaFBhc3NrZXlSZWdpc3RyYXRpb25SZXF1ZXN0GjMuc3RfcGV0ZXIuYXV0aC52MS5GaW5pc2hQYXNza2V5UmVnaXN0cmF0aW9uUmVzcG9uc2USXQoMTGlzdFBhc3NrZXlzEiUuc3RfcGV0ZXIuYXV0aC52MS5MaXN0UGFzc2tleXNSZXF1ZXN0GiYuc3RfcGV0ZXIuYXV0aC52MS5MaXN0UGFzc2tleXNSZXNwb25zZRJgCg1SZW1vdmVQYXNza2V5EiYuc3RfcGV0ZXIuYXV0aC52MS5SZW1vdmVQYXNza2V5UmVxdWVzdBonLnN0X3BldGVyLmF1dGgudjEuUmVtb3ZlUGFzc2tleVJlc3BvbnNlQkRaQmdpdGh1Yi5jb20vc3QtcGV0ZXIvc3QtcGV0ZXIvY2xpZW50L2dvL2dlbnBiL3N0cGV0ZXIvYXV0aHYxO2F1dGh2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A user as st-peter knows them. Consuming services key their own roles on `user_id`.
@@ -576,6 +576,13 @@ export type GetAccountResponse = Message<"st_peter.auth.v1.GetAccountResponse"> 
    * @generated from field: uint32 recovery_codes_left = 3;
    */
   recoveryCodesLeft: number;
+
+  /**
+   * How many passkeys the user has registered.
+   *
+   * @generated from field: uint32 passkeys = 4;
+   */
+  passkeys: number;
 };
 
 /**
@@ -996,6 +1003,321 @@ export const RevokeOtherSessionsResponseSchema: GenMessage<RevokeOtherSessionsRe
   messageDesc(file_st_peter_auth_v1_auth, 34);
 
 /**
+ * Start a passkey sign-in.
+ *
+ * @generated from message st_peter.auth.v1.BeginPasskeyLoginRequest
+ */
+export type BeginPasskeyLoginRequest = Message<"st_peter.auth.v1.BeginPasskeyLoginRequest"> & {
+  /**
+   * Optional: the email, phone or handle of the user signing in. Empty for a
+   * discoverable sign-in (the authenticator knows the user).
+   *
+   * @generated from field: string identifier = 1;
+   */
+  identifier: string;
+
+  /**
+   * Optional: the `two_factor_id` of a Login that answered `two_factor`, to finish it
+   * with a passkey. Not together with `identifier`.
+   *
+   * @generated from field: string two_factor_id = 2;
+   */
+  twoFactorId: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.BeginPasskeyLoginRequest.
+ * Use `create(BeginPasskeyLoginRequestSchema)` to create a new message.
+ */
+export const BeginPasskeyLoginRequestSchema: GenMessage<BeginPasskeyLoginRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 35);
+
+/**
+ * A passkey sign-in waiting for the browser's assertion.
+ *
+ * @generated from message st_peter.auth.v1.BeginPasskeyLoginResponse
+ */
+export type BeginPasskeyLoginResponse = Message<"st_peter.auth.v1.BeginPasskeyLoginResponse"> & {
+  /**
+   * Opaque id to send to FinishPasskeyLogin (`stw_` and 43 characters).
+   *
+   * @generated from field: string challenge_id = 1;
+   */
+  challengeId: string;
+
+  /**
+   * PublicKeyCredentialRequestOptions as JSON (WebAuthn Level 3 `toJSON` form, under a
+   * `publicKey` key): binary fields are base64url.
+   *
+   * @generated from field: string options_json = 2;
+   */
+  optionsJson: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.BeginPasskeyLoginResponse.
+ * Use `create(BeginPasskeyLoginResponseSchema)` to create a new message.
+ */
+export const BeginPasskeyLoginResponseSchema: GenMessage<BeginPasskeyLoginResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 36);
+
+/**
+ * Finish a passkey sign-in.
+ *
+ * @generated from message st_peter.auth.v1.FinishPasskeyLoginRequest
+ */
+export type FinishPasskeyLoginRequest = Message<"st_peter.auth.v1.FinishPasskeyLoginRequest"> & {
+  /**
+   * The `challenge_id` from BeginPasskeyLogin.
+   *
+   * @generated from field: string challenge_id = 1;
+   */
+  challengeId: string;
+
+  /**
+   * The browser's PublicKeyCredential (an assertion) as JSON. At most 64 KiB.
+   *
+   * @generated from field: string credential_json = 2;
+   */
+  credentialJson: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.FinishPasskeyLoginRequest.
+ * Use `create(FinishPasskeyLoginRequestSchema)` to create a new message.
+ */
+export const FinishPasskeyLoginRequestSchema: GenMessage<FinishPasskeyLoginRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 37);
+
+/**
+ * Start registering a passkey.
+ *
+ * @generated from message st_peter.auth.v1.BeginPasskeyRegistrationRequest
+ */
+export type BeginPasskeyRegistrationRequest = Message<"st_peter.auth.v1.BeginPasskeyRegistrationRequest"> & {
+  /**
+   * The password the user has now.
+   *
+   * @generated from field: string current_password = 1;
+   */
+  currentPassword: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.BeginPasskeyRegistrationRequest.
+ * Use `create(BeginPasskeyRegistrationRequestSchema)` to create a new message.
+ */
+export const BeginPasskeyRegistrationRequestSchema: GenMessage<BeginPasskeyRegistrationRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 38);
+
+/**
+ * A passkey registration waiting for the browser's credential.
+ *
+ * @generated from message st_peter.auth.v1.BeginPasskeyRegistrationResponse
+ */
+export type BeginPasskeyRegistrationResponse = Message<"st_peter.auth.v1.BeginPasskeyRegistrationResponse"> & {
+  /**
+   * Opaque id to send to FinishPasskeyRegistration (`stw_` and 43 characters).
+   *
+   * @generated from field: string registration_id = 1;
+   */
+  registrationId: string;
+
+  /**
+   * PublicKeyCredentialCreationOptions as JSON (under a `publicKey` key): binary fields
+   * are base64url.
+   *
+   * @generated from field: string options_json = 2;
+   */
+  optionsJson: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.BeginPasskeyRegistrationResponse.
+ * Use `create(BeginPasskeyRegistrationResponseSchema)` to create a new message.
+ */
+export const BeginPasskeyRegistrationResponseSchema: GenMessage<BeginPasskeyRegistrationResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 39);
+
+/**
+ * Store a new passkey.
+ *
+ * @generated from message st_peter.auth.v1.FinishPasskeyRegistrationRequest
+ */
+export type FinishPasskeyRegistrationRequest = Message<"st_peter.auth.v1.FinishPasskeyRegistrationRequest"> & {
+  /**
+   * The `registration_id` from BeginPasskeyRegistration.
+   *
+   * @generated from field: string registration_id = 1;
+   */
+  registrationId: string;
+
+  /**
+   * The browser's PublicKeyCredential (an attestation) as JSON. At most 64 KiB.
+   *
+   * @generated from field: string credential_json = 2;
+   */
+  credentialJson: string;
+
+  /**
+   * A name for the passkey, to tell it apart in lists ("work laptop"): 1 to 100
+   * characters.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.FinishPasskeyRegistrationRequest.
+ * Use `create(FinishPasskeyRegistrationRequestSchema)` to create a new message.
+ */
+export const FinishPasskeyRegistrationRequestSchema: GenMessage<FinishPasskeyRegistrationRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 40);
+
+/**
+ * The passkey is stored.
+ *
+ * @generated from message st_peter.auth.v1.FinishPasskeyRegistrationResponse
+ */
+export type FinishPasskeyRegistrationResponse = Message<"st_peter.auth.v1.FinishPasskeyRegistrationResponse"> & {
+  /**
+   * The new passkey.
+   *
+   * @generated from field: st_peter.auth.v1.Passkey passkey = 1;
+   */
+  passkey?: Passkey | undefined;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.FinishPasskeyRegistrationResponse.
+ * Use `create(FinishPasskeyRegistrationResponseSchema)` to create a new message.
+ */
+export const FinishPasskeyRegistrationResponseSchema: GenMessage<FinishPasskeyRegistrationResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 41);
+
+/**
+ * List the caller's passkeys.
+ *
+ * @generated from message st_peter.auth.v1.ListPasskeysRequest
+ */
+export type ListPasskeysRequest = Message<"st_peter.auth.v1.ListPasskeysRequest"> & {
+};
+
+/**
+ * Describes the message st_peter.auth.v1.ListPasskeysRequest.
+ * Use `create(ListPasskeysRequestSchema)` to create a new message.
+ */
+export const ListPasskeysRequestSchema: GenMessage<ListPasskeysRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 42);
+
+/**
+ * The caller's passkeys.
+ *
+ * @generated from message st_peter.auth.v1.ListPasskeysResponse
+ */
+export type ListPasskeysResponse = Message<"st_peter.auth.v1.ListPasskeysResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated st_peter.auth.v1.Passkey passkeys = 1;
+   */
+  passkeys: Passkey[];
+};
+
+/**
+ * Describes the message st_peter.auth.v1.ListPasskeysResponse.
+ * Use `create(ListPasskeysResponseSchema)` to create a new message.
+ */
+export const ListPasskeysResponseSchema: GenMessage<ListPasskeysResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 43);
+
+/**
+ * One registered passkey. Neither its key nor its credential id leaves the server.
+ *
+ * @generated from message st_peter.auth.v1.Passkey
+ */
+export type Passkey = Message<"st_peter.auth.v1.Passkey"> & {
+  /**
+   * Stable identifier of the passkey: a UUID.
+   *
+   * @generated from field: string passkey_id = 1;
+   */
+  passkeyId: string;
+
+  /**
+   * The name given at registration.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * When it was registered.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 3;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When it last signed the user in; unset when never.
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_at = 4;
+   */
+  lastUsedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.Passkey.
+ * Use `create(PasskeySchema)` to create a new message.
+ */
+export const PasskeySchema: GenMessage<Passkey> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 44);
+
+/**
+ * Remove a passkey.
+ *
+ * @generated from message st_peter.auth.v1.RemovePasskeyRequest
+ */
+export type RemovePasskeyRequest = Message<"st_peter.auth.v1.RemovePasskeyRequest"> & {
+  /**
+   * A `passkey_id` from ListPasskeys.
+   *
+   * @generated from field: string passkey_id = 1;
+   */
+  passkeyId: string;
+
+  /**
+   * The password the user has now.
+   *
+   * @generated from field: string current_password = 2;
+   */
+  currentPassword: string;
+};
+
+/**
+ * Describes the message st_peter.auth.v1.RemovePasskeyRequest.
+ * Use `create(RemovePasskeyRequestSchema)` to create a new message.
+ */
+export const RemovePasskeyRequestSchema: GenMessage<RemovePasskeyRequest> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 45);
+
+/**
+ * The passkey is removed.
+ *
+ * @generated from message st_peter.auth.v1.RemovePasskeyResponse
+ */
+export type RemovePasskeyResponse = Message<"st_peter.auth.v1.RemovePasskeyResponse"> & {
+};
+
+/**
+ * Describes the message st_peter.auth.v1.RemovePasskeyResponse.
+ * Use `create(RemovePasskeyResponseSchema)` to create a new message.
+ */
+export const RemovePasskeyResponseSchema: GenMessage<RemovePasskeyResponse> = /*@__PURE__*/
+  messageDesc(file_st_peter_auth_v1_auth, 46);
+
+/**
  * What kind of principal a user is.
  *
  * @generated from enum st_peter.auth.v1.UserKind
@@ -1058,6 +1380,14 @@ export enum TwoFactorMethod {
    * @generated from enum value: TWO_FACTOR_METHOD_RECOVERY_CODE = 2;
    */
   RECOVERY_CODE = 2,
+
+  /**
+   * A passkey of the user: BeginPasskeyLogin with the `two_factor_id`, then
+   * FinishPasskeyLogin.
+   *
+   * @generated from enum value: TWO_FACTOR_METHOD_PASSKEY = 3;
+   */
+  PASSKEY = 3,
 }
 
 /**
@@ -1210,6 +1540,39 @@ export const AuthService: GenService<{
     input: typeof ExchangeApiKeyRequestSchema;
     output: typeof AuthenticatedSchema;
   },
+  /**
+   * Start a passkey (WebAuthn) sign-in. With an `identifier`, the options name that
+   * user's passkeys; with neither field, the browser offers any discoverable passkey
+   * for this site; with a `two_factor_id` from a Login that answered `two_factor`, the
+   * assertion completes that challenge (the user's passkeys, no password again). Pass
+   * `options_json` to `navigator.credentials.get` (after decoding its base64url fields,
+   * or with `PublicKeyCredential.parseRequestOptionsFromJSON`). The challenge is
+   * single-use and lives about two minutes. FAILED_PRECONDITION when the server has no
+   * `--webauthn-rp-id`/`--webauthn-origin`; RESOURCE_EXHAUSTED while the login
+   * throttles hold for the identifier or the caller's address.
+   *
+   * @generated from rpc st_peter.auth.v1.AuthService.BeginPasskeyLogin
+   */
+  beginPasskeyLogin: {
+    methodKind: "unary";
+    input: typeof BeginPasskeyLoginRequestSchema;
+    output: typeof BeginPasskeyLoginResponseSchema;
+  },
+  /**
+   * Finish a passkey sign-in with the browser's answer (the PublicKeyCredential as
+   * JSON, as `toJSON()` gives it). Answers like Login: `authenticated`, or `failed`
+   * (INVALID_CREDENTIALS for an assertion that does not verify: unknown passkey, wrong
+   * origin or signature, a replay, a sign counter that went backwards; CHALLENGE_EXPIRED
+   * for an unknown, used or expired `challenge_id`; RATE_LIMITED while the throttles
+   * hold). Malformed JSON is INVALID_ARGUMENT naming `credential_json`.
+   *
+   * @generated from rpc st_peter.auth.v1.AuthService.FinishPasskeyLogin
+   */
+  finishPasskeyLogin: {
+    methodKind: "unary";
+    input: typeof FinishPasskeyLoginRequestSchema;
+    output: typeof LoginResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_st_peter_auth_v1_auth, 0);
 
@@ -1331,6 +1694,55 @@ export const AccountService: GenService<{
     methodKind: "unary";
     input: typeof RevokeOtherSessionsRequestSchema;
     output: typeof RevokeOtherSessionsResponseSchema;
+  },
+  /**
+   * Start registering a passkey for the caller. Answers the options to pass to
+   * `navigator.credentials.create` (user verification required, a discoverable
+   * credential where the authenticator can keep one, the caller's passkeys excluded).
+   * Takes the current password. The registration is single-use and lives about five
+   * minutes. FAILED_PRECONDITION when the server has no WebAuthn settings.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.BeginPasskeyRegistration
+   */
+  beginPasskeyRegistration: {
+    methodKind: "unary";
+    input: typeof BeginPasskeyRegistrationRequestSchema;
+    output: typeof BeginPasskeyRegistrationResponseSchema;
+  },
+  /**
+   * Store the passkey the browser created, under a name its user chose. A credential
+   * that does not verify (wrong origin or challenge, no user verification) is
+   * INVALID_ARGUMENT naming `credential_json`; an unknown, used or expired
+   * `registration_id`, or another user's, is FAILED_PRECONDITION. From now on a password
+   * login asks for a second factor, which the passkey can give.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.FinishPasskeyRegistration
+   */
+  finishPasskeyRegistration: {
+    methodKind: "unary";
+    input: typeof FinishPasskeyRegistrationRequestSchema;
+    output: typeof FinishPasskeyRegistrationResponseSchema;
+  },
+  /**
+   * The caller's passkeys, oldest first.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.ListPasskeys
+   */
+  listPasskeys: {
+    methodKind: "unary";
+    input: typeof ListPasskeysRequestSchema;
+    output: typeof ListPasskeysResponseSchema;
+  },
+  /**
+   * Remove one of the caller's passkeys. Takes the current password. Another user's
+   * passkey, or an unknown one, is NOT_FOUND.
+   *
+   * @generated from rpc st_peter.auth.v1.AccountService.RemovePasskey
+   */
+  removePasskey: {
+    methodKind: "unary";
+    input: typeof RemovePasskeyRequestSchema;
+    output: typeof RemovePasskeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_st_peter_auth_v1_auth, 1);
