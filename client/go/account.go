@@ -14,7 +14,7 @@ import (
 
 // Account is one user's self-service (st-peter's AccountService), acting as the user
 // whose session token it was made with: change the password, enroll or remove TOTP,
-// replace the recovery codes, list and end sessions. Get one from Client.Account; it is
+// replace the recovery codes, register, list and remove passkeys, list and end sessions. Get one from Client.Account; it is
 // cheap, shares the client's connection, deadlines and cache, and is safe for concurrent
 // use. Printing it does not show the token.
 //
@@ -53,6 +53,8 @@ type AccountInfo struct {
 	TotpEnabled bool
 	// RecoveryCodesLeft counts the recovery codes not used yet (0 without TOTP).
 	RecoveryCodesLeft int
+	// Passkeys counts the user's registered passkeys (ListPasskeys lists them).
+	Passkeys int
 }
 
 // Get answers who the user is and which second factors they have.
@@ -67,6 +69,7 @@ func (a *Account) Get(ctx context.Context) (*AccountInfo, error) {
 		User:              userFrom(response.GetUser()),
 		TotpEnabled:       response.GetTotpEnabled(),
 		RecoveryCodesLeft: int(response.GetRecoveryCodesLeft()),
+		Passkeys:          int(response.GetPasskeys()),
 	}, nil
 }
 

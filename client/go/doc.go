@@ -27,7 +27,7 @@
 //
 // Client.Account(token) is the self-service of the user whose session token it is
 // (st-peter's AccountService, the token sent as "authorization: Bearer"): see who it is
-// and whether TOTP is on, change the password, enroll or remove TOTP, replace the recovery codes, list and end sessions. It
+// and whether TOTP is on, change the password, enroll or remove TOTP, replace the recovery codes, register, list and remove passkeys, list and end sessions. It
 // shares the client's connection, request timeout and cache; printing it does not show
 // the token.
 //
@@ -51,6 +51,29 @@
 //	sessions, err := account.ListSessions(ctx) // newest first, the caller's is Current
 //	err = account.RevokeSession(ctx, sessions[1].SessionID) // ErrNotFound: not the user's
 //	revoked, err = account.RevokeOtherSessions(ctx)
+//
+// # Passkeys (WebAuthn)
+//
+// st-peter keeps the passkeys; the web app relays the browser's WebAuthn ceremony to it
+// and back, the JSON passed through as it is: PasskeyOptionsJSON from st-peter to the
+// page, PasskeyCredentialJSON (the page's credential.toJSON()) from the page to
+// st-peter, two types so that neither can go where the other belongs. A st-peter
+// started without --webauthn-rp-id and --webauthn-origin answers every passkey call
+// with ErrFailedPrecondition.
+//
+//	registration, err := account.BeginPasskeyRegistration(ctx, currentPassword)
+//	// the page: navigator.credentials.create(registration.OptionsJSON ...), posts back
+//	passkey, err := account.FinishPasskeyRegistration(ctx, registration.RegistrationID,
+//		stpeter.PasskeyCredentialJSON(body), "work laptop")
+//	passkeys, err := account.ListPasskeys(ctx) // oldest first
+//	err = account.RemovePasskey(ctx, passkeys[0].PasskeyID, currentPassword)
+//
+//	// Sign-in: with an Identifier, or neither (a discoverable passkey), or the
+//	// TwoFactorID of a Login whose *TwoFactor has PasskeyMethod among its Methods.
+//	challenge, err := client.BeginPasskeyLogin(ctx, stpeter.PasskeyLoginOptions{})
+//	// the page: navigator.credentials.get(challenge.OptionsJSON ...), posts back
+//	result, err := client.FinishPasskeyLogin(ctx, challenge.ChallengeID,
+//		stpeter.PasskeyCredentialJSON(body)) // *Authenticated or *Failed, as Login
 //
 // DisableTotp and RegenerateRecoveryCodes take the current password too. The otpauth URI
 // and secret of a TotpEnrollment (methods OtpauthURI and Secret, not fields) stay out of

@@ -22,7 +22,7 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrNotFound: LookupUser found no user with that identifier; Account.RevokeSession
 	// found no live session of the caller's with that id (an unknown, ended or another
-	// user's session).
+	// user's session); Account.RemovePasskey no passkey of the caller's with that id.
 	ErrNotFound = errors.New("not found")
 	// ErrPermissionDenied: the caller is who they say but may not do this; for the
 	// Account calls, the current password given is wrong (it counts towards the login
@@ -31,8 +31,10 @@ var (
 	// Asking again will not help.
 	ErrPermissionDenied = errors.New("permission denied")
 	// ErrFailedPrecondition: the account is not in the state the call needs (TOTP already
-	// on, or not on; a TOTP enrollment unknown, expired, used up or confirmed already),
-	// or the client not (LookupUserAsService without an API key). The message says which.
+	// on, or not on; a TOTP enrollment unknown, expired, used up or confirmed already; a
+	// passkey registration unknown, used or expired), or the client not
+	// (LookupUserAsService without an API key), or st-peter not (a passkey call to a
+	// server without --webauthn-rp-id and --webauthn-origin). The message says which.
 	ErrFailedPrecondition = errors.New("failed precondition")
 	// ErrRateLimited: too many attempts (wrong passwords, for instance); the message says
 	// how long to wait. Asking again before then answers the same.

@@ -47,7 +47,7 @@ type VerifiedUser struct {
 // HasRole reports whether the user has the platform role.
 func (v *VerifiedUser) HasRole(role string) bool { return slices.Contains(v.Roles, role) }
 
-// LoginResult is the answer to Login and VerifyTwoFactor: *Authenticated, *TwoFactor or
+// LoginResult is the answer to Login, VerifyTwoFactor and FinishPasskeyLogin: *Authenticated, *TwoFactor or
 // *Failed. A refused login is a *Failed result, not an error.
 type LoginResult interface{ isLoginResult() }
 
@@ -59,7 +59,8 @@ type Authenticated struct {
 }
 
 // TwoFactor says a second factor is required to finish the login: send the user's code
-// with TwoFactorID to VerifyTwoFactor.
+// with TwoFactorID to VerifyTwoFactor, or, where Methods has PasskeyMethod, pass
+// TwoFactorID to BeginPasskeyLogin.
 type TwoFactor struct {
 	TwoFactorID string
 	ExpiresAt   time.Time
@@ -93,6 +94,9 @@ const (
 	TOTP TwoFactorMethod = "totp"
 	// RecoveryCode is one of the one-time recovery codes issued with the TOTP enrollment.
 	RecoveryCode TwoFactorMethod = "recovery_code"
+	// PasskeyMethod is one of the user's passkeys: BeginPasskeyLogin with the
+	// TwoFactorID, then FinishPasskeyLogin with the browser's answer.
+	PasskeyMethod TwoFactorMethod = "passkey"
 )
 
 // FailureReason says why a login did not succeed.
@@ -156,6 +160,8 @@ func loginResultFrom(r *pb.LoginResponse) LoginResult {
 				methods = append(methods, TOTP)
 			case pb.TwoFactorMethod_TWO_FACTOR_METHOD_RECOVERY_CODE:
 				methods = append(methods, RecoveryCode)
+			case pb.TwoFactorMethod_TWO_FACTOR_METHOD_PASSKEY:
+				methods = append(methods, PasskeyMethod)
 			}
 		}
 		return &TwoFactor{

@@ -1,6 +1,6 @@
 //! Account self-service (`st_peter.auth.v1.AccountService`): the user whose session token
-//! the handle holds changes their password, enrolls or removes TOTP, and sees and ends
-//! their sessions.
+//! the handle holds changes their password, enrolls or removes TOTP, registers, lists and
+//! removes passkeys, and sees and ends their sessions.
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::cache::Eviction;
 use crate::client::Client;
 use crate::error::Error;
 use crate::model::{User, system_time};
+use crate::passkey::{Passkey, PasskeyCredentialJson, PasskeyRegistration};
 
 /// One user's account, acting with their session token; from [`Client::account`]. Cheap
 /// to clone. Every call sends the token as `authorization: Bearer <token>` over the
@@ -53,6 +54,8 @@ pub struct AccountInfo {
     pub totp_enabled: bool,
     /// Recovery codes not used yet (0 without TOTP).
     pub recovery_codes_left: u32,
+    /// How many passkeys the user has registered ([`Account::list_passkeys`] lists them).
+    pub passkeys: u32,
 }
 
 /// A pending TOTP enrollment, from [`Account::begin_totp_enrollment`]: show its QR code
@@ -228,6 +231,7 @@ impl Account {
             user: response.user.unwrap_or_default().into(),
             totp_enabled: response.totp_enabled,
             recovery_codes_left: response.recovery_codes_left,
+            passkeys: response.passkeys,
         })
     }
 
@@ -333,6 +337,91 @@ impl Account {
             .await
             .map_err(Error::from_status)?;
         Ok(response.into_inner().recovery_codes)
+    }
+
+    /// Starts registering a passkey: send the answer's `options_json` to the page for
+    /// `navigator.credentials.create`, then its answer with the `registration_id` to
+    /// [`finish_passkey_registration`](Self::finish_passkey_registration). Takes the
+    /// current password ([`Error::PermissionDenied`] when wrong).
+    /// [`Error::FailedPrecondition`] when st-peter has no WebAuthn settings
+    /// (`--webauthn-rp-id`, `--webauthn-origin`).
+    pub async fn begin_passkey_registration(
+        &self,
+        current_password: &str,
+    ) -> Result<PasskeyRegistration, Error> {
+        let request = self.request(pb::BeginPasskeyRegistrationRequest {
+            current_password: current_password.to_owned(),
+        })?;
+        let response = self
+            .client
+            .account_grpc()
+            .begin_passkey_registration(request)
+            .await
+            .map_err(Error::from_status)?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Stores the passkey the browser created under `name` (1 to 100 characters), and
+    /// answers it. From then on a password login asks for a second factor, which the
+    /// passkey can give. A credential that does not verify (a wrong origin or challenge, no
+    /// user verification) or is malformed is [`Error::InvalidArgument`] naming
+    /// `credential_json`; an unknown, used or expired `registration_id` (or another
+    /// user's) is [`Error::FailedPrecondition`].
+    pub async fn finish_passkey_registration(
+        &self,
+        registration_id: &str,
+        credential: &PasskeyCredentialJson,
+        name: &str,
+    ) -> Result<Passkey, Error> {
+        let request = self.request(pb::FinishPasskeyRegistrationRequest {
+            registration_id: registration_id.to_owned(),
+            credential_json: credential.as_str().to_owned(),
+            name: name.to_owned(),
+        })?;
+        let response = self
+            .client
+            .account_grpc()
+            .finish_passkey_registration(request)
+            .await
+            .map_err(Error::from_status)?;
+        Ok(response.into_inner().passkey.unwrap_or_default().into())
+    }
+
+    /// The user's passkeys, oldest first.
+    pub async fn list_passkeys(&self) -> Result<Vec<Passkey>, Error> {
+        let request = self.request(pb::ListPasskeysRequest {})?;
+        let response = self
+            .client
+            .account_grpc()
+            .list_passkeys(request)
+            .await
+            .map_err(Error::from_status)?;
+        Ok(response
+            .into_inner()
+            .passkeys
+            .into_iter()
+            .map(Passkey::from)
+            .collect())
+    }
+
+    /// Removes one of the user's passkeys by its `passkey_id`. Takes the current password
+    /// ([`Error::PermissionDenied`] when wrong); an unknown passkey, or another user's, is
+    /// [`Error::NotFound`].
+    pub async fn remove_passkey(
+        &self,
+        passkey_id: &str,
+        current_password: &str,
+    ) -> Result<(), Error> {
+        let request = self.request(pb::RemovePasskeyRequest {
+            passkey_id: passkey_id.to_owned(),
+            current_password: current_password.to_owned(),
+        })?;
+        self.client
+            .account_grpc()
+            .remove_passkey(request)
+            .await
+            .map_err(Error::from_status)?;
+        Ok(())
     }
 
     /// The user's live sessions, newest first; the one of this handle's token is

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::feed::{Feed, FeedStatus};
 use crate::identity::{self, ApiKey, Asking, ServiceIdentity};
 use crate::model::{LoginOutcome, Session, User, VerifiedUser};
+use crate::passkey::{PasskeyCredentialJson, PasskeyLogin, PasskeyLoginChallenge};
 
 /// A client of st-peter. Cheap to clone: clones share one connection, one cache and one
 /// revocation feed subscription, which stops when the last clone is dropped.
@@ -152,8 +153,8 @@ impl Client {
         Ok(response.into_inner())
     }
 
-    /// The account of the user whose session token this is: their password, TOTP and
-    /// sessions (see [`Account`]). No round trip; a bad token surfaces as
+    /// The account of the user whose session token this is: their password, TOTP,
+    /// passkeys and sessions (see [`Account`]). No round trip; a bad token surfaces as
     /// [`Error::InvalidToken`] from the first call.
     pub fn account(&self, token: impl Into<String>) -> Account {
         Account::new(self.clone(), token.into())
@@ -208,6 +209,58 @@ impl Client {
             .verify_two_factor(pb::VerifyTwoFactorRequest {
                 two_factor_id: two_factor_id.to_owned(),
                 code: code.to_owned(),
+            })
+            .await
+            .map_err(Error::from_status)?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Starts a passkey sign-in: send the answer's `options_json` to the page for
+    /// `navigator.credentials.get`, then its answer with the `challenge_id` to
+    /// [`finish_passkey_login`](Self::finish_passkey_login). [`PasskeyLogin`] says for whom:
+    /// anyone with a discoverable passkey, a user by identifier, or the second factor of a
+    /// login that answered [`LoginOutcome::TwoFactor`]. [`Error::FailedPrecondition`] when
+    /// st-peter has no WebAuthn settings (`--webauthn-rp-id`, `--webauthn-origin`);
+    /// [`Error::RateLimited`] while the login throttles hold.
+    pub async fn begin_passkey_login(
+        &self,
+        login: PasskeyLogin,
+    ) -> Result<PasskeyLoginChallenge, Error> {
+        let (identifier, two_factor_id) = match login {
+            PasskeyLogin::Discoverable => (String::new(), String::new()),
+            PasskeyLogin::Identifier(identifier) => (identifier, String::new()),
+            PasskeyLogin::TwoFactor(two_factor_id) => (String::new(), two_factor_id),
+        };
+        let response = self
+            .grpc
+            .clone()
+            .begin_passkey_login(pb::BeginPasskeyLoginRequest {
+                identifier,
+                two_factor_id,
+            })
+            .await
+            .map_err(Error::from_status)?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Finishes a passkey sign-in with the browser's answer. Answers like
+    /// [`login`](Self::login): [`LoginOutcome::Authenticated`], or
+    /// [`LoginOutcome::Failed`] with [`FailureReason::InvalidCredentials`](crate::FailureReason::InvalidCredentials)
+    /// (the assertion does not verify: an unknown passkey, a wrong origin or signature, a
+    /// replay, a sign counter that went backwards), `ChallengeExpired` (an unknown, used or
+    /// expired `challenge_id`) or `RateLimited`. Malformed JSON is
+    /// [`Error::InvalidArgument`] naming `credential_json`.
+    pub async fn finish_passkey_login(
+        &self,
+        challenge_id: &str,
+        credential: &PasskeyCredentialJson,
+    ) -> Result<LoginOutcome, Error> {
+        let response = self
+            .grpc
+            .clone()
+            .finish_passkey_login(pb::FinishPasskeyLoginRequest {
+                challenge_id: challenge_id.to_owned(),
+                credential_json: credential.as_str().to_owned(),
             })
             .await
             .map_err(Error::from_status)?;

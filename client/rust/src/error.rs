@@ -17,7 +17,8 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// `lookup_user` found nobody for the identifier; `Account::revoke_session` found no
-    /// live session of the caller's with that id.
+    /// live session of the caller's with that id; `Account::remove_passkey` no passkey of
+    /// the caller's with that id.
     #[error("not found: {0}")]
     NotFound(String),
     /// The current password given to an account call is wrong. It counts towards the
@@ -39,7 +40,9 @@ pub enum Error {
     #[error("this client has no api key (ClientBuilder::api_key)")]
     NoApiKey,
     /// The account is not in the state the call needs (TOTP already on, or not on; an
-    /// enrollment unknown, expired or already confirmed). The message says which.
+    /// enrollment unknown, expired or already confirmed; a passkey registration unknown,
+    /// used or expired), or st-peter is not (a passkey call to a server without
+    /// `--webauthn-rp-id` and `--webauthn-origin`). The message says which.
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
     /// Too many attempts (st-peter's throttles); the message says when to retry.

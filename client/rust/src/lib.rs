@@ -47,7 +47,8 @@
 //! [`Client::account`] binds a user's session token to their account
 //! (`st_peter.auth.v1.AccountService`): see who it is and whether TOTP is on
 //! ([`Account::get`]), change the password, enroll or remove TOTP,
-//! regenerate recovery codes, list and end sessions. The token goes as
+//! regenerate recovery codes, register, list and remove passkeys (see below), list and end
+//! sessions. The token goes as
 //! `authorization: Bearer <token>` over the client's connection; it is not printed by
 //! `Debug`, nor is an enrollment's otpauth URI (it holds the TOTP secret) or a
 //! confirmation's recovery codes.
@@ -104,6 +105,52 @@
 //! answer for the account's token; when that is not cached, the revocation feed does it
 //! (within about a second). `revoke_session` also drops the account's own token, since the
 //! session it ended may be its own.
+//!
+//! ## Passkeys (WebAuthn)
+//! st-peter keeps the passkeys; the web app relays the browser's WebAuthn ceremony to it
+//! and back. The JSON is passed through as it is, under two types so that neither can go
+//! where the other belongs: [`PasskeyOptionsJson`] from st-peter to the page,
+//! [`PasskeyCredentialJson`] (the page's `credential.toJSON()`) from the page to st-peter.
+//! A st-peter started without `--webauthn-rp-id` and `--webauthn-origin` answers every
+//! passkey call with [`Error::FailedPrecondition`].
+//!
+//! ```no_run
+//! use st_peter_client::{
+//!     Client, Error, LoginOutcome, PasskeyCredentialJson, PasskeyLogin, TwoFactorMethod,
+//! };
+//!
+//! # async fn demo(st_peter: Client, token: String, posted_by_the_page: String) -> Result<(), Error> {
+//! // Registration, by the signed-in user (their current password again).
+//! let account = st_peter.account(token);
+//! let registration = account.begin_passkey_registration("open sesame, said Ali Baba").await?;
+//! // ... the page runs navigator.credentials.create with registration.options_json, posts back:
+//! let credential = PasskeyCredentialJson::new(posted_by_the_page.clone());
+//! let passkey = account
+//!     .finish_passkey_registration(&registration.registration_id, &credential, "work laptop")
+//!     .await?;
+//! assert_eq!(account.list_passkeys().await?.last(), Some(&passkey));
+//!
+//! // Sign-in with a discoverable passkey (or PasskeyLogin::Identifier(..)).
+//! let challenge = st_peter.begin_passkey_login(PasskeyLogin::Discoverable).await?;
+//! // ... the page runs navigator.credentials.get with challenge.options_json, posts back:
+//! let assertion = PasskeyCredentialJson::new(posted_by_the_page);
+//! match st_peter.finish_passkey_login(&challenge.challenge_id, &assertion).await? {
+//!     LoginOutcome::Authenticated(session) => println!("welcome, {}", session.user.handle),
+//!     LoginOutcome::Failed(failure) => println!("refused: {:?}", failure.reason),
+//!     LoginOutcome::TwoFactor(_) => unreachable!("a passkey is the second factor itself"),
+//! }
+//!
+//! // A password login of a user with a passkey asks for a second factor, which it gives.
+//! if let LoginOutcome::TwoFactor(second) = st_peter.login("lead-baker", "open sesame, said Ali Baba").await? {
+//!     if second.methods.contains(&TwoFactorMethod::Passkey) {
+//!         let challenge = st_peter
+//!             .begin_passkey_login(PasskeyLogin::TwoFactor(second.two_factor_id))
+//!             .await?;
+//!         # drop(challenge);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 //!
 //! ## Service identity (API keys)
 //! A service can act as a st-peter service account: give the client the account's API
@@ -179,6 +226,7 @@ mod flight;
 mod guard;
 mod identity;
 mod model;
+mod passkey;
 mod token;
 
 pub use account::{Account, AccountInfo, SessionInfo, TotpEnabled, TotpEnrollment};
@@ -191,6 +239,10 @@ pub use guard::{Guard, GuardLayer};
 pub use model::{
     FailureReason, LoginFailure, LoginOutcome, Session, TwoFactorChallenge, TwoFactorMethod, User,
     UserKind, VerifiedUser,
+};
+pub use passkey::{
+    Passkey, PasskeyCredentialJson, PasskeyLogin, PasskeyLoginChallenge, PasskeyOptionsJson,
+    PasskeyRegistration,
 };
 pub use token::{SESSION_COOKIE, bearer, token_from_headers, token_from_http};
 pub use tonic::transport::ClientTlsConfig;

@@ -68,7 +68,8 @@ impl std::fmt::Debug for Session {
 /// A second factor is required to finish the login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TwoFactorChallenge {
-    /// Send this with the user's code to `verify_two_factor`.
+    /// Send this with the user's code to `verify_two_factor`, or (for a passkey) to
+    /// `begin_passkey_login`.
     pub two_factor_id: String,
     pub expires_at: SystemTime,
     pub methods: Vec<TwoFactorMethod>,
@@ -80,6 +81,10 @@ pub enum TwoFactorMethod {
     Totp,
     /// One of the recovery codes issued with the enrollment, each accepted once.
     RecoveryCode,
+    /// One of the user's passkeys: `begin_passkey_login` with
+    /// [`PasskeyLogin::TwoFactor`](crate::PasskeyLogin::TwoFactor), then
+    /// `finish_passkey_login`.
+    Passkey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +105,7 @@ pub struct LoginFailure {
     pub retry_after: Option<Duration>,
 }
 
-/// The answer to `login` and `verify_two_factor`.
+/// The answer to `login`, `verify_two_factor` and `finish_passkey_login`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginOutcome {
     Authenticated(Session),
@@ -173,6 +178,7 @@ impl From<pb::LoginResponse> for LoginOutcome {
                     .filter_map(|m| match m {
                         pb::TwoFactorMethod::Totp => Some(TwoFactorMethod::Totp),
                         pb::TwoFactorMethod::RecoveryCode => Some(TwoFactorMethod::RecoveryCode),
+                        pb::TwoFactorMethod::Passkey => Some(TwoFactorMethod::Passkey),
                         pb::TwoFactorMethod::Unspecified => None,
                     })
                     .collect(),

@@ -10,6 +10,13 @@ import QRCode from "qrcode";
 import { fromRpc } from "./errors.js";
 import type { AccountService } from "./genpb/st_peter/auth/v1/auth_pb.js";
 import { date, sessionFrom, userFrom, type AccountInfo, type Session, type TotpConfirmation } from "./model.js";
+import {
+  optionsJson,
+  passkeyFrom,
+  type Passkey,
+  type PasskeyCredentialJson,
+  type PasskeyRegistration,
+} from "./passkey.js";
 
 /** What an account handle needs of its client. Not for callers: use `Client.account`. */
 export interface AccountBackend {
@@ -28,7 +35,7 @@ export interface RevokeOtherSessionsOption {
 
 /**
  * The account of the user whose session token made it (`client.account(token)`): their
- * password, TOTP and sessions. Cheap to make, one per request is fine. Every method rejects
+ * password, TOTP, passkeys and sessions. Cheap to make, one per request is fine. Every method rejects
  * with a StPeterError: InvalidTokenError when the token is not valid, PermissionDeniedError
  * for a wrong current password, RateLimitedError while too many were wrong,
  * InvalidArgumentError (a weak new password, a wrong code; the message names the field),
@@ -56,6 +63,7 @@ export class Account {
       user: userFrom(response.user),
       totpEnabled: response.totpEnabled,
       recoveryCodesLeft: response.recoveryCodesLeft,
+      passkeys: response.passkeys,
     };
   }
 
@@ -108,6 +116,47 @@ export class Account {
   async regenerateRecoveryCodes(currentPassword: string): Promise<string[]> {
     const response = await this.#call((rpc, call) => rpc.regenerateRecoveryCodes({ currentPassword }, call), false);
     return [...response.recoveryCodes];
+  }
+
+  /** Starts registering a passkey: send the answer's `optionsJson` to the page for
+   * `navigator.credentials.create`, then its credential to finishPasskeyRegistration with
+   * the `registrationId`. Takes the current password (PermissionDeniedError when wrong).
+   * FailedPreconditionError when st-peter has no WebAuthn settings (`--webauthn-rp-id`,
+   * `--webauthn-origin`). */
+  async beginPasskeyRegistration(currentPassword: string): Promise<PasskeyRegistration> {
+    const response = await this.#call((rpc, call) => rpc.beginPasskeyRegistration({ currentPassword }, call), false);
+    return { registrationId: response.registrationId, optionsJson: optionsJson(response.optionsJson) };
+  }
+
+  /** Stores the passkey the browser created under `name` (1 to 100 characters), and
+   * answers it. From then on a password login asks for a second factor, which the passkey
+   * can give. A credential that does not verify (wrong origin or challenge, no user
+   * verification) or is malformed rejects with InvalidArgumentError naming
+   * `credential_json`; an unknown, used or expired `registrationId` with
+   * FailedPreconditionError. */
+  async finishPasskeyRegistration(
+    registrationId: string,
+    credentialJson: PasskeyCredentialJson,
+    name: string,
+  ): Promise<Passkey> {
+    const response = await this.#call(
+      (rpc, call) => rpc.finishPasskeyRegistration({ registrationId, credentialJson, name }, call),
+      false,
+    );
+    return passkeyFrom(response.passkey);
+  }
+
+  /** The user's passkeys, oldest first. */
+  async listPasskeys(): Promise<Passkey[]> {
+    const response = await this.#call((rpc, call) => rpc.listPasskeys({}, call), false);
+    return response.passkeys.map(passkeyFrom);
+  }
+
+  /** Removes one of the user's passkeys by its `passkeyId` (from listPasskeys). Takes the
+   * current password (PermissionDeniedError when wrong). NotFoundError for an unknown or
+   * another user's passkey. */
+  async removePasskey(passkeyId: string, currentPassword: string): Promise<void> {
+    await this.#call((rpc, call) => rpc.removePasskey({ passkeyId, currentPassword }, call), false);
   }
 
   /** The user's live sessions, newest first; the caller's own has `current: true`. */

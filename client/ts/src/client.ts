@@ -29,6 +29,12 @@ import {
   type User,
   type VerifiedUser,
 } from "./model.js";
+import {
+  optionsJson,
+  type PasskeyCredentialJson,
+  type PasskeyLoginChallenge,
+  type PasskeyLoginOptions,
+} from "./passkey.js";
 
 export interface ClientOptions {
   /** How long a valid answer is cached (never past the token's expiry) while the
@@ -192,6 +198,43 @@ export class Client {
     try {
       return loginResultFrom(
         await this.rpc.verifyTwoFactor({ twoFactorId, code }, { timeoutMs: this.timeoutMs }),
+      );
+    } catch (error) {
+      throw fromRpc(error);
+    }
+  }
+
+  /**
+   * Starts a passkey sign-in: send the answer's `optionsJson` to the page for
+   * `navigator.credentials.get`, then its credential to finishPasskeyLogin with the
+   * `challengeId`. With `identifier`, the options name that user's passkeys; with neither
+   * option, the sign-in is discoverable; with `twoFactorId` (from a login that answered
+   * `{ kind: "two_factor" }`), the passkey completes that login. FailedPreconditionError
+   * when st-peter has no WebAuthn settings (`--webauthn-rp-id`, `--webauthn-origin`);
+   * RateLimitedError while the login throttles hold.
+   */
+  async beginPasskeyLogin(options: PasskeyLoginOptions = {}): Promise<PasskeyLoginChallenge> {
+    try {
+      const response = await this.rpc.beginPasskeyLogin(
+        { identifier: options.identifier ?? "", twoFactorId: options.twoFactorId ?? "" },
+        { timeoutMs: this.timeoutMs },
+      );
+      return { challengeId: response.challengeId, optionsJson: optionsJson(response.optionsJson) };
+    } catch (error) {
+      throw fromRpc(error);
+    }
+  }
+
+  /** Finishes a passkey sign-in with the browser's credential. Answers like login:
+   * `{ kind: "authenticated" }`, or `{ kind: "failed" }` with `invalid_credentials` (the
+   * assertion does not verify: unknown passkey, wrong origin or signature, a replay, a
+   * sign counter that went backwards), `challenge_expired` (unknown, used or expired
+   * `challengeId`) or `rate_limited`. Malformed JSON rejects with InvalidArgumentError
+   * naming `credential_json`. */
+  async finishPasskeyLogin(challengeId: string, credentialJson: PasskeyCredentialJson): Promise<LoginResult> {
+    try {
+      return loginResultFrom(
+        await this.rpc.finishPasskeyLogin({ challengeId, credentialJson }, { timeoutMs: this.timeoutMs }),
       );
     } catch (error) {
       throw fromRpc(error);

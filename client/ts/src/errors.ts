@@ -11,7 +11,7 @@ export type ErrorKind =
   /** The request was malformed; the message names the field. */
   | "invalid_argument"
   /** lookupUser found no user with that identifier; revokeSession got an unknown, ended or
-   * another user's session id. */
+   * another user's session id; removePasskey an unknown or another user's passkey id. */
   | "not_found"
   /** An account call's `currentPassword` is wrong (it counts towards the login throttle);
    * st-peter answers only callers with credentials and this client has none (the detail
@@ -20,7 +20,9 @@ export type ErrorKind =
   | "permission_denied"
   /** The account is not in the state the call needs: TOTP already on (beginTotpEnrollment),
    * not on (disableTotp, regenerateRecoveryCodes), or an unknown, expired or used
-   * enrollment (confirmTotpEnrollment). The message names the field. */
+   * enrollment (confirmTotpEnrollment) or passkey registration (finishPasskeyRegistration);
+   * or st-peter has no WebAuthn settings (every passkey call). The message names the field
+   * or the settings. */
   | "failed_precondition"
   /** Too many attempts (wrong current passwords count like failed logins; failed API key
    * exchanges from one address): wait, then try again. */

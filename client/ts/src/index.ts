@@ -39,5 +39,14 @@ export type {
   Session,
   TotpConfirmation,
 } from "./model.js";
+export {
+  passkeyCredentialJson,
+  type Passkey,
+  type PasskeyCredentialJson,
+  type PasskeyLoginChallenge,
+  type PasskeyLoginOptions,
+  type PasskeyOptionsJson,
+  type PasskeyRegistration,
+} from "./passkey.js";
 export { SESSION_COOKIE, bearer, tokenFromHeaders, tokenFromRequest, type RequestHeaders } from "./token.js";
 export { VERSION } from "./version.js";

@@ -70,8 +70,9 @@ export interface Failed {
 export type LoginResult = Authenticated | TwoFactor | Failed;
 
 /** `totp`: a 6-digit code from an authenticator app; `recovery_code`: one of the one-time
- * recovery codes issued with the TOTP enrollment. */
-export type TwoFactorMethod = "totp" | "recovery_code";
+ * recovery codes issued with the TOTP enrollment; `passkey`: one of the user's passkeys
+ * (`Client.beginPasskeyLogin({ twoFactorId })`, then `finishPasskeyLogin`). */
+export type TwoFactorMethod = "totp" | "recovery_code" | "passkey";
 
 /** `invalid_credentials` covers wrong password, unknown identifier and disabled user alike;
  * `unknown` is a reason this client version does not know yet. */
@@ -106,6 +107,8 @@ export interface AccountInfo {
   totpEnabled: boolean;
   /** Recovery codes not used yet (0 without TOTP). */
   recoveryCodesLeft: number;
+  /** How many passkeys the user has registered (`Account.listPasskeys` lists them). */
+  passkeys: number;
 }
 
 /** What `Account.confirmTotpEnrollment` answers: TOTP is on. */
@@ -184,9 +187,19 @@ export function loginResultFrom(response: LoginResponse): LoginResult {
         kind: "two_factor",
         twoFactorId: result.value.twoFactorId,
         expiresAt: date(result.value.expiresAt),
-        methods: result.value.methods.flatMap((m): TwoFactorMethod[] =>
-          m === PbTwoFactorMethod.TOTP ? ["totp"] : m === PbTwoFactorMethod.RECOVERY_CODE ? ["recovery_code"] : [],
-        ),
+        methods: result.value.methods.flatMap((m): TwoFactorMethod[] => {
+          switch (m) {
+            case PbTwoFactorMethod.TOTP:
+              return ["totp"];
+            case PbTwoFactorMethod.RECOVERY_CODE:
+              return ["recovery_code"];
+            case PbTwoFactorMethod.PASSKEY:
+              return ["passkey"];
+            default:
+              // A method this client version does not know: not offered.
+              return [];
+          }
+        }),
       };
     case "failed": {
       const failed: Failed = { kind: "failed", reason: reasonFrom(result.value.reason) };
