@@ -196,6 +196,28 @@ pub struct ServeArgs {
     /// `127.0.0.1:9464`; port 0 picks a free one). Off when not given.
     #[arg(long, env = "ST_PETER_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Turn passkeys (WebAuthn) on for this relying party: the domain of the site whose
+    /// pages sign users in (`example.com`; `localhost` for development). Passkeys are
+    /// bound to it for good: changing it orphans every registered passkey. Needs
+    /// --webauthn-origin.
+    #[arg(
+        long,
+        env = "ST_PETER_WEBAUTHN_RP_ID",
+        value_name = "DOMAIN",
+        requires = "webauthn_origin"
+    )]
+    pub webauthn_rp_id: Option<String>,
+    /// An origin the sign-in pages are served from, exactly as the browser reports it
+    /// (`https://login.example.com`, with any port): on the RP id or a subdomain of it.
+    /// Repeat the flag (or separate with commas in the variable) for several.
+    #[arg(
+        long,
+        env = "ST_PETER_WEBAUTHN_ORIGIN",
+        value_name = "URL",
+        value_delimiter = ',',
+        requires = "webauthn_rp_id"
+    )]
+    pub webauthn_origin: Vec<String>,
 }
 
 /// The argon2id parameters of new password hashes and the threads that compute them, for
@@ -293,6 +315,9 @@ pub enum UserCommand {
     /// Enroll or remove TOTP two-factor authentication.
     #[command(subcommand)]
     Totp(TotpCommand),
+    /// List or remove a user's passkeys (users register them through AccountService).
+    #[command(subcommand)]
+    Passkey(PasskeyCommand),
     /// Bring users in from another system: JSON lines (FILE, or `-` for standard input),
     /// one user a line, with the password hash they had there (argon2, bcrypt, PBKDF2,
     /// scrypt, or a Keycloak credential), rehashed to argon2id at their next good login.
@@ -354,6 +379,18 @@ pub enum TotpCommand {
     Disable { identifier: String },
     /// Issue new recovery codes to a user with TOTP (the old ones stop working).
     RecoveryCodes { identifier: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PasskeyCommand {
+    /// A user's passkeys: id, name, when registered and last used.
+    List { identifier: String },
+    /// Remove one of a user's passkeys (a lost device): it no longer signs them in.
+    Remove {
+        identifier: String,
+        /// The passkey's id, from `user passkey list`.
+        passkey_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -452,6 +489,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config.settings.session_ttl = args.session_ttl;
             config.settings.api_token_ttl = args.api_token_ttl;
             config.settings.require_caller_credentials = args.require_caller_credentials;
+            config.settings.webauthn = args.webauthn_rp_id.clone().map(|rp_id| {
+                crate::domain::passkeys::WebauthnSettings {
+                    rp_id,
+                    origins: args.webauthn_origin.clone(),
+                }
+            });
             config.settings.throttle.lookups_per_minute = args.lookups_per_minute;
             config.settings.throttle.lookup_burst = (args.lookups_per_minute / 3).max(1);
             config.settings.admission = AdmissionSettings {
@@ -851,6 +894,36 @@ async fn user_command(app: &StPeter, command: UserCommand, json: bool) -> anyhow
             )
         }
         UserCommand::Import { file } => import_users(app, &file, json).await,
+        UserCommand::Passkey(PasskeyCommand::List { identifier }) => {
+            let passkeys = app.list_passkeys(&identifier).await?;
+            print(json, &passkeys, || {
+                if passkeys.is_empty() {
+                    return "no passkeys".to_owned();
+                }
+                passkeys
+                    .iter()
+                    .map(|passkey| {
+                        format!(
+                            "{}  {:?}  registered {}  last used {}",
+                            passkey.passkey_id,
+                            passkey.name,
+                            time_text(passkey.created_at),
+                            passkey.last_used_at.map_or("never".into(), time_text),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        UserCommand::Passkey(PasskeyCommand::Remove {
+            identifier,
+            passkey_id,
+        }) => {
+            app.remove_passkey(&identifier, &passkey_id).await?;
+            print(json, &serde_json::json!({ "removed": passkey_id }), || {
+                "passkey removed".to_owned()
+            })
+        }
         UserCommand::Totp(TotpCommand::Disable { identifier }) => {
             let user_id = app.disable_totp(&identifier).await?;
             print(json, &serde_json::json!({ "user_id": user_id }), || {

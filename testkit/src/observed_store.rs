@@ -283,6 +283,41 @@ impl Store for ObservedStore {
             .await
     }
 
+    async fn put_passkey_ceremony(&self, ceremony: NewPasskeyCeremony<'_>) -> Result<()> {
+        self.inner.put_passkey_ceremony(ceremony).await
+    }
+
+    async fn take_passkey_ceremony(&self, id_hash: &SecretHash) -> Result<Option<PasskeyCeremony>> {
+        self.inner.take_passkey_ceremony(id_hash).await
+    }
+
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<()> {
+        self.inner.add_passkey(passkey).await
+    }
+
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<PasskeyRecord>> {
+        self.inner.passkeys(user_id).await
+    }
+
+    async fn passkey_by_credential_id(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<PasskeyRecord>> {
+        self.inner.passkey_by_credential_id(credential_id).await
+    }
+
+    async fn remove_passkey(&self, user_id: &str, passkey_id: &str) -> Result<bool> {
+        self.inner.remove_passkey(user_id, passkey_id).await
+    }
+
+    async fn sign_in_with_passkey(
+        &self,
+        used: PasskeyUse<'_>,
+        session: NewSession<'_>,
+    ) -> Result<bool> {
+        self.inner.sign_in_with_passkey(used, session).await
+    }
+
     async fn key_check_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
         self.inner.key_check_or_insert(name, candidate).await
     }

@@ -89,6 +89,9 @@ pub struct Settings {
     /// VerifyToken, LookupUser and WatchRevocations answer only callers that present a
     /// service account's token or a client certificate.
     pub require_caller_credentials: bool,
+    /// The relying party passkeys are bound to. `None` turns passkeys off: their calls
+    /// answer `FailedPrecondition`.
+    pub webauthn: Option<crate::domain::passkeys::WebauthnSettings>,
 }
 
 impl Default for Settings {
@@ -108,6 +111,7 @@ impl Default for Settings {
             verify_cache: VerifyCacheSettings::default(),
             api_token_ttl: Duration::from_secs(15 * 60),
             require_caller_credentials: false,
+            webauthn: None,
         }
     }
 }
@@ -190,6 +194,7 @@ pub struct StPeter {
     pub(crate) throttles: Throttles,
     pub(crate) revocations: Arc<Revocations>,
     pub(crate) last_seen: LastSeen,
+    pub(crate) relying_party: Option<webauthn_rs::Webauthn>,
 }
 
 impl StPeter {
@@ -200,7 +205,13 @@ impl StPeter {
             settings.admission,
         )?;
         let throttles = Throttles::new(&settings.throttle, clock.clone(), &store);
+        let relying_party = settings
+            .webauthn
+            .as_ref()
+            .map(crate::domain::passkeys::relying_party)
+            .transpose()?;
         Ok(Self {
+            relying_party,
             store,
             passwords,
             throttles,

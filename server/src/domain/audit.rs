@@ -24,6 +24,8 @@ pub enum Event {
     Caller,
     /// A user brought in by `user import` (never with their hash).
     Import,
+    /// A passkey registered, removed, or used to sign in (or refused).
+    Passkey,
 }
 
 impl Event {
@@ -41,6 +43,7 @@ impl Event {
             Event::ApiKey => "api_key",
             Event::Caller => "caller",
             Event::Import => "import",
+            Event::Passkey => "passkey",
         }
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod audit;
 pub(crate) mod identifier;
 pub mod import;
 pub(crate) mod last_seen;
+pub mod passkeys;
 pub mod self_service;
 pub mod service_accounts;
 pub mod sessions;

@@ -19,13 +19,13 @@ use crate::secrets::totp;
 use crate::store::{NewTotpEnrollment, RevokeSessions, TotpConfirmation, UserRecord};
 
 /// The caller of a self-service operation: the user, and which session is theirs.
-struct SignedIn {
-    user: UserRecord,
+pub(crate) struct SignedIn {
+    pub(crate) user: UserRecord,
     token_hash: SecretHash,
 }
 
 impl SignedIn {
-    fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.user.owner.id
     }
 
@@ -75,6 +75,7 @@ pub struct AccountView {
     pub user: UserView,
     pub totp_enabled: bool,
     pub recovery_codes_left: u64,
+    pub passkeys: u64,
 }
 
 impl StPeter {
@@ -91,6 +92,7 @@ impl StPeter {
             user: UserView::from(&me.user),
             totp_enabled,
             recovery_codes_left,
+            passkeys: u64::try_from(me.user.passkeys).unwrap_or(0),
         })
     }
 
@@ -280,7 +282,7 @@ impl StPeter {
     }
 
     /// The owner of a bearer token, or `Unauthenticated` for anything but a valid session.
-    async fn signed_in(&self, token: &str) -> Result<SignedIn> {
+    pub(crate) async fn signed_in(&self, token: &str) -> Result<SignedIn> {
         let not_valid =
             Error::Unauthenticated("authorization: the bearer token is not a valid session");
         let verified = match self.verify_token(token).await {
@@ -368,7 +370,7 @@ impl StPeter {
     /// Checks the current password a sensitive change was given. Failures count towards
     /// the login throttles of every identifier of the user and of the caller's address,
     /// so a stolen session cannot be used to guess the password faster than a login can.
-    async fn check_current_password(
+    pub(crate) async fn check_current_password(
         &self,
         event: Event,
         caller: &Caller,

@@ -31,12 +31,36 @@ pub struct IssuedSession {
     pub user: UserView,
 }
 
+/// The second factors a user has: the ones a two-factor challenge can be answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecondFactors {
+    /// A TOTP code, or one of its recovery codes.
+    pub totp: bool,
+    /// An assertion of one of the user's passkeys.
+    pub passkey: bool,
+}
+
+impl SecondFactors {
+    pub(crate) fn of(user: &UserRecord) -> Self {
+        Self {
+            totp: user.totp_secret.is_some(),
+            passkey: user.passkeys > 0,
+        }
+    }
+
+    /// Whether a password alone is not enough.
+    pub fn any(self) -> bool {
+        self.totp || self.passkey
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum LoginOutcome {
     Authenticated(IssuedSession),
     TwoFactor {
         two_factor_id: String,
         expires_at: UnixMillis,
+        methods: SecondFactors,
     },
     Failed {
         reason: FailureReason,
@@ -101,7 +125,7 @@ impl StPeter {
         if check.needs_rehash {
             self.upgrade_hash(&user, password).await;
         }
-        if user.totp_secret.is_some() {
+        if SecondFactors::of(&user).any() {
             audit::record(
                 Event::Login,
                 "two_factor_required",

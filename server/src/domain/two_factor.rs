@@ -2,7 +2,7 @@
 use crate::clock::{UnixMillis, millis};
 use crate::domain::app::{Caller, StPeter};
 use crate::domain::audit::{self, Event};
-use crate::domain::sessions::{FailureReason, LoginOutcome};
+use crate::domain::sessions::{FailureReason, LoginOutcome, SecondFactors};
 use crate::domain::throttle::{Guess, Reserved};
 use crate::error::{Error, Result, invalid};
 use crate::secrets::recovery_codes;
@@ -73,6 +73,7 @@ impl StPeter {
         Ok(LoginOutcome::TwoFactor {
             two_factor_id: minted.secret,
             expires_at,
+            methods: SecondFactors::of(user),
         })
     }
 
@@ -137,10 +138,8 @@ impl StPeter {
             .store
             .find_user_by_id(&attempt.user_id)
             .await?
-            .filter(|user| !user.owner.disabled);
-        let Some((user, sealed)) =
-            user.and_then(|u| u.totp_secret.clone().map(|sealed| (u, sealed)))
-        else {
+            .filter(|user| !user.owner.disabled && SecondFactors::of(user).any());
+        let Some(user) = user else {
             // Disabled or un-enrolled since the password step: the challenge is void.
             return Ok(Guess::NotChecked(LoginOutcome::failed(
                 FailureReason::ChallengeExpired,
@@ -159,10 +158,14 @@ impl StPeter {
         }
         let recovery_hash;
         let factor = match code {
-            SecondFactorCode::Totp(code) => {
-                let secret = self.totp_key()?.open(&user.owner.id, &sealed)?;
-                totp::matching_step(&secret, code, now)?.map(|step| SecondFactor::Totp { step })
-            }
+            // A user with passkeys alone has no code that matches.
+            SecondFactorCode::Totp(code) => match &user.totp_secret {
+                Some(sealed) => {
+                    let secret = self.totp_key()?.open(&user.owner.id, sealed)?;
+                    totp::matching_step(&secret, code, now)?.map(|step| SecondFactor::Totp { step })
+                }
+                None => None,
+            },
             SecondFactorCode::RecoveryCode(normalized) => {
                 recovery_hash = recovery_codes::hash(&user.owner.id, normalized);
                 Some(SecondFactor::RecoveryCode {

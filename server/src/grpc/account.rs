@@ -8,6 +8,7 @@ use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::account_service_server::AccountService;
 
 use crate::domain::app::StPeter;
+use crate::domain::passkeys::PasskeyView;
 use crate::domain::sessions::SessionView;
 use crate::grpc::{bearer_token, caller, status, timestamp, user};
 
@@ -46,6 +47,15 @@ fn session(view: SessionView) -> pb::Session {
     }
 }
 
+fn passkey(view: PasskeyView) -> pb::Passkey {
+    pb::Passkey {
+        passkey_id: view.passkey_id,
+        name: view.name,
+        created_at: Some(timestamp(view.created_at)),
+        last_used_at: view.last_used_at.map(timestamp),
+    }
+}
+
 #[tonic::async_trait]
 impl AccountService for AccountGrpc {
     async fn get_account(
@@ -58,7 +68,7 @@ impl AccountService for AccountGrpc {
             user: Some(user(account.user)),
             totp_enabled: account.totp_enabled,
             recovery_codes_left: count(account.recovery_codes_left),
-            passkeys: 0,
+            passkeys: count(account.passkeys),
         }))
     }
 
@@ -191,29 +201,68 @@ impl AccountService for AccountGrpc {
 
     async fn begin_passkey_registration(
         &self,
-        _request: Request<pb::BeginPasskeyRegistrationRequest>,
+        request: Request<pb::BeginPasskeyRegistrationRequest>,
     ) -> Result<Response<pb::BeginPasskeyRegistrationResponse>, Status> {
-        Err(Status::unimplemented("passkeys: being built"))
+        let (caller, token) = (caller(&request), bearer(&request)?);
+        let begun = self
+            .app
+            .begin_passkey_registration(&caller, &token, &request.get_ref().current_password)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::BeginPasskeyRegistrationResponse {
+            registration_id: begun.id,
+            options_json: begun.options_json,
+        }))
     }
 
     async fn finish_passkey_registration(
         &self,
-        _request: Request<pb::FinishPasskeyRegistrationRequest>,
+        request: Request<pb::FinishPasskeyRegistrationRequest>,
     ) -> Result<Response<pb::FinishPasskeyRegistrationResponse>, Status> {
-        Err(Status::unimplemented("passkeys: being built"))
+        let (caller, token) = (caller(&request), bearer(&request)?);
+        let request = request.into_inner();
+        let registered = self
+            .app
+            .finish_passkey_registration(
+                &caller,
+                &token,
+                &request.registration_id,
+                &request.credential_json,
+                &request.name,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::FinishPasskeyRegistrationResponse {
+            passkey: Some(passkey(registered)),
+        }))
     }
 
     async fn list_passkeys(
         &self,
-        _request: Request<pb::ListPasskeysRequest>,
+        request: Request<pb::ListPasskeysRequest>,
     ) -> Result<Response<pb::ListPasskeysResponse>, Status> {
-        Err(Status::unimplemented("passkeys: being built"))
+        let token = bearer(&request)?;
+        let passkeys = self.app.list_own_passkeys(&token).await.map_err(status)?;
+        Ok(Response::new(pb::ListPasskeysResponse {
+            passkeys: passkeys.into_iter().map(passkey).collect(),
+        }))
     }
 
     async fn remove_passkey(
         &self,
-        _request: Request<pb::RemovePasskeyRequest>,
+        request: Request<pb::RemovePasskeyRequest>,
     ) -> Result<Response<pb::RemovePasskeyResponse>, Status> {
-        Err(Status::unimplemented("passkeys: being built"))
+        let (caller, token) = (caller(&request), bearer(&request)?);
+        let request = request.into_inner();
+        self.app
+            .remove_own_passkey(
+                &caller,
+                &token,
+                &request.passkey_id,
+                &request.current_password,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RemovePasskeyResponse {}))
     }
 }

@@ -16,7 +16,7 @@ use st_peter_proto::auth::v1::auth_service_server::AuthService;
 use crate::clock::UnixMillis;
 use crate::domain::app::{Caller, StPeter, UserKind, UserView};
 use crate::domain::service_accounts::{CallerCredentials, ServiceCaller};
-use crate::domain::sessions::{FailureReason, IssuedSession, LoginOutcome};
+use crate::domain::sessions::{FailureReason, IssuedSession, LoginOutcome, SecondFactors};
 use crate::error::Error;
 
 pub struct AuthGrpc {
@@ -134,16 +134,33 @@ impl AuthService for AuthGrpc {
 
     async fn begin_passkey_login(
         &self,
-        _request: Request<pb::BeginPasskeyLoginRequest>,
+        request: Request<pb::BeginPasskeyLoginRequest>,
     ) -> Result<Response<pb::BeginPasskeyLoginResponse>, Status> {
-        Err(Status::unimplemented("passkeys: being built"))
+        let caller = caller(&request);
+        let request = request.into_inner();
+        let begun = self
+            .app
+            .begin_passkey_login(&caller, &request.identifier, &request.two_factor_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::BeginPasskeyLoginResponse {
+            challenge_id: begun.id,
+            options_json: begun.options_json,
+        }))
     }
 
     async fn finish_passkey_login(
         &self,
-        _request: Request<pb::FinishPasskeyLoginRequest>,
+        request: Request<pb::FinishPasskeyLoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        Err(Status::unimplemented("passkeys: being built"))
+        let caller = caller(&request);
+        let request = request.into_inner();
+        let outcome = self
+            .app
+            .finish_passkey_login(&caller, &request.challenge_id, &request.credential_json)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(login_response(outcome)))
     }
 }
 
@@ -256,13 +273,11 @@ fn login_response(outcome: LoginOutcome) -> pb::LoginResponse {
         LoginOutcome::TwoFactor {
             two_factor_id,
             expires_at,
+            methods,
         } => Outcome::TwoFactor(pb::TwoFactorRequired {
             two_factor_id,
             expires_at: Some(timestamp(expires_at)),
-            methods: vec![
-                pb::TwoFactorMethod::Totp as i32,
-                pb::TwoFactorMethod::RecoveryCode as i32,
-            ],
+            methods: two_factor_methods(methods),
         }),
         LoginOutcome::Failed {
             reason,
@@ -275,6 +290,18 @@ fn login_response(outcome: LoginOutcome) -> pb::LoginResponse {
     pb::LoginResponse {
         result: Some(result),
     }
+}
+
+fn two_factor_methods(methods: SecondFactors) -> Vec<i32> {
+    let mut offered = Vec::new();
+    if methods.totp {
+        offered.push(pb::TwoFactorMethod::Totp as i32);
+        offered.push(pb::TwoFactorMethod::RecoveryCode as i32);
+    }
+    if methods.passkey {
+        offered.push(pb::TwoFactorMethod::Passkey as i32);
+    }
+    offered
 }
 
 fn authenticated(session: IssuedSession) -> pb::Authenticated {

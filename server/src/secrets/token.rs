@@ -16,6 +16,9 @@ pub const SESSION_PREFIX: &str = "stp_";
 pub const CHALLENGE_PREFIX: &str = "stc_";
 /// Pending TOTP enrollment ids: `ste_` + 43 base64url characters.
 pub const ENROLLMENT_PREFIX: &str = "ste_";
+/// Passkey (WebAuthn) registration and sign-in ceremony ids: `stw_` + 43 base64url
+/// characters.
+pub const CEREMONY_PREFIX: &str = "stw_";
 
 /// Service accounts' API keys: `stk_` + 43 base64url characters.
 pub const API_KEY_PREFIX: &str = "stk_";

@@ -27,6 +27,9 @@ pub struct UserRecord {
     pub password_hash: String,
     pub totp_secret: Option<Vec<u8>>,
     pub created_at: i64,
+    /// How many passkeys the user has registered (a password login then asks for a second
+    /// factor).
+    pub passkeys: i64,
 }
 
 /// A user to insert.
@@ -134,6 +137,93 @@ pub enum SecondFactor<'a> {
     Totp { step: i64 },
     /// A recovery code: claimed only if issued to the user and not used yet.
     RecoveryCode { hash: &'a SecretHash },
+    /// An assertion of one of the user's passkeys that verified: claimed only if the
+    /// passkey's counter is still the one the check read.
+    Passkey(PasskeyUse<'a>),
+}
+
+/// A registered passkey, its public key and counter included: never leaves the server.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PasskeyRecord {
+    /// Its `passkey_id`: a UUID.
+    pub id: String,
+    pub user_id: String,
+    /// The authenticator's id for the credential.
+    pub credential_id: Vec<u8>,
+    pub name: String,
+    /// webauthn-rs's `Passkey` as JSON.
+    pub credential: String,
+    pub sign_count: i64,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A passkey that just verified an assertion: its credential with the new counter.
+#[derive(Debug, Clone, Copy)]
+pub struct PasskeyUse<'a> {
+    pub passkey_id: &'a str,
+    /// webauthn-rs's `Passkey` as JSON, updated by the assertion.
+    pub credential: &'a str,
+    /// The counter the check compared against: the claim fails if another sign-in moved it.
+    pub sign_count_before: i64,
+    pub sign_count: i64,
+    pub used_at: UnixMillis,
+}
+
+/// What a passkey ceremony is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeremonyPurpose {
+    /// Registering a passkey for `user_id`.
+    Registration,
+    /// Signing in: `user_id` named by the identifier, or none (discoverable).
+    Login,
+    /// Completing the two-factor challenge `challenge_hash` of `user_id`.
+    TwoFactor,
+}
+
+impl CeremonyPurpose {
+    /// The `passkey_ceremonies.purpose` column's value.
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::Registration => "registration",
+            Self::Login => "login",
+            Self::TwoFactor => "two_factor",
+        }
+    }
+
+    fn from_column(column: &str) -> Result<Self> {
+        match column {
+            "registration" => Ok(Self::Registration),
+            "login" => Ok(Self::Login),
+            "two_factor" => Ok(Self::TwoFactor),
+            other => Err(Error::Internal(format!(
+                "passkey_ceremonies.purpose: unknown purpose {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A passkey ceremony between its Begin and its Finish.
+#[derive(Debug, Clone)]
+pub struct PasskeyCeremony {
+    pub purpose: CeremonyPurpose,
+    pub user_id: Option<String>,
+    pub challenge_hash: Option<SecretHash>,
+    /// webauthn-rs's ceremony state as JSON.
+    pub state: String,
+    pub expires_at: UnixMillis,
+}
+
+/// A passkey ceremony to hold until its Finish.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPasskeyCeremony<'a> {
+    pub id_hash: &'a SecretHash,
+    pub purpose: CeremonyPurpose,
+    pub user_id: Option<&'a str>,
+    pub challenge_hash: Option<&'a SecretHash>,
+    pub state: &'a str,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
 }
 
 /// How the atomic end of a two-factor login went.
@@ -391,6 +481,28 @@ pub trait Store: Send + Sync + 'static {
         factor: SecondFactor<'_>,
         session: NewSession<'_>,
     ) -> Result<TwoFactorCompletion>;
+
+    /// Holds a passkey ceremony until its Finish.
+    async fn put_passkey_ceremony(&self, ceremony: NewPasskeyCeremony<'_>) -> Result<()>;
+    /// Deletes and returns a passkey ceremony, live or expired (the caller checks
+    /// `expires_at`): each is finished at most once, on any server.
+    async fn take_passkey_ceremony(&self, id_hash: &SecretHash) -> Result<Option<PasskeyCeremony>>;
+    /// Stores a new passkey; `Conflict` when its credential id is registered already.
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<()>;
+    /// A user's passkeys, oldest first.
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<PasskeyRecord>>;
+    /// The passkey with this credential id, whoever's it is.
+    async fn passkey_by_credential_id(&self, credential_id: &[u8])
+    -> Result<Option<PasskeyRecord>>;
+    /// Removes a passkey of this user; false when the user has none with this id.
+    async fn remove_passkey(&self, user_id: &str, passkey_id: &str) -> Result<bool>;
+    /// In one transaction: claim the passkey's use (its counter unchanged since the check)
+    /// and store the session. False, and nothing stored, when the claim fails.
+    async fn sign_in_with_passkey(
+        &self,
+        used: PasskeyUse<'_>,
+        session: NewSession<'_>,
+    ) -> Result<bool>;
 
     /// The stored check value of a named key, inserting `candidate` when there is none yet
     /// (the first server to start with a key decides it; concurrent starts agree).

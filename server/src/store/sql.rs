@@ -10,9 +10,10 @@ use sqlx::{
 };
 
 use super::{
-    ApiKeyExchange, ApiKeyRecord, ChallengeAttempt, Change, ExchangedSession, LogBounds,
-    LogNotices, NewApiKey, NewSession, NewTotpEnrollment, NewUser, OwnerRecord, PoolSettings,
-    Revocation, RevokeSessions, SecondFactor, SessionOwner, SessionRecord, Store, TotpConfirmation,
+    ApiKeyExchange, ApiKeyRecord, CeremonyPurpose, ChallengeAttempt, Change, ExchangedSession,
+    LogBounds, LogNotices, NewApiKey, NewPasskeyCeremony, NewSession, NewTotpEnrollment, NewUser,
+    OwnerRecord, PasskeyCeremony, PasskeyRecord, PasskeyUse, PoolSettings, Revocation,
+    RevokeSessions, SecondFactor, SessionOwner, SessionRecord, Store, TotpConfirmation,
     TwoFactorCompletion, UserRecord, unique_violation,
 };
 use super::{BackoffRule, ThrottleCount};
@@ -102,7 +103,10 @@ pub(super) fn pool_options<DB: Database>(settings: &PoolSettings) -> PoolOptions
 const OWNER_COLUMNS: &str = "id, handle, email, phone, display_name, disabled, kind";
 
 const USER_COLUMNS: &str = "id, handle, email, phone, display_name, disabled, kind, password_hash, totp_secret, \
-     created_at";
+     created_at, (SELECT COUNT(*) FROM passkeys WHERE passkeys.user_id = users.id) AS passkeys";
+
+const PASSKEY_COLUMNS: &str =
+    "id, user_id, credential_id, name, credential, sign_count, created_at, last_used_at";
 
 // The where clauses say what sqlx must do on a backend for these statements: run them on
 // a pool or in a transaction, bind and decode these types, map rows by column name. Both
@@ -129,6 +133,7 @@ where
     for<'r> OwnerRecord: FromRow<'r, DB::Row>,
     for<'r> UserRecord: FromRow<'r, DB::Row>,
     for<'r> ApiKeyRecord: FromRow<'r, DB::Row>,
+    for<'r> PasskeyRecord: FromRow<'r, DB::Row>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
 {
     async fn create_user(&self, user: &NewUser) -> Result<()> {
@@ -775,6 +780,7 @@ where
             .bind(session.created_at)
             .bind(session.user_id)
             .bind(&hash[..]),
+            SecondFactor::Passkey(used) => claim_passkey_use(used, session.user_id),
         }
         .execute(&mut *tx)
         .await?;
@@ -787,6 +793,114 @@ where
         insert_session(&mut *tx, session).await?;
         tx.commit().await?;
         Ok(TwoFactorCompletion::Completed)
+    }
+
+    async fn put_passkey_ceremony(&self, ceremony: NewPasskeyCeremony<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO passkey_ceremonies (id_hash, purpose, user_id, challenge_hash, state, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&ceremony.id_hash[..])
+        .bind(ceremony.purpose.column())
+        .bind(ceremony.user_id)
+        .bind(ceremony.challenge_hash.map(|hash| &hash[..]))
+        .bind(ceremony.state)
+        .bind(ceremony.created_at)
+        .bind(ceremony.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn take_passkey_ceremony(&self, id_hash: &SecretHash) -> Result<Option<PasskeyCeremony>> {
+        type Row = (String, Option<String>, Option<Vec<u8>>, String, i64);
+        let row: Option<Row> = sqlx::query_as(
+            "DELETE FROM passkey_ceremonies WHERE id_hash = $1 \
+             RETURNING purpose, user_id, challenge_hash, state, expires_at",
+        )
+        .bind(&id_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((purpose, user_id, challenge_hash, state, expires_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(PasskeyCeremony {
+            purpose: CeremonyPurpose::from_column(&purpose)?,
+            user_id,
+            challenge_hash: challenge_hash.map(token_hash_column).transpose()?,
+            state,
+            expires_at,
+        }))
+    }
+
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO passkeys (id, user_id, credential_id, name, credential, sign_count, \
+             created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(passkey.id.as_str())
+        .bind(passkey.user_id.as_str())
+        .bind(passkey.credential_id.as_slice())
+        .bind(passkey.name.as_str())
+        .bind(passkey.credential.as_str())
+        .bind(passkey.sign_count)
+        .bind(passkey.created_at)
+        .bind(passkey.last_used_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| match unique_violation(error) {
+            Error::Conflict(_) => Error::Conflict("this passkey is registered already".into()),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<PasskeyRecord>> {
+        let sql = format!(
+            "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE user_id = $1 ORDER BY created_at, id"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn passkey_by_credential_id(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<PasskeyRecord>> {
+        let sql = format!("SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = $1");
+        Ok(sqlx::query_as(&sql)
+            .bind(credential_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn remove_passkey(&self, user_id: &str, passkey_id: &str) -> Result<bool> {
+        let removed = sqlx::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2")
+            .bind(passkey_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&removed) == 1)
+    }
+
+    async fn sign_in_with_passkey(
+        &self,
+        used: PasskeyUse<'_>,
+        session: NewSession<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = claim_passkey_use(used, session.user_id)
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&claimed) != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_session(&mut *tx, session).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn key_check_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
@@ -840,6 +954,10 @@ where
             .bind(before)
             .execute(&mut *tx)
             .await?;
+        let ceremonies = sqlx::query("DELETE FROM passkey_ceremonies WHERE expires_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
         let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(before)
             .execute(&mut *tx)
@@ -854,7 +972,7 @@ where
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok([challenges, enrollments, sessions, log]
+        Ok([challenges, enrollments, ceremonies, sessions, log]
             .iter()
             .map(DB::rows_affected)
             .sum())
@@ -961,6 +1079,31 @@ where
             roles: DB::roles(&row)?,
         }))
     }
+}
+
+/// The claim of a passkey's use: its new credential and counter, if the counter is still
+/// the one the assertion was checked against (a concurrent sign-in with the same passkey
+/// moved it otherwise: under PostgreSQL's READ COMMITTED the second waits, then finds the
+/// new count; SQLite has one writer).
+fn claim_passkey_use<'q, DB>(
+    used: PasskeyUse<'q>,
+    user_id: &'q str,
+) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    sqlx::query(
+        "UPDATE passkeys SET credential = $1, sign_count = $2, last_used_at = $3 \
+         WHERE id = $4 AND user_id = $5 AND sign_count = $6",
+    )
+    .bind(used.credential)
+    .bind(used.sign_count)
+    .bind(used.used_at)
+    .bind(used.passkey_id)
+    .bind(user_id)
+    .bind(used.sign_count_before)
 }
 
 async fn insert_session<'e, DB>(

@@ -325,6 +325,62 @@ impl Store for TracedStore {
         .await
     }
 
+    async fn put_passkey_ceremony(&self, ceremony: NewPasskeyCeremony<'_>) -> Result<()> {
+        self.traced(
+            "put_passkey_ceremony",
+            self.inner.put_passkey_ceremony(ceremony),
+        )
+        .await
+    }
+
+    async fn take_passkey_ceremony(&self, id_hash: &SecretHash) -> Result<Option<PasskeyCeremony>> {
+        self.traced(
+            "take_passkey_ceremony",
+            self.inner.take_passkey_ceremony(id_hash),
+        )
+        .await
+    }
+
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<()> {
+        self.traced("add_passkey", self.inner.add_passkey(passkey))
+            .await
+    }
+
+    async fn passkeys(&self, user_id: &str) -> Result<Vec<PasskeyRecord>> {
+        self.traced("passkeys", self.inner.passkeys(user_id)).await
+    }
+
+    async fn passkey_by_credential_id(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<PasskeyRecord>> {
+        self.traced(
+            "passkey_by_credential_id",
+            self.inner.passkey_by_credential_id(credential_id),
+        )
+        .await
+    }
+
+    async fn remove_passkey(&self, user_id: &str, passkey_id: &str) -> Result<bool> {
+        self.traced(
+            "remove_passkey",
+            self.inner.remove_passkey(user_id, passkey_id),
+        )
+        .await
+    }
+
+    async fn sign_in_with_passkey(
+        &self,
+        used: PasskeyUse<'_>,
+        session: NewSession<'_>,
+    ) -> Result<bool> {
+        self.traced(
+            "sign_in_with_passkey",
+            self.inner.sign_in_with_passkey(used, session),
+        )
+        .await
+    }
+
     async fn key_check_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
         self.traced(
             "key_check_or_insert",
