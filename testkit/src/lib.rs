@@ -13,6 +13,8 @@
 //! - [`ServerProcess`]: a given `st-peter` binary on such a port, with `--ready-file` (its
 //!   address comes from that file), stderr captured, kill / SIGTERM / restart on the same
 //!   port.
+//! - [`SoftAuthenticator`]: a software WebAuthn authenticator (and the browser's part) for
+//!   passkey tests.
 mod calls;
 mod in_process;
 mod observed_store;
@@ -20,6 +22,7 @@ mod pki;
 mod port;
 mod postgres;
 mod process;
+mod soft_authenticator;
 
 pub use calls::{Calls, Hold, HoldPoint, RpcCounts};
 pub use in_process::{TestServer, TestServerBuilder, test_settings};
@@ -27,6 +30,7 @@ pub use observed_store::{HeldLookup, ObservedStore};
 pub use pki::{Pki, pki};
 pub use postgres::{create_postgres_database, with_database};
 pub use process::{ProcessBuilder, ServerProcess, st_peter_binary};
+pub use soft_authenticator::SoftAuthenticator;
 
 /// The generated gRPC client on a plaintext channel.
 pub type AuthClient =
