@@ -187,6 +187,16 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub lookups_per_minute: u32,
+    /// Passkey sign-ins (BeginPasskeyLogin) one client address may begin a minute, with
+    /// bursts of a third of that; past it, RESOURCE_EXHAUSTED. Each stores a short-lived
+    /// challenge; a web app relays all of its users' sign-ins from its one address.
+    #[arg(
+        long,
+        env = "ST_PETER_PASSKEY_BEGINS_PER_MINUTE",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub passkey_begins_per_minute: u32,
     /// Once listening, write the bound address (`HOST:PORT`, useful with port 0) to this
     /// file: tests and supervisors wait for it instead of reading logs. With
     /// --metrics-listen, a second line `metrics HOST:PORT` gives the metrics address.
@@ -497,6 +507,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             config.settings.throttle.lookups_per_minute = args.lookups_per_minute;
             config.settings.throttle.lookup_burst = (args.lookups_per_minute / 3).max(1);
+            config.settings.throttle.passkey_begins_per_minute = args.passkey_begins_per_minute;
+            config.settings.throttle.passkey_begin_burst =
+                (args.passkey_begins_per_minute / 3).max(1);
             config.settings.admission = AdmissionSettings {
                 max_wait: args.hash_max_wait,
             };

@@ -334,8 +334,13 @@ impl Store for ObservedStore {
         self.inner.log_notices().await
     }
 
-    async fn purge_expired(&self, before: UnixMillis, log_before: UnixMillis) -> Result<u64> {
-        self.inner.purge_expired(before, log_before).await
+    async fn purge_expired(
+        &self,
+        now: UnixMillis,
+        before: UnixMillis,
+        log_before: UnixMillis,
+    ) -> Result<u64> {
+        self.inner.purge_expired(now, before, log_before).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -257,7 +257,7 @@ impl StPeter {
         let throttles = self.throttles.purge(now).await?;
         let rows = self
             .store
-            .purge_expired(now - grace, now - millis(LOG_RETENTION))
+            .purge_expired(now, now - grace, now - millis(LOG_RETENTION))
             .await?;
         Ok(rows + throttles)
     }

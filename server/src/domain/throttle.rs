@@ -491,12 +491,17 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// `per_minute` sustained, with bursts of `burst`, in this process's memory.
-    pub fn per_minute(per_minute: u32, burst: u32, clock: Arc<dyn Clock>) -> Self {
+    pub fn per_minute(
+        name: &'static str,
+        per_minute: u32,
+        burst: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let clock = GovernorClock(clock);
         Self {
-            name: "lookup_actor",
+            name,
             place: RatePlace::Memory {
                 limiter: RateLimiter::dashmap_with_clock(
                     Quota::per_minute(per_minute).allow_burst(burst),
@@ -587,6 +592,11 @@ pub struct ThrottlePolicies {
     pub api_key_address: BackoffPolicy,
     pub lookups_per_minute: u32,
     pub lookup_burst: u32,
+    /// Passkey sign-ins one client address may begin a minute (BeginPasskeyLogin stores a
+    /// challenge before anyone is known), with bursts of `passkey_begin_burst`. Generous:
+    /// a web app relays all its users' sign-ins from its one address.
+    pub passkey_begins_per_minute: u32,
+    pub passkey_begin_burst: u32,
 }
 
 impl Default for ThrottlePolicies {
@@ -617,6 +627,8 @@ impl Default for ThrottlePolicies {
             },
             lookups_per_minute: 60,
             lookup_burst: 20,
+            passkey_begins_per_minute: 600,
+            passkey_begin_burst: 200,
         }
     }
 }
@@ -637,6 +649,8 @@ impl ThrottlePolicies {
             api_key_address: never,
             lookups_per_minute: u32::MAX,
             lookup_burst: u32::MAX,
+            passkey_begins_per_minute: u32::MAX,
+            passkey_begin_burst: u32::MAX,
         }
     }
 }
@@ -651,6 +665,7 @@ pub struct Throttles {
     pub api_key: Backoff,
     pub api_key_address: Backoff,
     pub lookup_actor: RateLimit,
+    pub passkey_begin_address: RateLimit,
     /// The store that holds them, when shared: its expired rows are purged now and then.
     shared: Option<Arc<dyn Store>>,
 }
@@ -666,17 +681,20 @@ impl Throttles {
             Some(store) => Backoff::shared(name, policy, store.clone()),
             None => Backoff::in_memory(name, policy, THROTTLE_CAPACITY),
         };
-        let lookup_actor = match &shared {
-            Some(store) => RateLimit::shared_per_minute(
-                "lookup_actor",
-                policies.lookups_per_minute,
-                policies.lookup_burst,
-                store.clone(),
-            ),
-            None => {
-                RateLimit::per_minute(policies.lookups_per_minute, policies.lookup_burst, clock)
-            }
+        let rate = |name, per_minute, burst| match &shared {
+            Some(store) => RateLimit::shared_per_minute(name, per_minute, burst, store.clone()),
+            None => RateLimit::per_minute(name, per_minute, burst, clock.clone()),
         };
+        let lookup_actor = rate(
+            "lookup_actor",
+            policies.lookups_per_minute,
+            policies.lookup_burst,
+        );
+        let passkey_begin_address = rate(
+            "passkey_begin_address",
+            policies.passkey_begins_per_minute,
+            policies.passkey_begin_burst,
+        );
         Self {
             login_identifier: backoff("login_identifier", policies.login_identifier),
             login_address: backoff("login_address", policies.login_address)
@@ -687,6 +705,7 @@ impl Throttles {
             api_key_address: backoff("api_key_address", policies.api_key_address)
                 .counting_failures_only(),
             lookup_actor,
+            passkey_begin_address,
             shared,
         }
     }

@@ -516,9 +516,15 @@ pub trait Store: Send + Sync + 'static {
     /// has none (SQLite), so the follower polls.
     async fn log_notices(&self) -> Result<Option<Box<dyn LogNotices>>>;
 
-    /// Deletes challenges, enrollments and sessions that ended before `before`, and revocation log
-    /// rows older than `log_before` (always keeping the newest, which holds the head).
-    async fn purge_expired(&self, before: UnixMillis, log_before: UnixMillis) -> Result<u64>;
+    /// Deletes challenges, enrollments and sessions that ended before `before`, passkey
+    /// ceremonies expired at `now`, and revocation log rows older than `log_before` (always
+    /// keeping the newest, which holds the head).
+    async fn purge_expired(
+        &self,
+        now: UnixMillis,
+        before: UnixMillis,
+        log_before: UnixMillis,
+    ) -> Result<u64>;
 
     /// One trivial statement: succeeds while the database can be reached.
     async fn ping(&self) -> Result<()>;

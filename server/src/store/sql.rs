@@ -944,7 +944,12 @@ where
         DB::log_notices(&self.pool).await
     }
 
-    async fn purge_expired(&self, before: UnixMillis, log_before: UnixMillis) -> Result<u64> {
+    async fn purge_expired(
+        &self,
+        now: UnixMillis,
+        before: UnixMillis,
+        log_before: UnixMillis,
+    ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let challenges = sqlx::query("DELETE FROM two_factor_challenges WHERE expires_at < $1")
             .bind(before)
@@ -954,8 +959,10 @@ where
             .bind(before)
             .execute(&mut *tx)
             .await?;
+        // Passkey ceremonies go as soon as they expire: nothing in them is worth keeping,
+        // and anyone can begin a sign-in.
         let ceremonies = sqlx::query("DELETE FROM passkey_ceremonies WHERE expires_at < $1")
-            .bind(before)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")

@@ -406,10 +406,15 @@ impl Store for TracedStore {
         self.traced("log_notices", self.inner.log_notices()).await
     }
 
-    async fn purge_expired(&self, before: UnixMillis, log_before: UnixMillis) -> Result<u64> {
+    async fn purge_expired(
+        &self,
+        now: UnixMillis,
+        before: UnixMillis,
+        log_before: UnixMillis,
+    ) -> Result<u64> {
         self.traced(
             "purge_expired",
-            self.inner.purge_expired(before, log_before),
+            self.inner.purge_expired(now, before, log_before),
         )
         .await
     }
