@@ -1547,9 +1547,13 @@ export const AuthService: GenService<{
    * assertion completes that challenge (the user's passkeys, no password again). Pass
    * `options_json` to `navigator.credentials.get` (after decoding its base64url fields,
    * or with `PublicKeyCredential.parseRequestOptionsFromJSON`). The challenge is
-   * single-use and lives about two minutes. FAILED_PRECONDITION when the server has no
-   * `--webauthn-rp-id`/`--webauthn-origin`; RESOURCE_EXHAUSTED while the login
-   * throttles hold for the identifier or the caller's address.
+   * single-use and lives about two minutes. An identifier of nobody with a passkey gets
+   * the options of a discoverable sign-in, which none of its passkeys can answer.
+   * FAILED_PRECONDITION when the server has no `--webauthn-rp-id`/`--webauthn-origin`,
+   * or for a `two_factor_id` that is unknown, expired or out of attempts (starting its
+   * passkey step spends one) or whose user has no passkey; RESOURCE_EXHAUSTED while the
+   * login throttles hold for the identifier or the caller's address, or past the
+   * address's rate of begun sign-ins (`--passkey-begins-per-minute`).
    *
    * @generated from rpc st_peter.auth.v1.AuthService.BeginPasskeyLogin
    */
