@@ -24,8 +24,11 @@ pub enum Event {
     Caller,
     /// A user brought in by `user import` (never with their hash).
     Import,
-    /// A passkey registered, removed, or used to sign in (or refused).
+    /// A passkey registered or removed (or refused).
     Passkey,
+    /// A passkey sign-in: its outcome (a passkey that finished a two-factor login is a
+    /// `TwoFactor` event).
+    PasskeyLogin,
 }
 
 impl Event {
@@ -44,12 +47,13 @@ impl Event {
             Event::Caller => "caller",
             Event::Import => "import",
             Event::Passkey => "passkey",
+            Event::PasskeyLogin => "passkey_login",
         }
     }
 }
 
 pub fn record(event: Event, outcome: &'static str, user_id: Option<&str>, caller: &Caller) {
-    if let Event::Login | Event::TwoFactor = event {
+    if let Event::Login | Event::TwoFactor | Event::PasskeyLogin = event {
         crate::metrics::login_outcome(event.name(), outcome);
     }
     let client = caller.address.map_or_else(

@@ -511,7 +511,7 @@ impl StPeter {
         let mut reserved = match Reserved::attempt(&checks, now).await? {
             Ok(reserved) => reserved,
             Err(wait) => {
-                audit::record(Event::Passkey, "throttled", None, caller);
+                audit::record(Event::PasskeyLogin, "throttled", None, caller);
                 return Ok(rate_limited(wait));
             }
         };
@@ -533,7 +533,7 @@ impl StPeter {
         let now = self.now();
         let expired = || Guess::NotChecked(LoginOutcome::failed(FailureReason::ChallengeExpired));
         let refused = |outcome: &'static str, user_id: Option<&str>| {
-            audit::record(Event::Passkey, outcome, user_id, caller);
+            audit::record(Event::PasskeyLogin, outcome, user_id, caller);
             Guess::Failed(LoginOutcome::failed(FailureReason::InvalidCredentials))
         };
         // Taken whatever follows: a challenge is answered once.
@@ -585,7 +585,7 @@ impl StPeter {
             ),
         };
         if let Err(wait) = reserved.also(throttle, key.as_bytes(), now).await? {
-            audit::record(Event::Passkey, "throttled", Some(user_id), caller);
+            audit::record(Event::PasskeyLogin, "throttled", Some(user_id), caller);
             return Ok(Guess::NotChecked(rate_limited(wait)));
         }
 
@@ -667,7 +667,7 @@ impl StPeter {
                 if !self.store.sign_in_with_passkey(used, new_session).await? {
                     return Ok(refused("failure_concurrent_use", Some(user_id)));
                 }
-                audit::record(Event::Passkey, "success", Some(user_id), caller);
+                audit::record(Event::PasskeyLogin, "success", Some(user_id), caller);
                 Ok(Guess::Succeeded(issued()))
             }
         }
@@ -704,7 +704,7 @@ impl StPeter {
         }
         match waits.into_iter().flatten().max() {
             Some(wait) => {
-                audit::record(Event::Passkey, "throttled", None, caller);
+                audit::record(Event::PasskeyLogin, "throttled", None, caller);
                 Err(Error::RateLimited(wait))
             }
             None => Ok(()),
