@@ -223,6 +223,16 @@ ensure_h2load() {
 # Chromium (Debian's package) for the example web app's browser test, driven by
 # playwright-core through its executablePath (Playwright downloads no browser).
 CHROMIUM_BIN=/usr/bin/chromium
+# OpenSSL's headers and pkg-config: webauthn-rs (passkeys) links the system OpenSSL through
+# openssl-sys. Debian's machines here have them; a bare one gets them from apt.
+ensure_openssl_dev() {
+  if ! pkg-config --exists openssl 2>/dev/null; then
+    echo "installing libssl-dev and pkg-config with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config || return 1
+  fi
+  pkg-config --modversion openssl | sed 's/^/openssl /'
+}
+
 ensure_chromium() {
   if [[ ! -x "$CHROMIUM_BIN" ]]; then
     echo "installing chromium with apt-get"

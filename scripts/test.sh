@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 step "tools"
+# OpenSSL's headers, for webauthn-rs (passkeys): before anything is compiled.
+ensure_openssl_dev || step_failed
 ensure_grpcurl || step_failed
 # ghz (grpc-go) drives the server in server/tests/api/stock_clients.rs.
 ensure_ghz || step_failed
