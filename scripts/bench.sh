@@ -32,6 +32,7 @@ if [[ " $* " == *" --sizing "* ]]; then
 fi
 
 step "stock load tools (ghz, h2load)"
+ensure_openssl_dev
 ensure_ghz
 ensure_h2load
 
