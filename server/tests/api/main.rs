@@ -15,6 +15,7 @@ mod login;
 mod lookup;
 mod metrics;
 mod overload;
+mod passkeys;
 mod postgres;
 mod replicas;
 mod revocations;
