@@ -32,7 +32,10 @@ export function html(strings, ...values) {
   return raw(out);
 }
 
-export function page(title, body) {
+/** A whole page. `scripts`: paths of the app's own scripts the page loads (deferred); the
+ * pages with a passkey form load /passkeys.js, the others none. */
+export function page(title, body, { scripts = [] } = {}) {
+  const tags = scripts.map((src) => `<script src="${esc(src)}" defer></script>\n`).join("");
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -40,7 +43,7 @@ export function page(title, body) {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(title)} · Example account</title>
 <link rel="stylesheet" href="/style.css">
-</head>
+${tags}</head>
 <body>
 <header><a href="/account" class="brand">Example account</a></header>
 <main>
@@ -98,4 +101,7 @@ code.secret { font-size: 1.05rem; letter-spacing: .06em; word-break: break-all; 
 td:nth-child(4), td:nth-child(5) { white-space: nowrap; }
 ol.codes { columns: 2; font-family: ui-monospace, monospace; }
 form.inline { display: inline; }
+form.inline input[type=password] { width: 10rem; padding: .25rem; }
+[hidden] { display: none !important; }
+.or { margin: .8rem 0 .2rem; }
 `;

@@ -151,6 +151,11 @@ step("sign in: a wrong password is refused on the page; the right one opens the 
   await page.goto(`${app.url}/`);
   assert.equal(new URL(page.url()).pathname, "/login");
   await shot(t, page, "login");
+  // "Sign in with a passkey" from a st-peter without WebAuthn settings: refused in words.
+  await page.click("[data-testid=passkey-login-form] button[type=submit]");
+  const noPasskeys = page.locator("[data-testid=passkey-login-form] [data-testid=passkey-error]");
+  await noPasskeys.waitFor({ state: "visible" });
+  assert.equal(await noPasskeys.innerText(), "Passkeys are not available on this sign-in service.");
 
   await signIn(page, HANDLE, "not the password at all");
   assert.equal(new URL(page.url()).pathname, "/login");
@@ -168,6 +173,15 @@ step("sign in: a wrong password is refused on the page; the right one opens the 
   secrets.add(cookie.value);
   // Not readable from the page's scripts.
   assert.equal(await page.evaluate(() => document.cookie.includes("stp_")), false);
+  // This st-peter runs without WebAuthn settings (test/passkeys.test.js has them): it lists
+  // no passkeys, and registering one is refused in words (before the password is checked).
+  assert.equal(await text(page, "passkey-state"), "You have no passkeys.");
+  await page.fill("#pk_password", FIRST_PASSWORD);
+  await page.fill("#pk_name", "laptop");
+  await page.click("[data-testid=passkey-register-form] button[type=submit]");
+  const cannotRegister = page.locator("[data-testid=passkey-register-form] [data-testid=passkey-error]");
+  await cannotRegister.waitFor({ state: "visible" });
+  assert.equal(await cannotRegister.innerText(), "Passkeys are not available on this sign-in service.");
   await shot(t, page, "account");
 });
 

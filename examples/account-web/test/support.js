@@ -3,6 +3,7 @@
 // example app as its own process (`node src/server.js`, as `npm start` runs it), Debian's
 // Chromium, and RFC 6238 codes computed here with node:crypto.
 import { spawn, spawnSync } from "node:child_process";
+import net from "node:net";
 import { createHmac } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -51,14 +52,29 @@ function stopChild(child) {
   return exited.finally(() => clearTimeout(timer));
 }
 
-/** `st-peter serve --listen 127.0.0.1:0` on a fresh SQLite file. */
+/** A TCP port free on 127.0.0.1 just now (for a process that must know its port before it
+ * starts: st-peter's WebAuthn origin names the app's). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** `st-peter serve --listen 127.0.0.1:0` on a fresh SQLite file; `args`: more flags (the
+ * passkey test's `--webauthn-rp-id` and `--webauthn-origin`). */
 export class StPeter {
-  static async start() {
+  static async start(args = []) {
     const bin = serverBinary();
     const dir = mkdtempSync(join(tmpdir(), "st-peter-account-web-"));
     const databaseUrl = `sqlite://${join(dir, "st-peter.db")}`;
     const readyFile = join(dir, "ready");
-    const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--database-url", databaseUrl, "--ready-file", readyFile], {
+    const serve = ["serve", "--listen", "127.0.0.1:0", "--database-url", databaseUrl, "--ready-file", readyFile, ...args];
+    const child = spawn(bin, serve, {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
@@ -108,12 +124,14 @@ export class StPeter {
   }
 }
 
-/** The example app as `npm start` runs it, on a free port; its output is kept (`log`). */
+/** The example app as `npm start` runs it, on a free port (or on `port`); its output is kept
+ * (`log`). `url` is where it says it listens, `http://127.0.0.1:PORT`, unless `host` names
+ * another (the passkey test opens it as `http://localhost:PORT`, the WebAuthn origin). */
 export class App {
-  static async start(stPeterTarget) {
+  static async start(stPeterTarget, { port = 0, host } = {}) {
     const child = spawn(process.execPath, ["src/server.js"], {
       cwd: appDir,
-      env: { ...process.env, ST_PETER_TARGET: stPeterTarget, LISTEN: "127.0.0.1:0" },
+      env: { ...process.env, ST_PETER_TARGET: stPeterTarget, LISTEN: `127.0.0.1:${port}` },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const app = new App(child);
@@ -125,6 +143,11 @@ export class App {
       15_000,
       () => (child.exitCode !== null ? `the app exited (${child.exitCode}): ${app.log}` : undefined),
     );
+    if (host) {
+      const url = new URL(app.url);
+      url.hostname = host;
+      app.url = url.origin;
+    }
     return app;
   }
 
@@ -138,15 +161,18 @@ export class App {
   }
 }
 
-/** Empties the screenshot folder (no stale pictures from an earlier run). */
-export function resetScreenshotDir() {
-  rmSync(screenshotDir, { recursive: true, force: true });
-  mkdirSync(screenshotDir, { recursive: true });
+/** Empties a screenshot folder (no stale pictures from an earlier run): the walk's, or its
+ * `sub` folder (the passkey test's `passkeys/`). */
+export function resetScreenshotDir(sub = "") {
+  const dir = join(screenshotDir, sub);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
 }
 
-export function ensureScreenshotDir() {
-  mkdirSync(screenshotDir, { recursive: true });
-  return screenshotDir;
+export function ensureScreenshotDir(sub = "") {
+  const dir = join(screenshotDir, sub);
+  mkdirSync(dir, { recursive: true });
+  return dir;
 }
 
 function base32Decode(text) {
