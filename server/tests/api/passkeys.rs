@@ -485,6 +485,20 @@ async fn a_cloned_authenticator_is_caught_by_its_counter() {
     );
     // The original goes on counting.
     token_of(sign_in(&mut client, &mut authenticator, "lead-baker", ORIGIN).await);
+
+    // A clone that began a named sign-in before the original's next one: its counter is
+    // past the one the challenge's options were made with, not past the one stored since.
+    let mut clone = authenticator.clone();
+    let begun = begin_login(&mut client, "lead-baker", "").await.unwrap();
+    token_of(sign_in(&mut client, &mut authenticator, "", ORIGIN).await);
+    let assertion = clone.get(&begun.options_json, ORIGIN).unwrap();
+    let outcome = finish_login(&mut client, &begun.challenge_id, &assertion)
+        .await
+        .unwrap();
+    assert_eq!(
+        failed_reason(&outcome),
+        pb::FailureReason::InvalidCredentials
+    );
     app.stop().await;
 }
 
@@ -568,7 +582,7 @@ async fn a_removed_passkey_signs_no_one_in_and_only_its_owner_removes_it() {
 async fn a_passkey_is_the_second_factor_of_a_password_login() {
     let app = passkey_app().await;
     let mut authenticator = SoftAuthenticator::new();
-    let (user_id, _) = user_with_passkey(&app, "lead-baker", &mut authenticator).await;
+    let (user_id, me) = user_with_passkey(&app, "lead-baker", &mut authenticator).await;
     let Outcome::TwoFactor(challenge) = app.login("lead-baker", PASSWORD).await else {
         panic!("a user with a passkey must be asked for a second factor");
     };
@@ -596,6 +610,7 @@ async fn a_passkey_is_the_second_factor_of_a_password_login() {
     };
     assert_eq!(session.user.unwrap().user_id, user_id);
     app.verify(&session.token).await.unwrap();
+    assert!(me.passkeys().await[0].last_used_at.is_some());
 
     // The challenge is spent: no second passkey step, no code.
     assert_status(
