@@ -58,8 +58,9 @@
 // and back, the JSON passed through as it is: PasskeyOptionsJSON from st-peter to the
 // page, PasskeyCredentialJSON (the page's credential.toJSON()) from the page to
 // st-peter, two types so that neither can go where the other belongs. A st-peter
-// started without --webauthn-rp-id and --webauthn-origin answers every passkey call
-// with ErrFailedPrecondition.
+// started without --webauthn-rp-id and --webauthn-origin answers the ceremonies (Begin
+// and Finish of a registration or a sign-in) with ErrFailedPrecondition; ListPasskeys
+// and RemovePasskey still work.
 //
 //	registration, err := account.BeginPasskeyRegistration(ctx, currentPassword)
 //	// the page: navigator.credentials.create(registration.OptionsJSON ...), posts back

@@ -33,8 +33,9 @@ var (
 	// ErrFailedPrecondition: the account is not in the state the call needs (TOTP already
 	// on, or not on; a TOTP enrollment unknown, expired, used up or confirmed already; a
 	// passkey registration unknown, used or expired), or the client not
-	// (LookupUserAsService without an API key), or st-peter not (a passkey call to a
-	// server without --webauthn-rp-id and --webauthn-origin). The message says which.
+	// (LookupUserAsService without an API key), or st-peter not (a passkey registration
+	// or sign-in with a server without --webauthn-rp-id and --webauthn-origin). The
+	// message says which.
 	ErrFailedPrecondition = errors.New("failed precondition")
 	// ErrRateLimited: too many attempts (wrong passwords, for instance); the message says
 	// how long to wait. Asking again before then answers the same.

@@ -41,8 +41,8 @@ pub enum Error {
     NoApiKey,
     /// The account is not in the state the call needs (TOTP already on, or not on; an
     /// enrollment unknown, expired or already confirmed; a passkey registration unknown,
-    /// used or expired), or st-peter is not (a passkey call to a server without
-    /// `--webauthn-rp-id` and `--webauthn-origin`). The message says which.
+    /// used or expired), or st-peter is not (a passkey registration or sign-in with a
+    /// server without `--webauthn-rp-id` and `--webauthn-origin`). The message says which.
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
     /// Too many attempts (st-peter's throttles); the message says when to retry.

@@ -111,8 +111,9 @@
 //! and back. The JSON is passed through as it is, under two types so that neither can go
 //! where the other belongs: [`PasskeyOptionsJson`] from st-peter to the page,
 //! [`PasskeyCredentialJson`] (the page's `credential.toJSON()`) from the page to st-peter.
-//! A st-peter started without `--webauthn-rp-id` and `--webauthn-origin` answers every
-//! passkey call with [`Error::FailedPrecondition`].
+//! A st-peter started without `--webauthn-rp-id` and `--webauthn-origin` answers the
+//! ceremonies (beginning and finishing a registration or a sign-in) with
+//! [`Error::FailedPrecondition`]; `list_passkeys` and `remove_passkey` still work.
 //!
 //! ```no_run
 //! use st_peter_client::{

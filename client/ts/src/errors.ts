@@ -21,7 +21,8 @@ export type ErrorKind =
   /** The account is not in the state the call needs: TOTP already on (beginTotpEnrollment),
    * not on (disableTotp, regenerateRecoveryCodes), or an unknown, expired or used
    * enrollment (confirmTotpEnrollment) or passkey registration (finishPasskeyRegistration);
-   * or st-peter has no WebAuthn settings (every passkey call). The message names the field
+   * or st-peter has no WebAuthn settings (beginning or finishing a passkey registration or
+   * sign-in). The message names the field
    * or the settings. */
   | "failed_precondition"
   /** Too many attempts (wrong current passwords count like failed logins; failed API key

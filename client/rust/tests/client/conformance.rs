@@ -185,6 +185,7 @@ fn from_login(outcome: LoginOutcome) -> Outcome {
                 .map(|m| match m {
                     TwoFactorMethod::Totp => "totp",
                     TwoFactorMethod::RecoveryCode => "recovery_code",
+                    TwoFactorMethod::Passkey => "passkey",
                 })
                 .collect(),
             ..Outcome::default()

@@ -10,6 +10,7 @@ mod feed;
 mod guard;
 mod logout_race;
 mod methods;
+mod passkeys;
 mod restart;
 mod service;
 mod service_refresh;
