@@ -178,6 +178,16 @@ func TestPasskeyRegistrationOptionsAndRefusals(t *testing.T) {
 	_, err = account.FinishPasskeyRegistration(ctx, registration.RegistrationID, passkey.create(registration.OptionsJSON), "laptop")
 	wantKind(t, "finish a spent registration", err, stpeter.ErrFailedPrecondition, "registration_id")
 
+	// Without user verification: refused.
+	registration, err = account.BeginPasskeyRegistration(ctx, firstPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unverifying := newSoftPasskey(t, passkeyOrigin)
+	unverifying.authenticator.Options.UserNotVerified = true
+	_, err = account.FinishPasskeyRegistration(ctx, registration.RegistrationID, unverifying.create(registration.OptionsJSON), "laptop")
+	wantKind(t, "finish without user verification", err, stpeter.ErrInvalidArgument, "credential_json")
+
 	registration, err = account.BeginPasskeyRegistration(ctx, firstPassword)
 	if err != nil {
 		t.Fatal(err)
@@ -288,6 +298,21 @@ func TestPasskeyRegisterSignInListAndRemove(t *testing.T) {
 	result, err = client.FinishPasskeyLogin(ctx, challenge.ChallengeID, elsewhere.get(challenge.OptionsJSON))
 	wantFailed(t, "an assertion for another origin", result, err, stpeter.InvalidCredentials)
 	authenticator.credential.Counter = elsewhere.credential.Counter
+
+	// A cloned authenticator: the copy signs with a counter the original has used already.
+	clone := *authenticator
+	challenge, err = client.BeginPasskeyLogin(ctx, stpeter.PasskeyLoginOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	result, err = client.FinishPasskeyLogin(ctx, challenge.ChallengeID, authenticator.get(challenge.OptionsJSON))
+	wantAuthenticated(t, "the original authenticator", result, err, "night-baker")
+	challenge, err = client.BeginPasskeyLogin(ctx, stpeter.PasskeyLoginOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	result, err = client.FinishPasskeyLogin(ctx, challenge.ChallengeID, clone.get(challenge.OptionsJSON))
+	wantFailed(t, "the clone, its counter behind", result, err, stpeter.InvalidCredentials)
 
 	// Malformed JSON is the caller's fault; an unknown challenge a failed login.
 	challenge, err = client.BeginPasskeyLogin(ctx, stpeter.PasskeyLoginOptions{})
