@@ -277,8 +277,19 @@ async fn a_registered_passkey_signs_its_user_in_discoverably_and_by_identifier()
     assert_eq!(me.account().await.passkeys, 1);
 
     // Discoverable: no identifier, no allowCredentials; the user handle names the user.
-    app.clock.advance(Duration::from_secs(60));
+    // An identifier of nobody with a passkey gets the same options.
     let mut client = app.client.clone();
+    app.add_user("apprentice", PASSWORD).await;
+    for identifier in ["apprentice", "nobody"] {
+        let begun = begin_login(&mut client, identifier, "").await.unwrap();
+        let options = public_key(&begun.options_json);
+        assert_eq!(
+            options["allowCredentials"],
+            serde_json::json!([]),
+            "{options}"
+        );
+    }
+    app.clock.advance(Duration::from_secs(60));
     let begun = begin_login(&mut client, "", "").await.unwrap();
     let challenge_id = begun.challenge_id.clone();
     assert!(begun.challenge_id.starts_with("stw_"));
@@ -621,6 +632,21 @@ async fn a_passkey_is_the_second_factor_of_a_password_login() {
     let again = app.second_factor(&two_factor_id, "123456").await;
     assert_eq!(failed_reason(&again), pb::FailureReason::ChallengeExpired);
 
+    // Each passkey step begun spends one of a challenge's five attempts.
+    let Outcome::TwoFactor(challenge) = app.login("lead-baker", PASSWORD).await else {
+        panic!("expected two_factor");
+    };
+    for _ in 0..5 {
+        begin_login(&mut client, "", &challenge.two_factor_id)
+            .await
+            .unwrap();
+    }
+    assert_status(
+        begin_login(&mut client, "", &challenge.two_factor_id).await,
+        Code::FailedPrecondition,
+        "out of attempts",
+    );
+
     // With TOTP as well, every method is offered; a passkey that does not verify leaves
     // the challenge to a code.
     let enrollment = app.app.enroll_totp("lead-baker").await.unwrap();
@@ -939,6 +965,31 @@ async fn one_address_trying_unknown_passkeys_is_throttled() {
         "retry after",
     );
     app.clock.advance(wait);
+    token_of(sign_in(&mut client, &mut authenticator, "", ORIGIN).await);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_may_begin_only_so_many_sign_ins_a_minute() {
+    let app = passkey_app().await;
+    let mut authenticator = SoftAuthenticator::new();
+    user_with_passkey(&app, "lead-baker", &mut authenticator).await;
+    let mut client = app.client.clone();
+    // Bursts of 200 (a third of the 600 a minute by default); each stores a challenge.
+    for _ in 0..200 {
+        begin_login(&mut client, "", "").await.unwrap();
+    }
+    assert_status(
+        begin_login(&mut client, "", "").await,
+        Code::ResourceExhausted,
+        "retry after",
+    );
+    assert_status(
+        begin_login(&mut client, "lead-baker", "").await,
+        Code::ResourceExhausted,
+        "retry after",
+    );
+    app.clock.advance(Duration::from_secs(60));
     token_of(sign_in(&mut client, &mut authenticator, "", ORIGIN).await);
     app.stop().await;
 }
