@@ -19,7 +19,7 @@ use crate::clock::{UnixMillis, millis};
 use crate::domain::app::{Caller, StPeter, UserKind};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier::{self, Identifier};
-use crate::domain::self_service::SignedIn;
+use crate::domain::self_service::{SignedIn, identifier_keys};
 use crate::domain::sessions::{FailureReason, IssuedSession, LoginOutcome, new_session_id};
 use crate::domain::throttle::{self, Backoff, Guess, Reserved};
 use crate::error::{Error, Result, invalid};
@@ -34,8 +34,9 @@ use crate::store::{
 pub const REGISTRATION_TTL: Duration = Duration::from_secs(5 * 60);
 /// How long a sign-in challenge waits for the browser's assertion.
 pub const LOGIN_TTL: Duration = Duration::from_secs(2 * 60);
-/// Largest `credential_json` accepted: real ones are a few KiB.
-pub const MAX_CREDENTIAL_JSON_BYTES: usize = 64 * 1024;
+/// Largest `credential_json` accepted: real ones are a few KiB (a "none" attestation is
+/// under one), and the whole request must fit in the server's 64 KiB.
+pub const MAX_CREDENTIAL_JSON_BYTES: usize = 32 * 1024;
 /// Longest passkey name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
 
@@ -117,6 +118,20 @@ impl From<PasskeyRecord> for PasskeyView {
             last_used_at: record.last_used_at,
         }
     }
+}
+
+/// The state of a sign-in ceremony (`CeremonyPurpose::Login` and `TwoFactor`) between
+/// Begin and Finish.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SignIn {
+    /// The passkeys of the user an identifier (or a two-factor challenge) named.
+    Named(PasskeyAuthentication),
+    /// Any discoverable passkey: the assertion's user handle says whose.
+    Discoverable(DiscoverableAuthentication),
+    /// An identifier of nobody with a passkey: options like a discoverable sign-in's,
+    /// which no passkey answers, since the caller asked for someone else.
+    Nobody(DiscoverableAuthentication),
 }
 
 /// A ceremony begun: its id (to send back with the browser's answer) and the options to
@@ -362,14 +377,16 @@ impl StPeter {
                     .filter(|user| can_sign_in(user) && user.passkeys > 0);
                 match user {
                     Some(user) => self.begin_known_user_login(webauthn, &user).await,
-                    // Nothing to name: a discoverable sign-in, which no passkey of this
-                    // identifier's answers.
-                    None => self.begin_discoverable_login(webauthn).await,
+                    None => {
+                        self.begin_discoverable_login(webauthn, SignIn::Nobody)
+                            .await
+                    }
                 }
             }
             (true, true) => {
                 self.refuse_while_throttled(caller, None).await?;
-                self.begin_discoverable_login(webauthn).await
+                self.begin_discoverable_login(webauthn, SignIn::Discoverable)
+                    .await
             }
         }
     }
@@ -388,7 +405,7 @@ impl StPeter {
                 CeremonyPurpose::Login,
                 Some(&user.owner.id),
                 None,
-                &state_json(&state)?,
+                &state_json(&SignIn::Named(state))?,
                 LOGIN_TTL,
             )
             .await?;
@@ -398,7 +415,12 @@ impl StPeter {
         })
     }
 
-    async fn begin_discoverable_login(&self, webauthn: &Webauthn) -> Result<BegunCeremony> {
+    /// A sign-in with the options of a discoverable one: `Discoverable`, or `Nobody`.
+    async fn begin_discoverable_login(
+        &self,
+        webauthn: &Webauthn,
+        sign_in: fn(DiscoverableAuthentication) -> SignIn,
+    ) -> Result<BegunCeremony> {
         let (mut options, state) = webauthn
             .start_discoverable_authentication()
             .map_err(|error| Error::Internal(format!("starting a passkey sign-in: {error}")))?;
@@ -410,7 +432,7 @@ impl StPeter {
                 CeremonyPurpose::Login,
                 None,
                 None,
-                &state_json(&state)?,
+                &state_json(&sign_in(state))?,
                 LOGIN_TTL,
             )
             .await?;
@@ -475,7 +497,7 @@ impl StPeter {
                 CeremonyPurpose::TwoFactor,
                 Some(&user.owner.id),
                 Some(&challenge_hash),
-                &state_json(&state)?,
+                &state_json(&SignIn::Named(state))?,
                 ttl,
             )
             .await?;
@@ -547,19 +569,24 @@ impl StPeter {
         else {
             return Ok(expired());
         };
-        // Which passkey the assertion claims to come from, and whose it is.
-        let discoverable_user = match &ceremony.user_id {
-            Some(_) => None,
-            None => match webauthn.identify_discoverable_authentication(assertion) {
-                Ok((user, _)) => Some(user.to_string()),
-                Err(_) => return Ok(refused("failure_no_user_handle", None)),
-            },
+        let sign_in: SignIn = ceremony_state(&ceremony)?;
+        // Whose passkey may answer: the named user's, or the one the assertion's user
+        // handle names.
+        let claimed_user = match (&sign_in, &ceremony.user_id) {
+            (SignIn::Named(_), Some(user_id)) => user_id.clone(),
+            (SignIn::Discoverable(_), None) => {
+                match webauthn.identify_discoverable_authentication(assertion) {
+                    Ok((user, _)) => user.to_string(),
+                    Err(_) => return Ok(refused("failure_no_user_handle", None)),
+                }
+            }
+            (SignIn::Nobody(_), _) => return Ok(refused("failure_unknown_passkey", None)),
+            _ => {
+                return Err(Error::Internal(
+                    "passkey ceremony: its state and its user disagree".into(),
+                ));
+            }
         };
-        let claimed_user = ceremony
-            .user_id
-            .clone()
-            .or(discoverable_user)
-            .unwrap_or_default();
         let record = self
             .store
             .passkey_by_credential_id(assertion.get_credential_id())
@@ -577,32 +604,32 @@ impl StPeter {
             return Ok(refused("failure_user_disabled", Some(&record.user_id)));
         };
         let user_id = user.owner.id.as_str();
-        let (throttle, key) = match ceremony.purpose {
-            CeremonyPurpose::TwoFactor => (&self.throttles.two_factor_user, user_id.to_owned()),
-            _ => (
-                &self.throttles.login_identifier,
-                Identifier::Handle(user.owner.handle.clone()).key(),
-            ),
+        // The user's throttles join, as for their password: every identifier they log in
+        // with, or the second factor's.
+        let keys = match ceremony.purpose {
+            CeremonyPurpose::TwoFactor => vec![user_id.to_owned()],
+            _ => identifier_keys(&user),
         };
-        if let Err(wait) = reserved.also(throttle, key.as_bytes(), now).await? {
-            audit::record(Event::PasskeyLogin, "throttled", Some(user_id), caller);
-            return Ok(Guess::NotChecked(rate_limited(wait)));
+        let throttle = match ceremony.purpose {
+            CeremonyPurpose::TwoFactor => &self.throttles.two_factor_user,
+            _ => &self.throttles.login_identifier,
+        };
+        for key in &keys {
+            if let Err(wait) = reserved.also(throttle, key.as_bytes(), now).await? {
+                audit::record(Event::PasskeyLogin, "throttled", Some(user_id), caller);
+                return Ok(Guess::NotChecked(rate_limited(wait)));
+            }
         }
 
         let mut passkey = stored_passkey(&record)?;
-        let verified = match ceremony.user_id {
-            Some(_) => {
-                let state: PasskeyAuthentication = ceremony_state(&ceremony)?;
-                webauthn.finish_passkey_authentication(assertion, &state)
-            }
-            None => {
-                let state: DiscoverableAuthentication = ceremony_state(&ceremony)?;
-                webauthn.finish_discoverable_authentication(
+        let verified = match sign_in {
+            SignIn::Named(state) => webauthn.finish_passkey_authentication(assertion, &state),
+            SignIn::Discoverable(state) | SignIn::Nobody(state) => webauthn
+                .finish_discoverable_authentication(
                     assertion,
                     state,
                     &[DiscoverableKey::from(&passkey)],
-                )
-            }
+                ),
         };
         let result = match verified {
             Ok(result) if result.user_verified() => result,

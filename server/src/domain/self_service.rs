@@ -417,7 +417,7 @@ impl StPeter {
 }
 
 /// The login-throttle keys of every identifier the user can log in with.
-fn identifier_keys(user: &UserRecord) -> Vec<String> {
+pub(crate) fn identifier_keys(user: &UserRecord) -> Vec<String> {
     let owner = &user.owner;
     [
         Some(Identifier::Handle(owner.handle.clone())),

@@ -821,7 +821,7 @@ mod tests {
     #[tokio::test]
     async fn rate_limit_refills_with_the_injected_clock() {
         let clock = ManualClock::new();
-        let limit = RateLimit::per_minute(60, 3, Arc::new(clock.clone()));
+        let limit = RateLimit::per_minute("test", 60, 3, Arc::new(clock.clone()));
         let check = |key: &'static str| limit.check(key, 0);
         for _ in 0..3 {
             assert!(check("actor").await.unwrap().is_ok());

@@ -901,19 +901,23 @@ async fn failed_assertions_for_one_user_are_throttled_as_password_guesses_are() 
     assert_eq!(by_passkey[0], InvalidCredentials);
     assert_eq!(by_passkey[7], RateLimited, "{by_passkey:?}");
 
-    // The owner's own passkey waits too, a named Begin is refused, and so is the password.
+    // The owner's own passkey waits too, a named Begin is refused, and so is the password,
+    // under every identifier of the user (the failures named none of them).
     let held = sign_in(&mut client, &mut authenticator, "", ORIGIN).await;
     let wait = retry_after(&held);
     assert!(wait > Duration::ZERO && wait <= Duration::from_secs(5 * 60));
-    assert_status(
-        begin_login(&mut client, "lead-baker", "").await,
-        Code::ResourceExhausted,
-        "retry after",
-    );
-    assert_eq!(
-        failed_reason(&app.login("lead-baker", PASSWORD).await),
-        RateLimited
-    );
+    for identifier in ["lead-baker", "lead-baker@bakery.example"] {
+        assert_status(
+            begin_login(&mut client, identifier, "").await,
+            Code::ResourceExhausted,
+            "retry after",
+        );
+        assert_eq!(
+            failed_reason(&app.login(identifier, PASSWORD).await),
+            RateLimited,
+            "{identifier}"
+        );
+    }
 
     app.clock.advance(wait);
     token_of(sign_in(&mut client, &mut authenticator, "lead-baker", ORIGIN).await);
@@ -1178,4 +1182,22 @@ async fn passkey_ceremonies_span_replicas_and_a_challenge_is_answered_once_acros
             .await
             .unwrap(),
     );
+}
+#[tokio::test]
+async fn a_sign_in_begun_for_an_identifier_without_passkeys_signs_no_one_in() {
+    let app = passkey_app().await;
+    let mut authenticator = SoftAuthenticator::new();
+    user_with_passkey(&app, "lead-baker", &mut authenticator).await;
+    app.add_user("apprentice", PASSWORD).await;
+    let mut client = app.client.clone();
+    for identifier in ["apprentice", "nobody"] {
+        // lead-baker's discoverable passkey answers the discoverable options...
+        let outcome = sign_in(&mut client, &mut authenticator, identifier, ORIGIN).await;
+        // ...but the caller asked for `identifier`, not lead-baker.
+        assert_eq!(
+            failed_reason(&outcome),
+            pb::FailureReason::InvalidCredentials
+        );
+    }
+    app.stop().await;
 }

@@ -2291,7 +2291,7 @@ type FinishPasskeyLoginRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The `challenge_id` from BeginPasskeyLogin.
 	ChallengeId string `protobuf:"bytes,1,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
-	// The browser's PublicKeyCredential (an assertion) as JSON. At most 64 KiB.
+	// The browser's PublicKeyCredential (an assertion) as JSON. At most 32 KiB.
 	CredentialJson string `protobuf:"bytes,2,opt,name=credential_json,json=credentialJson,proto3" json:"credential_json,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -2448,7 +2448,7 @@ type FinishPasskeyRegistrationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The `registration_id` from BeginPasskeyRegistration.
 	RegistrationId string `protobuf:"bytes,1,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
-	// The browser's PublicKeyCredential (an attestation) as JSON. At most 64 KiB.
+	// The browser's PublicKeyCredential (an attestation) as JSON. At most 32 KiB.
 	CredentialJson string `protobuf:"bytes,2,opt,name=credential_json,json=credentialJson,proto3" json:"credential_json,omitempty"`
 	// A name for the passkey, to tell it apart in lists ("work laptop"): 1 to 100
 	// characters.

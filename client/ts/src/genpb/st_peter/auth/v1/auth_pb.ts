@@ -1075,7 +1075,7 @@ export type FinishPasskeyLoginRequest = Message<"st_peter.auth.v1.FinishPasskeyL
   challengeId: string;
 
   /**
-   * The browser's PublicKeyCredential (an assertion) as JSON. At most 64 KiB.
+   * The browser's PublicKeyCredential (an assertion) as JSON. At most 32 KiB.
    *
    * @generated from field: string credential_json = 2;
    */
@@ -1153,7 +1153,7 @@ export type FinishPasskeyRegistrationRequest = Message<"st_peter.auth.v1.FinishP
   registrationId: string;
 
   /**
-   * The browser's PublicKeyCredential (an attestation) as JSON. At most 64 KiB.
+   * The browser's PublicKeyCredential (an attestation) as JSON. At most 32 KiB.
    *
    * @generated from field: string credential_json = 2;
    */
