@@ -306,6 +306,25 @@ pub(crate) fn check_display_name(display_name: Option<String>) -> Result<String>
     Ok(display_name)
 }
 
+/// A short printable name a person gives a thing (an API key, a passkey) to tell it apart
+/// in lists: trimmed, 1 to `max_chars` characters, no control characters.
+pub(crate) fn check_short_name(name: &str, max_chars: usize) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(invalid("name", "must not be empty"));
+    }
+    if name.chars().count() > max_chars {
+        return Err(invalid(
+            "name",
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid("name", "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
 /// Roles are short names such as `admin` or `billing:read`.
 pub(crate) fn check_role(role: &str) -> Result<String> {
     let role = role.trim();

@@ -16,11 +16,14 @@ use webauthn_rs::prelude::{
 use webauthn_rs_proto::ResidentKeyRequirement;
 
 use crate::clock::{UnixMillis, millis};
+use crate::domain::accounts::check_short_name;
 use crate::domain::app::{Caller, StPeter, UserKind};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier::{self, Identifier};
 use crate::domain::self_service::{SignedIn, identifier_keys};
-use crate::domain::sessions::{FailureReason, IssuedSession, LoginOutcome, new_session_id};
+use crate::domain::sessions::{
+    FailureReason, IssuedSession, LoginOutcome, check_listed_id, new_session_id,
+};
 use crate::domain::throttle::{self, Backoff, Guess, Reserved};
 use crate::error::{Error, Result, invalid};
 use crate::secrets::password;
@@ -534,7 +537,7 @@ impl StPeter {
             Ok(reserved) => reserved,
             Err(wait) => {
                 audit::record(Event::PasskeyLogin, "throttled", None, caller);
-                return Ok(rate_limited(wait));
+                return Ok(LoginOutcome::rate_limited(wait));
             }
         };
         let guess = self
@@ -617,7 +620,7 @@ impl StPeter {
         for key in &keys {
             if let Err(wait) = reserved.also(throttle, key.as_bytes(), now).await? {
                 audit::record(Event::PasskeyLogin, "throttled", Some(user_id), caller);
-                return Ok(Guess::NotChecked(rate_limited(wait)));
+                return Ok(Guess::NotChecked(LoginOutcome::rate_limited(wait)));
             }
         }
 
@@ -777,13 +780,6 @@ fn can_sign_in(user: &UserRecord) -> bool {
     !user.owner.disabled && user.owner.kind == UserKind::Human
 }
 
-fn rate_limited(wait: Duration) -> LoginOutcome {
-    LoginOutcome::Failed {
-        reason: FailureReason::RateLimited,
-        retry_after: Some(wait),
-    }
-}
-
 /// The WebAuthn user handle of a user: their id's 16 bytes (random, no personal data).
 fn user_handle(user_id: &str) -> Result<Uuid> {
     Uuid::parse_str(user_id)
@@ -835,35 +831,12 @@ fn parse_credential<T: serde::de::DeserializeOwned>(credential_json: &str) -> Re
 }
 
 fn check_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(invalid("name", "must not be empty"));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(invalid(
-            "name",
-            format!("must be at most {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(invalid("name", "must not contain control characters"));
-    }
-    Ok(name.to_owned())
+    check_short_name(name, MAX_NAME_CHARS)
 }
 
 /// A passkey id as ListPasskeys gives it: a UUID, in its canonical lowercase form.
 fn check_passkey_id(passkey_id: &str) -> Result<String> {
-    if passkey_id.is_empty() {
-        return Err(invalid("passkey_id", "must not be empty"));
-    }
-    Uuid::parse_str(passkey_id.trim())
-        .map(|id| id.to_string())
-        .map_err(|_| {
-            invalid(
-                "passkey_id",
-                "must be a passkey_id from ListPasskeys (a UUID)",
-            )
-        })
+    check_listed_id("passkey_id", passkey_id, "ListPasskeys")
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::clock::{UnixMillis, millis};
-use crate::domain::accounts::check_display_name;
+use crate::domain::accounts::{check_display_name, check_short_name};
 use crate::domain::app::{Caller, StPeter, UserKind, UserView};
 use crate::domain::audit::{self, Event};
 use crate::domain::identifier;
@@ -309,18 +309,5 @@ impl StPeter {
 
 /// A key's name: short, printable, so `service key list` stays readable.
 fn check_key_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(invalid("name", "must not be empty"));
-    }
-    if name.chars().count() > MAX_KEY_NAME_CHARS {
-        return Err(invalid(
-            "name",
-            format!("must be at most {MAX_KEY_NAME_CHARS} characters"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(invalid("name", "must not contain control characters"));
-    }
-    Ok(name.to_owned())
+    check_short_name(name, MAX_KEY_NAME_CHARS)
 }

@@ -75,6 +75,14 @@ impl LoginOutcome {
             retry_after: None,
         }
     }
+
+    /// Throttled: try again after `wait`.
+    pub(crate) fn rate_limited(wait: Duration) -> Self {
+        Self::Failed {
+            reason: FailureReason::RateLimited,
+            retry_after: Some(wait),
+        }
+    }
 }
 
 /// The owner of a valid token.
@@ -111,10 +119,7 @@ impl StPeter {
             Ok(reserved) => reserved,
             Err(wait) => {
                 audit::record(Event::Login, "throttled", None, caller);
-                return Ok(LoginOutcome::Failed {
-                    reason: FailureReason::RateLimited,
-                    retry_after: Some(wait),
-                });
+                return Ok(LoginOutcome::rate_limited(wait));
             }
         };
         let guess = self.check_password(caller, &identifier, password).await;
@@ -412,15 +417,20 @@ pub(crate) fn new_session_id() -> String {
 
 /// A session id as ListSessions gives it: a UUID, in its canonical lowercase form.
 pub(crate) fn check_session_id(session_id: &str) -> Result<String> {
-    if session_id.is_empty() {
-        return Err(invalid("session_id", "must not be empty"));
+    check_listed_id("session_id", session_id, "ListSessions")
+}
+
+/// An id that a list call gives (`listed_by`): a UUID, in its canonical lowercase form.
+pub(crate) fn check_listed_id(field: &'static str, id: &str, listed_by: &str) -> Result<String> {
+    if id.is_empty() {
+        return Err(invalid(field, "must not be empty"));
     }
-    uuid::Uuid::parse_str(session_id.trim())
+    uuid::Uuid::parse_str(id.trim())
         .map(|id| id.to_string())
         .map_err(|_| {
             invalid(
-                "session_id",
-                "must be a session_id from ListSessions (a UUID)",
+                field,
+                format!("must be a {field} from {listed_by} (a UUID)"),
             )
         })
 }

@@ -107,7 +107,7 @@ impl StPeter {
             Ok(reserved) => reserved,
             Err(wait) => {
                 audit::record(Event::TwoFactor, "throttled", None, caller);
-                return Ok(rate_limited(wait));
+                return Ok(LoginOutcome::rate_limited(wait));
             }
         };
         let guess = self
@@ -154,7 +154,7 @@ impl StPeter {
             .await?
         {
             audit::record(Event::TwoFactor, "throttled", Some(&user.owner.id), caller);
-            return Ok(Guess::NotChecked(rate_limited(wait)));
+            return Ok(Guess::NotChecked(LoginOutcome::rate_limited(wait)));
         }
         let recovery_hash;
         let factor = match code {
@@ -291,12 +291,5 @@ impl StPeter {
             .set_totp_secret(&user.owner.id, None, &[], self.now())
             .await?;
         Ok(user.owner.id)
-    }
-}
-
-fn rate_limited(wait: std::time::Duration) -> LoginOutcome {
-    LoginOutcome::Failed {
-        reason: FailureReason::RateLimited,
-        retry_after: Some(wait),
     }
 }

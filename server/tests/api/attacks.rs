@@ -5,16 +5,7 @@ use tonic::Code;
 use st_peter_proto::auth::v1 as pb;
 use st_peter_proto::auth::v1::login_response::Result as Outcome;
 
-use crate::helpers::{TestApp, failed_reason, spawn_app};
-
-fn retry_after(outcome: &Outcome) -> Duration {
-    match outcome {
-        Outcome::Failed(failed) if failed.reason() == pb::FailureReason::RateLimited => {
-            Duration::try_from(failed.retry_after.unwrap()).unwrap()
-        }
-        other => panic!("expected rate limited, got {other:?}"),
-    }
-}
+use crate::helpers::{TestApp, failed_reason, retry_after, spawn_app};
 
 #[tokio::test]
 async fn fifty_wrong_passwords_then_the_right_one() {

@@ -199,6 +199,18 @@ pub async fn second_factor(
         .unwrap()
 }
 
+/// How long a `RATE_LIMITED` login outcome says to wait.
+pub fn retry_after(result: &pb::login_response::Result) -> std::time::Duration {
+    match result {
+        pb::login_response::Result::Failed(failed)
+            if failed.reason() == pb::FailureReason::RateLimited =>
+        {
+            std::time::Duration::try_from(failed.retry_after.unwrap()).unwrap()
+        }
+        other => panic!("expected rate limited, got {other:?}"),
+    }
+}
+
 pub fn failed_reason(result: &pb::login_response::Result) -> pb::FailureReason {
     match result {
         pb::login_response::Result::Failed(failed) => failed.reason(),

@@ -20,7 +20,7 @@ use st_peter_server::domain::passkeys::WebauthnSettings;
 use st_peter_testkit::SoftAuthenticator;
 
 use crate::helpers::{
-    Client, TestApp, add_user_with_cli, admin, failed_reason, login, remember_secret,
+    Client, TestApp, add_user_with_cli, admin, failed_reason, login, remember_secret, retry_after,
     secret_appears, spawn_app, spawn_app_with, start_server_with, test_settings, verify,
 };
 
@@ -868,15 +868,6 @@ async fn malformed_answers_are_invalid_arguments_naming_the_field() {
         "two_factor_id",
     );
     app.stop().await;
-}
-
-fn retry_after(outcome: &Outcome) -> Duration {
-    match outcome {
-        Outcome::Failed(failed) if failed.reason() == pb::FailureReason::RateLimited => {
-            Duration::try_from(failed.retry_after.unwrap()).unwrap()
-        }
-        other => panic!("expected rate limited, got {other:?}"),
-    }
 }
 
 #[tokio::test]

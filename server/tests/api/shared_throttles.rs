@@ -16,7 +16,7 @@ use tonic::Code;
 
 use crate::helpers::{
     Client, capture_logs, create_postgres_database, failed_reason, login, remember_secret,
-    required_postgres_url, second_factor, test_settings, token,
+    required_postgres_url, retry_after, second_factor, test_settings, token,
 };
 
 const PASSWORD: &str = "open sesame, said Ali Baba";
@@ -76,15 +76,6 @@ impl Replicas {
             .await;
         let token = token(&mut self.client(0), "scraper", "scraping every page it can").await;
         (user, token)
-    }
-}
-
-fn retry_after(outcome: &Outcome) -> Duration {
-    match outcome {
-        Outcome::Failed(failed) if failed.reason() == pb::FailureReason::RateLimited => {
-            Duration::try_from(failed.retry_after.unwrap()).unwrap()
-        }
-        other => panic!("expected rate limited, got {other:?}"),
     }
 }
 
