@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use webauthn_rs::prelude::{
-    Credential, DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn,
-    WebauthnBuilder,
+    Credential, CredentialID, DiscoverableAuthentication, DiscoverableKey, Passkey,
+    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    Url, Uuid, Webauthn, WebauthnBuilder,
 };
 use webauthn_rs_proto::ResidentKeyRequirement;
 
@@ -169,11 +169,13 @@ impl StPeter {
         password::check_given("current_password", current_password)?;
         self.check_current_password(Event::Passkey, caller, &me.user, current_password)
             .await?;
-        let existing = self.store.passkeys(me.id()).await?;
-        let exclude = existing
-            .iter()
-            .map(|record| Ok(stored_passkey(record)?.cred_id().clone()))
-            .collect::<Result<Vec<_>>>()?;
+        let exclude = self
+            .store
+            .passkeys(me.id())
+            .await?
+            .into_iter()
+            .map(|record| CredentialID::from(record.credential_id))
+            .collect();
         let owner = &me.user.owner;
         let display_name = if owner.display_name.is_empty() {
             &owner.handle
@@ -399,17 +401,31 @@ impl StPeter {
         webauthn: &Webauthn,
         user: &UserRecord,
     ) -> Result<BegunCeremony> {
+        self.begin_named_sign_in(webauthn, CeremonyPurpose::Login, user, None, LOGIN_TTL)
+            .await
+    }
+
+    /// A sign-in that this user's passkeys alone answer: for a login (`Login`) or to
+    /// complete the two-factor challenge `challenge_hash` (`TwoFactor`).
+    async fn begin_named_sign_in(
+        &self,
+        webauthn: &Webauthn,
+        purpose: CeremonyPurpose,
+        user: &UserRecord,
+        challenge_hash: Option<&SecretHash>,
+        ttl: Duration,
+    ) -> Result<BegunCeremony> {
         let passkeys = self.stored_passkeys(&user.owner.id).await?;
         let (options, state) = webauthn
             .start_passkey_authentication(&passkeys)
             .map_err(|error| Error::Internal(format!("starting a passkey sign-in: {error}")))?;
         let id = self
             .put_ceremony(
-                CeremonyPurpose::Login,
+                purpose,
                 Some(&user.owner.id),
-                None,
+                challenge_hash,
                 &state_json(&SignIn::Named(state))?,
-                LOGIN_TTL,
+                ttl,
             )
             .await?;
         Ok(BegunCeremony {
@@ -488,26 +504,17 @@ impl StPeter {
             .await?
             .filter(|user| can_sign_in(user) && user.passkeys > 0)
             .ok_or_else(gone)?;
-        let passkeys = self.stored_passkeys(&user.owner.id).await?;
-        let (options, state) = webauthn
-            .start_passkey_authentication(&passkeys)
-            .map_err(|error| Error::Internal(format!("starting a passkey sign-in: {error}")))?;
         // It dies with its challenge, or sooner.
         let ttl = Duration::from_millis(u64::try_from(attempt.expires_at - now).unwrap_or(0))
             .min(LOGIN_TTL);
-        let id = self
-            .put_ceremony(
-                CeremonyPurpose::TwoFactor,
-                Some(&user.owner.id),
-                Some(&challenge_hash),
-                &state_json(&SignIn::Named(state))?,
-                ttl,
-            )
-            .await?;
-        Ok(BegunCeremony {
-            id,
-            options_json: options_json(&options)?,
-        })
+        self.begin_named_sign_in(
+            webauthn,
+            CeremonyPurpose::TwoFactor,
+            &user,
+            Some(&challenge_hash),
+            ttl,
+        )
+        .await
     }
 
     /// Finishes a passkey sign-in with the browser's assertion. Answers like a login.
